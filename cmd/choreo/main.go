@@ -1,0 +1,78 @@
+// Command choreo runs the choreo order-fulfilment system and its tools.
+//
+//	choreo up                 all four services, an embedded NATS server, SQLite under ./data
+//	choreo serve <service>    one service, configured from the environment
+//
+// Run "choreo help" for the flags of each command.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+// errUsage marks a command-line mistake: exit code 2.
+var errUsage = errors.New("usage")
+
+const usage = `choreo: event-driven order fulfilment on NATS JetStream
+
+Usage:
+  choreo up [flags]                 start everything in one process (embedded NATS, SQLite under ./data)
+  choreo serve <service> [flags]    run one service: orders, inventory, payments or notifications
+  choreo help                       show this help
+
+Run "choreo <command> -h" for the flags of a command.
+`
+
+// run is the whole program behind main, so tests can run it as a user
+// would: arguments in, output out, an exit code back.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "up":
+		err = runUp(ctx, args[1:], stdout, stderr, getenv)
+	case "serve":
+		err = runServe(ctx, args[1:], stdout, stderr, getenv)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "choreo: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		if msg := err.Error(); msg != errUsage.Error() {
+			fmt.Fprintln(stderr, "choreo:", msg)
+		}
+		return 2
+	default:
+		fmt.Fprintln(stderr, "choreo:", err)
+		return 1
+	}
+}
+
+// envOr returns the environment variable key, or def when it is unset.
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}

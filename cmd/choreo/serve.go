@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	names := make([]string, len(modules))
+	for i, m := range modules {
+		names[i] = m.name
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("%w: choreo serve <service>, where service is one of %s", errUsage, strings.Join(names, ", "))
+	}
+	m, ok := findModule(args[0])
+	if !ok {
+		return fmt.Errorf("%w: unknown service %q; choose one of %s", errUsage, args[0], strings.Join(names, ", "))
+	}
+	var natsURL, dbURL, httpAddr, logLevel string
+	var replicas int
+	fs := flag.NewFlagSet("choreo serve "+m.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&natsURL, "nats-url", envOr(getenv, "NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env NATS_URL)")
+	fs.StringVar(&dbURL, "db", envOr(getenv, "CHOREO_DB_URL", filepath.Join("data", m.name+".db")), "SQLite file path or postgres:// URL (env CHOREO_DB_URL)")
+	fs.StringVar(&httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address (env CHOREO_HTTP)")
+	fs.StringVar(&logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
+	fs.IntVar(&replicas, "stream-replicas", 1, "replicas of the streams it ensures: 1 for one server, 3 in a cluster")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: choreo serve %s [flags]\n\nRuns the %s service alone against any NATS server. Run several at once for replicas.\n\nExample:\n  NATS_URL=nats://127.0.0.1:4222 CHOREO_DB_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable choreo serve %s --http :8081\n\nFlags:\n", m.name, m.name, m.name)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	sys, err := startSystem(ctx, systemConfig{
+		services: []module{m},
+		dbURL:    func(string) string { return dbURL },
+		natsURL:  natsURL,
+		httpAddr: httpAddr,
+		replicas: replicas,
+		log:      log,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "choreo %s is up\n  NATS  %s\n  HTTP  http://%s\n", m.name, natsURL, sys.httpAddr)
+	<-ctx.Done()
+	sys.stop()
+	return nil
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/events/streams"
+	"github.com/choreo-dev/choreo/events/worker"
+)
+
+// systemConfig says which services to run and where their data lives.
+type systemConfig struct {
+	services []module
+	// dbURL returns the database URL of a service.
+	dbURL    func(service string) string
+	natsURL  string
+	httpAddr string
+	replicas int
+	log      *slog.Logger
+}
+
+// system is a set of running services sharing one NATS connection and one
+// HTTP server.
+type system struct {
+	nc       *nats.Conn
+	ncClosed chan struct{}
+	dbs      []*sqldb.DB
+	workers  []*worker.Worker
+	http     *http.Server
+	httpAddr string
+	httpDone chan struct{}
+	ready    atomic.Bool
+	log      *slog.Logger
+}
+
+// startSystem connects to NATS, ensures the streams, opens and migrates
+// every service's database, starts their workers and serves HTTP. On error
+// it stops whatever it had started.
+func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
+	s := &system{log: cfg.log, ncClosed: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	s.nc, err = nats.Connect(cfg.natsURL,
+		nats.Name("choreo"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				cfg.log.Warn("nats: disconnected", "err", err)
+			}
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(s.ncClosed) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { cfg.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted()) }))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (start one, or run choreo up without --nats-url to use the embedded server)", cfg.natsURL, err)
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := streams.Ensure(ctx, js, catalog.Streams, streams.Options{Replicas: cfg.replicas}); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	for _, m := range cfg.services {
+		log := cfg.log.With("service", m.name)
+		db, err := sqldb.Open(ctx, cfg.dbURL(m.name))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		s.dbs = append(s.dbs, db)
+		if err := m.migrate(ctx, db); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		built, err := m.build(db, log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Subscriptions: built.subs, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		s.workers = append(s.workers, w)
+		built.routes(mux)
+		ob := built.outbox
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "choreo_outbox_backlog",
+			Help:        "Outbox rows waiting to be published.",
+			ConstLabels: prometheus.Labels{"service": m.name},
+		}, func() float64 {
+			n, _, err := ob.Backlog(context.Background())
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}))
+		log.Info("service started", "db", db.URL)
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+
+	ln, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http: listen on %s: %w (choose another address with --http)", cfg.httpAddr, err)
+	}
+	s.httpAddr = ln.Addr().String()
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	s.httpDone = make(chan struct{})
+	go func() {
+		defer close(s.httpDone)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.log.Error("http: serve", "err", err)
+		}
+	}()
+	s.ready.Store(true)
+	return s, nil
+}
+
+// readyz answers 200 only when the process can do its work: started, NATS
+// connected, every database answering.
+func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		http.Error(w, "starting or stopping", http.StatusServiceUnavailable)
+		return
+	}
+	if !s.nc.IsConnected() {
+		http.Error(w, "nats: not connected", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	for _, db := range s.dbs {
+		if err := db.PingContext(ctx); err != nil {
+			http.Error(w, "database "+db.URL+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// stop shuts down in the order that loses nothing: stop taking HTTP
+// requests, drain the consumers (in-flight messages finish and are acked),
+// let the relays flush, then drain the NATS connection and close the
+// databases.
+func (s *system) stop() {
+	s.ready.Store(false)
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = s.http.Shutdown(ctx)
+		cancel()
+		<-s.httpDone
+	}
+	for _, w := range s.workers {
+		w.Stop()
+	}
+	if s.nc != nil {
+		if err := s.nc.Drain(); err != nil {
+			s.nc.Close()
+		}
+		<-s.ncClosed
+	}
+	for _, db := range s.dbs {
+		db.Close()
+	}
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/choreo-dev/choreo/events/sqldb"
+)
+
+type upConfig struct {
+	dataDir    string
+	httpAddr   string
+	natsURL    string
+	natsListen string
+	dbURL      string
+	logLevel   string
+}
+
+func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upConfig, error) {
+	var c upConfig
+	fs := flag.NewFlagSet("choreo up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.dataDir, "data", envOr(getenv, "CHOREO_DATA", "./data"), "directory for SQLite files and the embedded NATS store (env CHOREO_DATA)")
+	fs.StringVar(&c.httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address for the APIs, /metrics, /healthz, /readyz (env CHOREO_HTTP)")
+	fs.StringVar(&c.natsURL, "nats-url", getenv("NATS_URL"), "use this NATS server instead of starting the embedded one (env NATS_URL)")
+	fs.StringVar(&c.natsListen, "nats-listen", envOr(getenv, "CHOREO_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded NATS server (env CHOREO_NATS_LISTEN)")
+	fs.StringVar(&c.dbURL, "db", getenv("CHOREO_DB_URL"), "a postgres:// URL to keep every service in PostgreSQL, one schema each, instead of SQLite files (env CHOREO_DB_URL)")
+	fs.StringVar(&c.logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: choreo up [flags]\n\nStarts the four services in one process, with an embedded NATS JetStream server\nunless --nats-url names one. Ctrl-C drains in-flight work and stops.\n\nExample:\n  choreo up --nats-url nats://127.0.0.1:4222 --http 127.0.0.1:8080\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, errUsage
+		}
+		return c, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if c.dbURL != "" && !strings.HasPrefix(c.dbURL, "postgres://") && !strings.HasPrefix(c.dbURL, "postgresql://") {
+		return c, fmt.Errorf("%w: --db must be a postgres:// URL (SQLite files go under --data)", errUsage)
+	}
+	return c, nil
+}
+
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	cfg, err := parseUp(args, stderr, getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.logLevel)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+
+	natsURL := cfg.natsURL
+	var embedded *server.Server
+	if natsURL == "" {
+		embedded, natsURL, err = startEmbeddedNATS(cfg.natsListen, filepath.Join(cfg.dataDir, "nats"))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			embedded.Shutdown()
+			embedded.WaitForShutdown()
+		}()
+	}
+
+	dbURL := func(service string) string { return filepath.Join(cfg.dataDir, service+".db") }
+	if cfg.dbURL != "" {
+		if dbURL, err = postgresSchemas(ctx, cfg.dbURL); err != nil {
+			return err
+		}
+	}
+	sys, err := startSystem(ctx, systemConfig{
+		services: modules,
+		dbURL:    dbURL,
+		natsURL:  natsURL,
+		httpAddr: cfg.httpAddr,
+		replicas: 1,
+		log:      log,
+	})
+	if err != nil {
+		return err
+	}
+	store := "SQLite files in " + cfg.dataDir
+	if cfg.dbURL != "" {
+		store = "PostgreSQL " + sqldb.Mask(cfg.dbURL) + " (one schema per service)"
+	}
+	natsNote := "(embedded JetStream, store in " + filepath.Join(cfg.dataDir, "nats") + ")"
+	if embedded == nil {
+		natsNote = "(external)"
+	}
+	fmt.Fprintf(stdout, `choreo is up
+  NATS     %s %s
+  HTTP     http://%s
+  metrics  http://%s/metrics
+  data     %s
+Try:  go tool nats pub cmd.inventory.restock '{"command_id":"r-1","sku":"SKU-1","quantity":100}' --server %s
+Ctrl-C drains in-flight work and stops.
+`, natsURL, natsNote, sys.httpAddr, sys.httpAddr, store, natsURL)
+
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "choreo: draining…")
+	sys.stop()
+	fmt.Fprintln(stdout, "choreo: stopped")
+	return nil
+}
+
+// startEmbeddedNATS starts a JetStream server listening on listen. A taken
+// port is the common failure here (a standalone NATS already on 4222), so
+// it gets a one-line message that names both ways out.
+func startEmbeddedNATS(listen, storeDir string) (*server.Server, string, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: --nats-listen %q: %v", errUsage, listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: --nats-listen %q: port is not a number", errUsage, listen)
+	}
+	if port != 0 {
+		// The server would only log a bind failure; probe first so the
+		// user gets a clear error instead of a hang.
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, "", fmt.Errorf("%s is already in use (another NATS server?): use it with --nats-url nats://%s, or start the embedded server elsewhere with --nats-listen %s:%d", listen, listen, host, port+1)
+			}
+			return nil, "", fmt.Errorf("embedded NATS cannot listen on %s: %w", listen, err)
+		}
+		ln.Close()
+	} else {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "choreo",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, "", fmt.Errorf("embedded NATS did not start on %s; use --nats-listen for another address or --nats-url for an existing server", listen)
+	}
+	addr := ns.Addr().(*net.TCPAddr)
+	return ns, "nats://" + net.JoinHostPort(host, strconv.Itoa(addr.Port)), nil
+}
+
+// postgresSchemas creates one schema per service in the database at base
+// and returns the URL of each (its search_path set to the schema), so the
+// services keep separate stores in one PostgreSQL database.
+func postgresSchemas(ctx context.Context, base string) (func(string) string, error) {
+	db, err := sqldb.Open(ctx, base)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	for _, m := range modules {
+		if _, err := db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+m.name); err != nil {
+			return nil, fmt.Errorf("create schema %s: %w", m.name, err)
+		}
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --db: %v", errUsage, err)
+	}
+	return func(service string) string {
+		q := u.Query()
+		q.Set("search_path", service)
+		v := *u
+		v.RawQuery = q.Encode()
+		return v.String()
+	}, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,43 @@
+package catalog
+
+import (
+	"github.com/choreo-dev/choreo/events/streams"
+)
+
+// Service names: the first token of their subjects, their stream's name in
+// lower case, their durable consumer name and their CloudEvents source.
+const (
+	Orders        = "orders"
+	Inventory     = "inventory"
+	Payments      = "payments"
+	Notifications = "notifications"
+)
+
+// Services lists every service.
+var Services = []string{Orders, Inventory, Payments, Notifications}
+
+// Stream names.
+const (
+	StreamOrders        = "ORDERS"
+	StreamInventory     = "INVENTORY"
+	StreamPayments      = "PAYMENTS"
+	StreamNotifications = "NOTIFICATIONS"
+	StreamCommands      = "COMMANDS"
+	StreamDLQ           = "DLQ"
+)
+
+// Streams declares every stream choreo uses.
+var Streams = []streams.Spec{
+	{Name: StreamOrders, Subjects: []string{"orders.>"}, Description: "events published by the orders service"},
+	{Name: StreamInventory, Subjects: []string{"inventory.>"}, Description: "events published by the inventory service"},
+	{Name: StreamPayments, Subjects: []string{"payments.>"}, Description: "events published by the payments service"},
+	{Name: StreamNotifications, Subjects: []string{"notifications.>"}, Description: "events published by the notifications service"},
+	{Name: StreamCommands, Subjects: []string{"cmd.>"}, Description: "commands from outside: storefront, warehouse, operators"},
+	{Name: StreamDLQ, Subjects: []string{"dlq.>"}, Description: "messages a consumer could not handle, with the reason"},
+}
+
+// Source returns the CloudEvents source of a service's events.
+func Source(service string) string { return "/choreo/" + service }
+
+// DLQSubject returns the prefix of a service's dead letters: "dlq.<service>".
+func DLQSubject(service string) string { return "dlq." + service }

@@ -1,0 +1,296 @@
+package catalog
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// CloudEvents types of choreo's events. The subject's middle token is the
+// event name ("orders.placed.<order-id>").
+const (
+	TypeOrderPlaced            = "choreo.orders.placed.v1"
+	TypeOrderConfirmed         = "choreo.orders.confirmed.v1"
+	TypeOrderCancelled         = "choreo.orders.cancelled.v1"
+	TypeStockReserved          = "choreo.inventory.reserved.v1"
+	TypeStockReservationFailed = "choreo.inventory.reservation_failed.v1"
+	TypeReservationCommitted   = "choreo.inventory.committed.v1"
+	TypeStockRestocked         = "choreo.inventory.restocked.v1"
+	TypePaymentCaptured        = "choreo.payments.captured.v1"
+	TypeNotificationSent       = "choreo.notifications.sent.v1"
+)
+
+// Event names: the middle token of event subjects.
+const (
+	EventPlaced            = "placed"
+	EventConfirmed         = "confirmed"
+	EventCancelled         = "cancelled"
+	EventReserved          = "reserved"
+	EventReservationFailed = "reservation_failed"
+	EventCommitted         = "committed"
+	EventRestocked         = "restocked"
+	EventCaptured          = "captured"
+	EventSent              = "sent"
+)
+
+// Command subjects.
+const (
+	SubjectPlaceOrder  = "cmd.orders.place"
+	SubjectCancelOrder = "cmd.orders.cancel"
+	SubjectRestock     = "cmd.inventory.restock"
+)
+
+// Order statuses and cancellation reasons, as the HTTP API shows them.
+const (
+	StatusPending   = "PENDING"
+	StatusConfirmed = "CONFIRMED"
+	StatusCancelled = "CANCELLED"
+
+	ReasonOutOfStock        = "out_of_stock"
+	ReasonPaymentDeclined   = "payment_declined"
+	ReasonCustomerCancelled = "customer_cancelled"
+	ReasonTimeout           = "timeout"
+)
+
+// EventSubject returns "<service>.<event>.<key>" for a domain event.
+func EventSubject(service, event, key string) string {
+	return service + "." + event + "." + key
+}
+
+// LineItem is one line of an order.
+type LineItem struct {
+	SKU       string `json:"sku"`
+	Quantity  int64  `json:"quantity"`
+	UnitPrice int64  `json:"unit_price"`
+}
+
+// StockLine is a quantity of one SKU.
+type StockLine struct {
+	SKU      string `json:"sku"`
+	Quantity int64  `json:"quantity"`
+}
+
+// MaxLineItems bounds the lines of one order.
+const MaxLineItems = 100
+
+// maxQuantity keeps quantity × price far from int64 overflow.
+const maxQuantity = 1_000_000
+
+func validateSKU(sku string) error {
+	if sku == "" {
+		return errors.New("sku is missing")
+	}
+	if len(sku) > 64 || strings.ContainsAny(sku, ".*> \t\r\n") {
+		return fmt.Errorf("sku %q must be at most 64 characters without '.', '*', '>' or whitespace", sku)
+	}
+	return nil
+}
+
+func validateID(name, id string) error {
+	if id == "" {
+		return fmt.Errorf("%s is missing", name)
+	}
+	if len(id) > 128 || strings.ContainsAny(id, ".*> \t\r\n") {
+		return fmt.Errorf("%s %q must be at most 128 characters without '.', '*', '>' or whitespace", name, id)
+	}
+	return nil
+}
+
+// PlaceOrder asks the orders service to create an order. Placing the same
+// order_id twice creates one order.
+type PlaceOrder struct {
+	CommandID  string     `json:"command_id,omitempty"`
+	OrderID    string     `json:"order_id"`
+	CustomerID string     `json:"customer_id"`
+	Currency   string     `json:"currency"`
+	Items      []LineItem `json:"items"`
+}
+
+// Validate reports every problem of c at once.
+func (c PlaceOrder) Validate() error {
+	var errs []error
+	if err := validateID("order_id", c.OrderID); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateID("customer_id", c.CustomerID); err != nil {
+		errs = append(errs, err)
+	}
+	if !ValidCurrency(c.Currency) {
+		errs = append(errs, fmt.Errorf("currency %q is not an ISO 4217 code", c.Currency))
+	}
+	if len(c.Items) == 0 {
+		errs = append(errs, errors.New("items is empty"))
+	}
+	if len(c.Items) > MaxLineItems {
+		errs = append(errs, fmt.Errorf("%d items, at most %d allowed", len(c.Items), MaxLineItems))
+	}
+	seen := map[string]bool{}
+	for i, it := range c.Items {
+		if err := validateSKU(it.SKU); err != nil {
+			errs = append(errs, fmt.Errorf("items[%d]: %w", i, err))
+		} else if seen[it.SKU] {
+			errs = append(errs, fmt.Errorf("items[%d]: sku %q appears on more than one line", i, it.SKU))
+		}
+		seen[it.SKU] = true
+		if it.Quantity < 1 || it.Quantity > maxQuantity {
+			errs = append(errs, fmt.Errorf("items[%d]: quantity %d must be between 1 and %d", i, it.Quantity, maxQuantity))
+		}
+		if it.UnitPrice < 0 || it.UnitPrice > 1_000_000_000 {
+			errs = append(errs, fmt.Errorf("items[%d]: unit_price %d must be between 0 and 1000000000 minor units", i, it.UnitPrice))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Total is the sum of the lines in minor units.
+func (c PlaceOrder) Total() Money {
+	var sum int64
+	for _, it := range c.Items {
+		sum += it.Quantity * it.UnitPrice
+	}
+	return Money{Amount: sum, Currency: c.Currency}
+}
+
+// CancelOrder asks the orders service to cancel an order that is not final.
+type CancelOrder struct {
+	CommandID string `json:"command_id,omitempty"`
+	OrderID   string `json:"order_id"`
+}
+
+// Validate reports every problem of c at once.
+func (c CancelOrder) Validate() error { return validateID("order_id", c.OrderID) }
+
+// Restock adds received stock of one SKU.
+type Restock struct {
+	CommandID string `json:"command_id,omitempty"`
+	SKU       string `json:"sku"`
+	Quantity  int64  `json:"quantity"`
+}
+
+// Validate reports every problem of c at once.
+func (c Restock) Validate() error {
+	var errs []error
+	if err := validateSKU(c.SKU); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Quantity < 1 || c.Quantity > maxQuantity {
+		errs = append(errs, fmt.Errorf("quantity %d must be between 1 and %d", c.Quantity, maxQuantity))
+	}
+	return errors.Join(errs...)
+}
+
+// OrderPlaced: a new order is PENDING. Published on orders.placed.<order>.
+type OrderPlaced struct {
+	OrderID    string     `json:"order_id"`
+	CustomerID string     `json:"customer_id"`
+	Items      []LineItem `json:"items"`
+	Total      Money      `json:"total"`
+	PlacedAt   time.Time  `json:"placed_at"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e OrderPlaced) Validate() error {
+	return PlaceOrder{OrderID: e.OrderID, CustomerID: e.CustomerID, Currency: e.Total.Currency, Items: e.Items}.Validate()
+}
+
+// OrderConfirmed: the order is final and CONFIRMED.
+type OrderConfirmed struct {
+	OrderID    string     `json:"order_id"`
+	CustomerID string     `json:"customer_id"`
+	Items      []LineItem `json:"items"`
+	Total      Money      `json:"total"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e OrderConfirmed) Validate() error {
+	return errors.Join(validateID("order_id", e.OrderID), validateID("customer_id", e.CustomerID))
+}
+
+// OrderCancelled: the order is final and CANCELLED for Reason.
+type OrderCancelled struct {
+	OrderID    string     `json:"order_id"`
+	CustomerID string     `json:"customer_id"`
+	Reason     string     `json:"reason"`
+	Items      []LineItem `json:"items"`
+	Total      Money      `json:"total"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e OrderCancelled) Validate() error {
+	var errs []error
+	errs = append(errs, validateID("order_id", e.OrderID), validateID("customer_id", e.CustomerID))
+	switch e.Reason {
+	case ReasonOutOfStock, ReasonPaymentDeclined, ReasonCustomerCancelled, ReasonTimeout:
+	default:
+		errs = append(errs, fmt.Errorf("unknown cancellation reason %q", e.Reason))
+	}
+	return errors.Join(errs...)
+}
+
+// StockReserved: every line of the order is reserved.
+type StockReserved struct {
+	OrderID string      `json:"order_id"`
+	Items   []StockLine `json:"items"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e StockReserved) Validate() error { return validateID("order_id", e.OrderID) }
+
+// Shortage is a line that could not be reserved.
+type Shortage struct {
+	SKU       string `json:"sku"`
+	Requested int64  `json:"requested"`
+	Available int64  `json:"available"`
+}
+
+// StockReservationFailed: at least one line was short, so nothing of the
+// order is reserved.
+type StockReservationFailed struct {
+	OrderID   string     `json:"order_id"`
+	Reason    string     `json:"reason"`
+	Shortages []Shortage `json:"shortages"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e StockReservationFailed) Validate() error { return validateID("order_id", e.OrderID) }
+
+// ReservationCommitted: the reserved stock of a confirmed order is sold.
+type ReservationCommitted struct {
+	OrderID string      `json:"order_id"`
+	Items   []StockLine `json:"items"`
+}
+
+// StockRestocked: stock was received. Published on inventory.restocked.<sku>.
+type StockRestocked struct {
+	SKU       string `json:"sku"`
+	Quantity  int64  `json:"quantity"`
+	Available int64  `json:"available"`
+}
+
+// PaymentCaptured: the order's total was charged.
+type PaymentCaptured struct {
+	OrderID   string `json:"order_id"`
+	PaymentID string `json:"payment_id"`
+	Amount    Money  `json:"amount"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e PaymentCaptured) Validate() error {
+	var errs []error
+	errs = append(errs, validateID("order_id", e.OrderID))
+	if !ValidCurrency(e.Amount.Currency) {
+		errs = append(errs, fmt.Errorf("currency %q is not an ISO 4217 code", e.Amount.Currency))
+	}
+	return errors.Join(errs...)
+}
+
+// NotificationSent: the customer was told about the order's final state.
+type NotificationSent struct {
+	NotificationID string `json:"notification_id"`
+	OrderID        string `json:"order_id"`
+	CustomerID     string `json:"customer_id"`
+	Status         string `json:"status"`
+	Reason         string `json:"reason,omitempty"`
+	Channel        string `json:"channel"`
+}

@@ -1,0 +1,6 @@
+CREATE TABLE inbox (
+    consumer        TEXT    NOT NULL,
+    event_id        TEXT    NOT NULL,
+    claimed_unix_ms BIGINT  NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+);

@@ -1,0 +1,104 @@
+// Package outbox implements the transactional outbox: events are inserted
+// as rows inside the same database transaction as the state change that
+// caused them, and a Relay publishes them to JetStream afterwards. A state
+// change and its events therefore commit together or not at all, and a
+// crash between commit and publish loses nothing: the rows wait for the
+// relay.
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrate creates the outbox table in db if it does not exist yet.
+func Migrate(ctx context.Context, db *sqldb.DB) error {
+	return sqldb.Migrate(ctx, db, "outbox", mustSub(migrations, "migrations"))
+}
+
+// Outbox writes events into one database's outbox table and wakes the
+// relay of the same process when they commit.
+type Outbox struct {
+	db   *sqldb.DB
+	wake chan struct{}
+}
+
+// New returns the outbox of db. Migrate must have run.
+func New(db *sqldb.DB) *Outbox {
+	return &Outbox{db: db, wake: make(chan struct{}, 1)}
+}
+
+// DB returns the database the outbox lives in.
+func (o *Outbox) DB() *sqldb.DB { return o.db }
+
+// Add inserts evts into the outbox inside tx; they become visible to the
+// relay only if tx commits. An event whose id is already waiting in the
+// outbox is skipped, so a retried transaction cannot queue it twice. Call
+// Notify after the commit so the relay publishes at once.
+func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) error {
+	if len(evts) == 0 {
+		return nil
+	}
+	now := time.Now()
+	stmt := o.db.Dialect.Rebind(`INSERT INTO outbox (event_id, subject, headers, payload, created_unix_ms)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`)
+	for _, e := range evts {
+		env, err := e.Envelope()
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		payload, err := events.Encode(env)
+		if err != nil {
+			return fmt.Errorf("outbox: event %s on %s: %w", e.ID, e.Subject, err)
+		}
+		if strings.ContainsAny(e.Subject, "*> ") || e.Subject == "" {
+			return events.Permanent(fmt.Errorf("outbox: event %s has invalid subject %q", e.ID, e.Subject))
+		}
+		headers := map[string]string{}
+		if e.TraceParent != "" {
+			headers[events.HeaderTraceParent] = e.TraceParent
+		}
+		hb, _ := json.Marshal(headers) // a map[string]string always marshals
+		if _, err := tx.ExecContext(ctx, stmt, e.ID, e.Subject, string(hb), payload, now.UnixMilli()); err != nil {
+			return fmt.Errorf("outbox: insert event %s: %w", e.ID, err)
+		}
+	}
+	return nil
+}
+
+// Notify wakes the relay after a commit that added rows. It never blocks:
+// a wake-up already pending covers this one too.
+func (o *Outbox) Notify() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Backlog returns how many rows wait to be published and when the oldest
+// of them was written (zero time when none).
+func (o *Outbox) Backlog(ctx context.Context) (int, time.Time, error) {
+	var (
+		n      int
+		oldest sql.NullInt64
+	)
+	err := o.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_unix_ms) FROM outbox`).Scan(&n, &oldest)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox: backlog: %w", err)
+	}
+	if !oldest.Valid {
+		return n, time.Time{}, nil
+	}
+	return n, time.UnixMilli(oldest.Int64), nil
+}

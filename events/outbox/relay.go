@@ -1,0 +1,277 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrInvalidOption is wrapped by every error a relay option returns.
+var ErrInvalidOption = errors.New("outbox: invalid option")
+
+// Option configures a Relay.
+type Option func(*Relay) error
+
+// WithBatch sets how many rows the relay publishes per round trip
+// (default 256).
+func WithBatch(n int) Option {
+	return func(r *Relay) error {
+		if n < 1 {
+			return fmt.Errorf("%w: batch %d < 1", ErrInvalidOption, n)
+		}
+		r.batch = n
+		return nil
+	}
+}
+
+// WithSweep sets the interval of the periodic sweep that publishes rows no
+// wake-up announced: rows written by another process, or left by a crash
+// (default 1s).
+func WithSweep(d time.Duration) Option {
+	return func(r *Relay) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: sweep %s <= 0", ErrInvalidOption, d)
+		}
+		r.sweep = d
+		return nil
+	}
+}
+
+// WithAckTimeout bounds the wait for the server's acks of one batch
+// (default 5s). Rows whose ack did not arrive stay and are sent again.
+func WithAckTimeout(d time.Duration) Option {
+	return func(r *Relay) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: ack timeout %s <= 0", ErrInvalidOption, d)
+		}
+		r.ackTimeout = d
+		return nil
+	}
+}
+
+// WithBackoff sets the first and the longest pause after a failed batch
+// (defaults 50ms and 5s); the pause doubles on each consecutive failure.
+func WithBackoff(first, max time.Duration) Option {
+	return func(r *Relay) error {
+		if first <= 0 || max < first {
+			return fmt.Errorf("%w: backoff %s..%s", ErrInvalidOption, first, max)
+		}
+		r.backoffMin, r.backoffMax = first, max
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Relay) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		r.log = l
+		return nil
+	}
+}
+
+// Relay publishes outbox rows to JetStream. It wakes when Outbox.Notify is
+// called after a commit, and sweeps periodically for rows nobody announced.
+// Rows are published asynchronously in batches with Nats-Msg-Id set to the
+// event id, and deleted only after the server has acked them; a row whose
+// publish failed, or whose ack never came, stays and is sent again after a
+// back-off. Sending a row twice is harmless: the stream's duplicate window
+// drops the second copy. A broker error never marks a row as failed.
+type Relay struct {
+	ob         *Outbox
+	js         jetstream.JetStream
+	batch      int
+	sweep      time.Duration
+	ackTimeout time.Duration
+	backoffMin time.Duration
+	backoffMax time.Duration
+	log        *slog.Logger
+}
+
+// NewRelay returns a relay for ob publishing through js.
+func NewRelay(ob *Outbox, js jetstream.JetStream, opts ...Option) (*Relay, error) {
+	r := &Relay{
+		ob:         ob,
+		js:         js,
+		batch:      256,
+		sweep:      time.Second,
+		ackTimeout: 5 * time.Second,
+		backoffMin: 50 * time.Millisecond,
+		backoffMax: 5 * time.Second,
+		log:        slog.New(slog.DiscardHandler),
+	}
+	for _, opt := range opts {
+		if err := opt(r); err != nil {
+			return nil, err
+		}
+	}
+	if ob == nil || js == nil {
+		return nil, fmt.Errorf("%w: nil outbox or jetstream", ErrInvalidOption)
+	}
+	return r, nil
+}
+
+// Run publishes until ctx is cancelled, then returns nil. Before returning
+// it makes one last attempt to flush what is pending, bounded by the ack
+// timeout, so a clean shutdown leaves as little as possible behind.
+func (r *Relay) Run(ctx context.Context) error {
+	sweep := time.NewTicker(r.sweep)
+	defer sweep.Stop()
+	failures := 0
+	for {
+		n, err := r.PublishPending(ctx)
+		switch {
+		case ctx.Err() != nil:
+			r.flush()
+			return nil
+		case err != nil:
+			failures++
+			pause := r.backoff(failures)
+			r.log.Warn("outbox relay: publish failed, will retry", "err", err, "retry_in", pause, "failures", failures)
+			select {
+			case <-ctx.Done():
+			case <-time.After(pause):
+			}
+			continue
+		}
+		failures = 0
+		if n == r.batch {
+			continue // a full batch: there is probably more
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.ob.wake:
+		case <-sweep.C:
+		}
+	}
+}
+
+func (r *Relay) flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), r.ackTimeout)
+	defer cancel()
+	for {
+		n, err := r.PublishPending(ctx)
+		if err != nil || n < r.batch {
+			return
+		}
+	}
+}
+
+func (r *Relay) backoff(failures int) time.Duration {
+	d := r.backoffMin
+	for i := 1; i < failures && d < r.backoffMax; i++ {
+		d *= 2
+	}
+	return min(d, r.backoffMax)
+}
+
+type row struct {
+	id      int64
+	eventID string
+	subject string
+	headers string
+	payload []byte
+}
+
+// PublishPending publishes one batch of the oldest rows and deletes those
+// the server acked. It returns how many rows it found. An error means some
+// rows stay for a later attempt; none is lost.
+func (r *Relay) PublishPending(ctx context.Context) (int, error) {
+	rows, err := r.load(ctx)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	acks := make([]jetstream.PubAckFuture, len(rows))
+	var firstErr error
+	for i, rw := range rows {
+		msg := nats.NewMsg(rw.subject)
+		msg.Data = rw.payload
+		var hdr map[string]string
+		if err := json.Unmarshal([]byte(rw.headers), &hdr); err == nil {
+			for k, v := range hdr {
+				msg.Header.Set(k, v)
+			}
+		}
+		msg.Header.Set(jetstream.MsgIDHeader, rw.eventID)
+		f, err := r.js.PublishMsgAsync(msg)
+		if err != nil {
+			firstErr = fmt.Errorf("outbox: publish %s to %s: %w", rw.eventID, rw.subject, err)
+			break
+		}
+		acks[i] = f
+	}
+	deadline := time.NewTimer(r.ackTimeout)
+	defer deadline.Stop()
+	acked := make([]int64, 0, len(rows))
+wait:
+	for i, f := range acks {
+		if f == nil {
+			break
+		}
+		select {
+		case <-f.Ok():
+			acked = append(acked, rows[i].id)
+		case err := <-f.Err():
+			if firstErr == nil {
+				firstErr = fmt.Errorf("outbox: publish %s to %s: %w", rows[i].eventID, rows[i].subject, err)
+			}
+		case <-deadline.C:
+			if firstErr == nil {
+				firstErr = fmt.Errorf("outbox: no ack within %s for %d events", r.ackTimeout, len(rows)-i)
+			}
+			break wait
+		}
+	}
+	if err := r.delete(context.WithoutCancel(ctx), acked); err != nil {
+		return len(rows), err
+	}
+	return len(rows), firstErr
+}
+
+func (r *Relay) load(ctx context.Context) ([]row, error) {
+	q := r.ob.db.Dialect.Rebind(`SELECT id, event_id, subject, headers, payload FROM outbox ORDER BY id LIMIT ?`)
+	rs, err := r.ob.db.QueryContext(ctx, q, r.batch)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: load pending: %w", err)
+	}
+	defer rs.Close()
+	var out []row
+	for rs.Next() {
+		var rw row
+		if err := rs.Scan(&rw.id, &rw.eventID, &rw.subject, &rw.headers, &rw.payload); err != nil {
+			return nil, fmt.Errorf("outbox: scan pending: %w", err)
+		}
+		out = append(out, rw)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: load pending: %w", err)
+	}
+	return out, nil
+}
+
+// delete removes published rows. It runs even when the caller is shutting
+// down: the rows are already in the stream, and deleting them now saves a
+// (harmless, de-duplicated) second publish after restart.
+func (r *Relay) delete(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	q := r.ob.db.Dialect.Rebind(`DELETE FROM outbox WHERE id IN (?` + strings.Repeat(", ?", len(ids)-1) + `)`)
+	if _, err := r.ob.db.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("outbox: delete %d published rows: %w", len(ids), err)
+	}
+	return nil
+}

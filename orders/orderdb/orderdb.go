@@ -1,0 +1,180 @@
+// Package orderdb is the orders service's store on SQLite or PostgreSQL:
+// one implementation, dialect-aware, sharing the database with the
+// service's outbox and inbox so that all three commit together.
+package orderdb
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/events/outbox"
+	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/orders"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrate creates or upgrades the orders tables, the outbox and the inbox.
+func Migrate(ctx context.Context, db *sqldb.DB) error {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("orderdb: %w", err)
+	}
+	if err := outbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if err := inbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	return sqldb.Migrate(ctx, db, "orders", sub)
+}
+
+// Store implements orders.Store.
+type Store struct {
+	db *sqldb.DB
+	ob *outbox.Outbox
+}
+
+var _ orders.Store = (*Store)(nil)
+
+// New returns the store of a migrated database.
+func New(db *sqldb.DB) *Store {
+	return &Store{db: db, ob: outbox.New(db)}
+}
+
+// Outbox returns the store's outbox, for the relay.
+func (s *Store) Outbox() *outbox.Outbox { return s.ob }
+
+// errCreateRace means another transaction created the same order between
+// our read and our insert; the whole unit of work is simply run again.
+var errCreateRace = errors.New("orderdb: order created concurrently")
+
+// Apply implements orders.Store.
+func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn func(*orders.Order) (*orders.Order, []events.Outgoing, error)) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+			current, err := s.load(ctx, tx, orderID, true)
+			if err != nil && !errors.Is(err, orders.ErrNotFound) {
+				return nil, err
+			}
+			next, out, err := fn(current)
+			if err != nil || next == nil {
+				return out, err
+			}
+			if current == nil {
+				return out, s.insert(ctx, tx, next)
+			}
+			return out, s.update(ctx, tx, next)
+		})
+		if errors.Is(err, errCreateRace) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("orderdb: apply to order %s: %w", orderID, err)
+		}
+		return applied, nil
+	}
+}
+
+// Get implements orders.Store.
+func (s *Store) Get(ctx context.Context, orderID string) (*orders.Order, error) {
+	o, err := s.load(ctx, s.db, orderID, false)
+	if err != nil {
+		return nil, fmt.Errorf("orderdb: get %s: %w", orderID, err)
+	}
+	return o, nil
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *Store) load(ctx context.Context, q querier, orderID string, lock bool) (*orders.Order, error) {
+	query := `SELECT order_id, customer_id, status, reason, currency, total_amount, items,
+		stock_reserved, payment_id, placed_unix_ms, updated_unix_ms FROM orders WHERE order_id = ?`
+	if lock {
+		query += s.db.Dialect.ForUpdate()
+	}
+	var (
+		o               orders.Order
+		status          string
+		items           string
+		placed, updated int64
+	)
+	err := q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID).Scan(
+		&o.ID, &o.CustomerID, &status, &o.Reason, &o.Total.Currency, &o.Total.Amount, &items,
+		&o.StockReserved, &o.PaymentID, &placed, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, events.NotFound(fmt.Errorf("order %s: %w", orderID, orders.ErrNotFound))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return nil, fmt.Errorf("order %s: corrupt items: %w", orderID, err)
+	}
+	o.Status = orders.Status(status)
+	o.PlacedAt = time.UnixMilli(placed).UTC()
+	o.UpdatedAt = time.UnixMilli(updated).UTC()
+	return &o, nil
+}
+
+func (s *Store) insert(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO orders (order_id, customer_id, status, reason,
+		currency, total_amount, items, stock_reserved, payment_id, placed_unix_ms, updated_unix_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+		o.ID, o.CustomerID, string(o.Status), o.Reason, o.Total.Currency, o.Total.Amount, string(items),
+		o.StockReserved, o.PaymentID, o.PlacedAt.UnixMilli(), o.UpdatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("insert order %s: %w", o.ID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return errCreateRace
+	}
+	return nil
+}
+
+func (s *Store) update(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
+	_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE orders SET status = ?, reason = ?, stock_reserved = ?,
+		payment_id = ?, updated_unix_ms = ? WHERE order_id = ?`),
+		string(o.Status), o.Reason, o.StockReserved, o.PaymentID, o.UpdatedAt.UnixMilli(), o.ID)
+	if err != nil {
+		return fmt.Errorf("update order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// Counts returns how many orders have each status, for tests and status
+// reports.
+func (s *Store) Counts(ctx context.Context) (map[orders.Status]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT status, COUNT(*) FROM orders GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("orderdb: counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[orders.Status]int{}
+	for rows.Next() {
+		var (
+			st string
+			n  int
+		)
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("orderdb: counts: %w", err)
+		}
+		out[orders.Status(st)] = n
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,99 @@
+// Package orderhttp is the orders service's HTTP API: POST /orders and
+// GET /orders/{id}. Errors are RFC 9457 problem details.
+package orderhttp
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/orders"
+)
+
+// OrderView is the JSON shape of an order.
+type OrderView struct {
+	OrderID    string             `json:"order_id"`
+	CustomerID string             `json:"customer_id"`
+	Status     string             `json:"status"`
+	Reason     string             `json:"reason,omitempty"`
+	Total      catalog.Money      `json:"total"`
+	Items      []catalog.LineItem `json:"items"`
+	PlacedAt   time.Time          `json:"placed_at"`
+	UpdatedAt  time.Time          `json:"updated_at"`
+}
+
+// View returns the JSON shape of o.
+func View(o *orders.Order) OrderView {
+	return OrderView{
+		OrderID:    o.ID,
+		CustomerID: o.CustomerID,
+		Status:     string(o.Status),
+		Reason:     o.Reason,
+		Total:      o.Total,
+		Items:      o.Items,
+		PlacedAt:   o.PlacedAt,
+		UpdatedAt:  o.UpdatedAt,
+	}
+}
+
+// Register adds the orders routes to mux.
+func Register(mux *http.ServeMux, svc *orders.Service, log *slog.Logger) {
+	h := handler{svc: svc, log: log}
+	mux.HandleFunc("POST /orders", h.place)
+	mux.HandleFunc("GET /orders/{id}", h.get)
+}
+
+type handler struct {
+	svc *orders.Service
+	log *slog.Logger
+}
+
+// place accepts the body of cmd.orders.place. The order id is the
+// idempotency key: a client that cannot choose one sends an
+// Idempotency-Key header instead and the order id is derived from it, so a
+// retried request finds the same order.
+func (h handler) place(w http.ResponseWriter, r *http.Request) {
+	var cmd catalog.PlaceOrder
+	if !httpx.DecodeJSON(w, r, &cmd) {
+		return
+	}
+	idemKey := r.Header.Get("Idempotency-Key")
+	if cmd.OrderID == "" {
+		if idemKey != "" {
+			cmd.OrderID = events.DerivedID("http:"+idemKey, "order")
+		} else {
+			cmd.OrderID = events.NewID()
+		}
+	}
+	ctx := r.Context()
+	tp := r.Header.Get(events.HeaderTraceParent)
+	if _, ok := events.TraceID(tp); !ok {
+		tp = events.NewTraceParent()
+	}
+	ctx = events.WithTraceParent(ctx, tp)
+	// The order id itself makes placing idempotent; no inbox claim needed.
+	o, created, err := h.svc.Place(ctx, inbox.Key{}, cmd)
+	if err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	w.Header().Set("Location", "/orders/"+o.ID)
+	status := http.StatusAccepted
+	if !created {
+		status = http.StatusOK
+	}
+	httpx.WriteJSON(w, status, View(o))
+}
+
+func (h handler) get(w http.ResponseWriter, r *http.Request) {
+	o, err := h.svc.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, View(o))
+}
