@@ -73,6 +73,9 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 	}
 	var result *Order
 	_, err = s.store.Apply(ctx, key, cmd.OrderID, func(existing *Order) (*Order, []events.Outgoing, error) {
+		// The store may run fn again (after losing a race to create the
+		// order): only the last, committed run may decide the result.
+		result, created = nil, false
 		if existing != nil {
 			if !existing.SameRequest(cmd) {
 				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w", cmd.OrderID, ErrDifferentOrder))

@@ -76,17 +76,16 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = events.WithTraceParent(ctx, tp)
 	// The order id itself makes placing idempotent; no inbox claim needed.
-	o, created, err := h.svc.Place(ctx, inbox.Key{}, cmd)
+	o, _, err := h.svc.Place(ctx, inbox.Key{}, cmd)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
 	}
 	w.Header().Set("Location", "/orders/"+o.ID)
-	status := http.StatusAccepted
-	if !created {
-		status = http.StatusOK
-	}
-	httpx.WriteJSON(w, status, View(o))
+	// 202 whether this request created the order or repeated one that did
+	// (PRODUCT.md: POST /orders → 202 with the order): a client retrying
+	// after a lost response sees the same answer as the first time.
+	httpx.WriteJSON(w, http.StatusAccepted, View(o))
 }
 
 func (h handler) get(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,319 @@
+package orderhttp_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/events/sqltest"
+	"github.com/choreo-dev/choreo/orders"
+	"github.com/choreo-dev/choreo/orders/orderdb"
+	"github.com/choreo-dev/choreo/orders/orderhttp"
+)
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+type api struct {
+	srv   *httptest.Server
+	store *orderdb.Store
+}
+
+// newAPI serves the orders routes over a real SQLite file.
+func newAPI(t *testing.T) *api {
+	t.Helper()
+	db := sqltest.MustOpen(t, sqltest.SQLiteURL(t))
+	if err := orderdb.Migrate(context.Background(), db); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	store := orderdb.New(db)
+	svc, err := orders.New(orders.Config{Store: store, Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	orderhttp.Register(mux, svc, nil)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &api{srv: srv, store: store}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a *api) do(t *testing.T, method, path, body string, header map[string]string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := a.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{res.StatusCode, res.Header, b}
+}
+
+func (a *api) post(t *testing.T, body string, header map[string]string) response {
+	t.Helper()
+	return a.do(t, http.MethodPost, "/orders", body, header)
+}
+
+func (a *api) backlog(t *testing.T) int {
+	t.Helper()
+	n, _, err := a.store.Outbox().Backlog(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func view(t *testing.T, r response) orderhttp.OrderView {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type: got %q, want application/json", ct)
+	}
+	var v orderhttp.OrderView
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("decode view %s: %v", r.body, err)
+	}
+	return v
+}
+
+// problem checks r is an RFC 9457 problem with the given status.
+func problem(t *testing.T, r response, status int) httpx.Problem {
+	t.Helper()
+	if r.status != status {
+		t.Errorf("status: got %d, want %d (body %s)", r.status, status, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type: got %q, want application/problem+json", ct)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(r.body, &fields); err != nil {
+		t.Fatalf("problem body %s: %v", r.body, err)
+	}
+	for _, f := range []string{"type", "title", "status", "detail"} {
+		if _, ok := fields[f]; !ok {
+			t.Errorf("problem %s: no %q member", r.body, f)
+		}
+	}
+	var p httpx.Problem
+	if err := json.Unmarshal(r.body, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != status || p.Type == "" || p.Title == "" || p.Detail == "" {
+		t.Errorf("problem: got %+v, want status %d and a type, title and detail", p, status)
+	}
+	return p
+}
+
+const placeBody = `{"order_id":"order-1","customer_id":"cust-1","currency":"EUR",
+	"items":[{"sku":"SKU-1","quantity":2,"unit_price":1299},{"sku":"SKU-2","quantity":1,"unit_price":500}]}`
+
+const noIDBody = `{"customer_id":"cust-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":1,"unit_price":100}]}`
+
+func TestPostOrder(t *testing.T) {
+	a := newAPI(t)
+	r := a.post(t, placeBody, nil)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("status: got %d, want 202 (body %s)", r.status, r.body)
+	}
+	v := view(t, r)
+	if v.OrderID != "order-1" || v.Status != catalog.StatusPending || v.Total != (catalog.Money{Amount: 3098, Currency: "EUR"}) ||
+		len(v.Items) != 2 || v.CustomerID != "cust-1" || v.Reason != "" {
+		t.Errorf("view: got %+v, want order-1 PENDING total 3098 EUR with 2 items", v)
+	}
+	if loc := r.header.Get("Location"); loc != "/orders/order-1" {
+		t.Errorf("Location: got %q, want /orders/order-1", loc)
+	}
+	if n := a.backlog(t); n != 1 {
+		t.Errorf("outbox: %d rows, want 1 orders.placed", n)
+	}
+}
+
+func TestPostOrderRepeatedIsSameOrder(t *testing.T) {
+	a := newAPI(t)
+	first := view(t, a.post(t, placeBody, nil))
+	for i := range 2 {
+		r := a.post(t, placeBody, nil)
+		if r.status != http.StatusAccepted {
+			t.Errorf("repeat %d: status %d, want 202 like the first answer", i+1, r.status)
+		}
+		if v := view(t, r); v.OrderID != first.OrderID || !v.PlacedAt.Equal(first.PlacedAt) || v.Total != first.Total {
+			t.Errorf("repeat %d: got %+v, want the first order %+v", i+1, v, first)
+		}
+	}
+	if n := a.backlog(t); n != 1 {
+		t.Errorf("outbox: %d rows, want still 1", n)
+	}
+}
+
+func TestPostOrderIdempotencyKey(t *testing.T) {
+	a := newAPI(t)
+	key := map[string]string{"Idempotency-Key": "req-42"}
+	r1 := a.post(t, noIDBody, key)
+	r2 := a.post(t, noIDBody, key)
+	if r1.status != http.StatusAccepted || r2.status != http.StatusAccepted {
+		t.Fatalf("statuses: got %d and %d, want 202 twice", r1.status, r2.status)
+	}
+	v1, v2 := view(t, r1), view(t, r2)
+	if v1.OrderID == "" || v1.OrderID != v2.OrderID {
+		t.Errorf("order ids: got %q and %q, want one id for one Idempotency-Key", v1.OrderID, v2.OrderID)
+	}
+	if n := a.backlog(t); n != 1 {
+		t.Errorf("outbox: %d rows, want 1", n)
+	}
+
+	// Another key is another order; no key at all is a new order each time.
+	v3 := view(t, a.post(t, noIDBody, map[string]string{"Idempotency-Key": "req-43"}))
+	v4 := view(t, a.post(t, noIDBody, nil))
+	v5 := view(t, a.post(t, noIDBody, nil))
+	ids := map[string]bool{v1.OrderID: true, v3.OrderID: true, v4.OrderID: true, v5.OrderID: true}
+	if len(ids) != 4 {
+		t.Errorf("order ids %q %q %q %q: want four distinct orders", v1.OrderID, v3.OrderID, v4.OrderID, v5.OrderID)
+	}
+
+	// The same key with another body is a client bug, not a retry.
+	other := strings.Replace(noIDBody, `"quantity":1`, `"quantity":5`, 1)
+	problem(t, a.post(t, other, key), http.StatusConflict)
+}
+
+func TestPostOrderSameIDDifferentOrderIsConflict(t *testing.T) {
+	a := newAPI(t)
+	a.post(t, placeBody, nil)
+	other := strings.Replace(placeBody, `"cust-1"`, `"cust-2"`, 1)
+	problem(t, a.post(t, other, nil), http.StatusConflict)
+	if n := a.backlog(t); n != 1 {
+		t.Errorf("outbox: %d rows, want 1", n)
+	}
+}
+
+func TestPostOrderRejectsBadInput(t *testing.T) {
+	tests := []struct {
+		name   string
+		body   string
+		header map[string]string
+		status int
+	}{
+		{"MalformedJSON", `{"order_id":`, nil, http.StatusBadRequest},
+		{"NotJSON", `order please`, nil, http.StatusBadRequest},
+		{"UnknownField", strings.Replace(placeBody, `"currency"`, `"coupon":"X","currency"`, 1), nil, http.StatusBadRequest},
+		{"TrailingContent", placeBody + `{}`, nil, http.StatusBadRequest},
+		{"FloatPrice", strings.Replace(placeBody, `1299`, `12.99`, 1), nil, http.StatusBadRequest},
+		{"WrongContentType", placeBody, map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType},
+		{"NoItems", `{"order_id":"order-1","customer_id":"cust-1","currency":"EUR","items":[]}`, nil, http.StatusUnprocessableEntity},
+		{"MissingItems", `{"order_id":"order-1","customer_id":"cust-1","currency":"EUR"}`, nil, http.StatusUnprocessableEntity},
+		{"BadCurrency", strings.Replace(placeBody, `"EUR"`, `"EURO"`, 1), nil, http.StatusUnprocessableEntity},
+		{"NegativeQuantity", strings.Replace(placeBody, `"quantity":2`, `"quantity":-2`, 1), nil, http.StatusUnprocessableEntity},
+		{"MissingCustomer", strings.Replace(placeBody, `"customer_id":"cust-1",`, ``, 1), nil, http.StatusUnprocessableEntity},
+		{"DuplicatedSKU", strings.Replace(placeBody, `SKU-2`, `SKU-1`, 1), nil, http.StatusUnprocessableEntity},
+		{"TooLarge", `{"order_id":"order-1","customer_id":"` + strings.Repeat("c", httpx.MaxBodyBytes) + `"}`, nil, http.StatusRequestEntityTooLarge},
+	}
+	a := newAPI(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			problem(t, a.post(t, tt.body, tt.header), tt.status)
+		})
+	}
+	counts, err := a.store.Counts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts) != 0 || a.backlog(t) != 0 {
+		t.Errorf("after bad input: counts %v, outbox %d, want no order and no event", counts, a.backlog(t))
+	}
+}
+
+func TestPostOrderPropagatesTraceParent(t *testing.T) {
+	a := newAPI(t)
+	parent := events.NewTraceParent()
+	if r := a.post(t, placeBody, map[string]string{events.HeaderTraceParent: parent}); r.status != http.StatusAccepted {
+		t.Fatalf("status %d", r.status)
+	}
+	var headers string
+	if err := a.store.Outbox().DB().QueryRowContext(context.Background(), `SELECT headers FROM outbox`).Scan(&headers); err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(headers), &h); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := events.TraceID(parent)
+	if got, _ := events.TraceID(h[events.HeaderTraceParent]); got != want {
+		t.Errorf("outbox traceparent %q: trace %q, want the request's trace %q", h[events.HeaderTraceParent], got, want)
+	}
+}
+
+func TestGetOrder(t *testing.T) {
+	a := newAPI(t)
+	a.post(t, placeBody, nil)
+
+	r := a.do(t, http.MethodGet, "/orders/order-1", "", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("status: got %d, want 200 (body %s)", r.status, r.body)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(r.body, &fields); err != nil {
+		t.Fatalf("body %s: %v", r.body, err)
+	}
+	for _, f := range []string{"order_id", "status", "total", "items"} {
+		if _, ok := fields[f]; !ok {
+			t.Errorf("view %s: no %q field", r.body, f)
+		}
+	}
+	if _, ok := fields["reason"]; ok {
+		t.Errorf("view %s: reason present on a pending order, want it omitted", r.body)
+	}
+	var total map[string]any
+	if err := json.Unmarshal(fields["total"], &total); err != nil || total["amount"] != float64(3098) || total["currency"] != "EUR" {
+		t.Errorf("total: got %s, want {\"amount\":3098,\"currency\":\"EUR\"}", fields["total"])
+	}
+	v := view(t, r)
+	want := []catalog.LineItem{{SKU: "SKU-1", Quantity: 2, UnitPrice: 1299}, {SKU: "SKU-2", Quantity: 1, UnitPrice: 500}}
+	if v.OrderID != "order-1" || v.Status != catalog.StatusPending || len(v.Items) != 2 || v.Items[0] != want[0] || v.Items[1] != want[1] {
+		t.Errorf("view: got %+v", v)
+	}
+
+	// Once cancelled, the reason shows.
+	if _, err := a.store.Apply(context.Background(), inbox.Key{Consumer: catalog.Orders, EventID: "fail-1"}, "order-1",
+		func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
+			return o, o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, t0, ""), nil
+		}); err != nil {
+		t.Fatal(err)
+	}
+	v = view(t, a.do(t, http.MethodGet, "/orders/order-1", "", nil))
+	if v.Status != catalog.StatusCancelled || v.Reason != catalog.ReasonOutOfStock {
+		t.Errorf("cancelled view: status=%q reason=%q, want CANCELLED out_of_stock", v.Status, v.Reason)
+	}
+}
+
+func TestGetUnknownOrder(t *testing.T) {
+	a := newAPI(t)
+	p := problem(t, a.do(t, http.MethodGet, "/orders/no-such-order", "", nil), http.StatusNotFound)
+	if p.Instance != "/orders/no-such-order" {
+		t.Errorf("instance: got %q, want the request path", p.Instance)
+	}
+}
