@@ -1,0 +1,218 @@
+// Package paymentdb is the payments service's store on SQLite or
+// PostgreSQL: one implementation, dialect-aware, sharing the database with
+// the service's outbox and inbox so that all three commit together.
+package paymentdb
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/events/outbox"
+	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/payments"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrate creates or upgrades the payments table, the outbox and the inbox.
+func Migrate(ctx context.Context, db *sqldb.DB) error {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("paymentdb: %w", err)
+	}
+	if err := outbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if err := inbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	return sqldb.Migrate(ctx, db, "payments", sub)
+}
+
+// Store implements payments.Store.
+type Store struct {
+	db *sqldb.DB
+	ob *outbox.Outbox
+}
+
+var _ payments.Store = (*Store)(nil)
+
+// New returns the store of a migrated database.
+func New(db *sqldb.DB) *Store {
+	return &Store{db: db, ob: outbox.New(db)}
+}
+
+// Outbox returns the store's outbox, for the relay.
+func (s *Store) Outbox() *outbox.Outbox { return s.ob }
+
+// errCreateRace means another transaction created the same payment between
+// our read and our insert (the placed and reserved events of one order
+// handled at once); the whole unit of work is simply run again, and then
+// finds the row and locks it.
+var errCreateRace = errors.New("paymentdb: payment created concurrently")
+
+// Apply implements payments.Store.
+func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn func(*payments.Payment) (*payments.Payment, []events.Outgoing, error)) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+			current, err := s.load(ctx, tx, orderID, true)
+			if err != nil && !errors.Is(err, payments.ErrNotFound) {
+				return nil, err
+			}
+			next, out, err := fn(current)
+			if err != nil || next == nil {
+				return out, err
+			}
+			if next.OrderID != orderID {
+				return nil, fmt.Errorf("payment of order %s returned for order %s", next.OrderID, orderID)
+			}
+			if current == nil {
+				return out, s.insert(ctx, tx, next)
+			}
+			return out, s.update(ctx, tx, next)
+		})
+		if errors.Is(err, errCreateRace) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("paymentdb: apply to payment of order %s: %w", orderID, err)
+		}
+		return applied, nil
+	}
+}
+
+// Get implements payments.Store.
+func (s *Store) Get(ctx context.Context, orderID string) (*payments.Payment, error) {
+	p, err := s.load(ctx, s.db, orderID, false)
+	if err != nil {
+		return nil, fmt.Errorf("paymentdb: get %s: %w", orderID, err)
+	}
+	return p, nil
+}
+
+const columns = `order_id, customer_id, currency, amount, placed, reserved, status, payment_id,
+	created_unix_ms, updated_unix_ms`
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type scanner interface {
+	Scan(dest ...any) error
+}
+
+func (s *Store) load(ctx context.Context, q querier, orderID string, lock bool) (*payments.Payment, error) {
+	query := `SELECT ` + columns + ` FROM payments WHERE order_id = ?`
+	if lock {
+		query += s.db.Dialect.ForUpdate()
+	}
+	p, err := scan(q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, events.NotFound(fmt.Errorf("order %s: %w", orderID, payments.ErrNotFound))
+	}
+	return p, err
+}
+
+func scan(row scanner) (*payments.Payment, error) {
+	var (
+		p                payments.Payment
+		status           string
+		created, updated int64
+	)
+	err := row.Scan(&p.OrderID, &p.CustomerID, &p.Amount.Currency, &p.Amount.Amount, &p.Placed, &p.Reserved,
+		&status, &p.PaymentID, &created, &updated)
+	if err != nil {
+		return nil, err
+	}
+	p.Status = payments.Status(status)
+	if !p.Status.Valid() {
+		// A newer release wrote a status this one does not know; acting
+		// on it could charge twice or not at all.
+		return nil, fmt.Errorf("payment of order %s has unknown status %q", p.OrderID, status)
+	}
+	p.CreatedAt = time.UnixMilli(created).UTC()
+	p.UpdatedAt = time.UnixMilli(updated).UTC()
+	return &p, nil
+}
+
+func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
+	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO payments (`+columns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+		p.OrderID, p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved,
+		string(p.Status), p.PaymentID, p.CreatedAt.UnixMilli(), p.UpdatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("insert payment of order %s: %w", p.OrderID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return errCreateRace
+	}
+	return nil
+}
+
+func (s *Store) update(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
+	_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE payments SET customer_id = ?, currency = ?, amount = ?,
+		placed = ?, reserved = ?, status = ?, payment_id = ?, updated_unix_ms = ? WHERE order_id = ?`),
+		p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, string(p.Status), p.PaymentID,
+		p.UpdatedAt.UnixMilli(), p.OrderID)
+	if err != nil {
+		return fmt.Errorf("update payment of order %s: %w", p.OrderID, err)
+	}
+	return nil
+}
+
+// List returns every payment ordered by order id, for tests and reports.
+func (s *Store) List(ctx context.Context) ([]*payments.Payment, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+columns+` FROM payments ORDER BY order_id`)
+	if err != nil {
+		return nil, fmt.Errorf("paymentdb: list: %w", err)
+	}
+	defer rows.Close()
+	var out []*payments.Payment
+	for rows.Next() {
+		p, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("paymentdb: list: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("paymentdb: list: %w", err)
+	}
+	return out, nil
+}
+
+// CapturedTotals returns the captured amount per currency, in minor units:
+// the money side of the saga's "captured − refunded = total if confirmed"
+// invariant.
+func (s *Store) CapturedTotals(ctx context.Context) (map[string]int64, error) {
+	// The cast keeps PostgreSQL from widening the sum to NUMERIC.
+	rows, err := s.db.QueryContext(ctx, s.db.Dialect.Rebind(
+		`SELECT currency, CAST(SUM(amount) AS BIGINT) FROM payments WHERE status = ? GROUP BY currency`), string(payments.Captured))
+	if err != nil {
+		return nil, fmt.Errorf("paymentdb: captured totals: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var (
+			currency string
+			sum      int64
+		)
+		if err := rows.Scan(&currency, &sum); err != nil {
+			return nil, fmt.Errorf("paymentdb: captured totals: %w", err)
+		}
+		out[currency] = sum
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("paymentdb: captured totals: %w", err)
+	}
+	return out, nil
+}

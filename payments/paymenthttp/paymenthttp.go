@@ -1,0 +1,52 @@
+// Package paymenthttp is the payments service's HTTP API:
+// GET /payments/{order_id}. Errors are RFC 9457 problem details.
+package paymenthttp
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/payments"
+)
+
+// PaymentView is the JSON shape of a payment.
+type PaymentView struct {
+	OrderID   string        `json:"order_id"`
+	Status    string        `json:"status"`
+	Amount    catalog.Money `json:"amount"`
+	PaymentID string        `json:"payment_id"`
+}
+
+// View returns the JSON shape of p.
+func View(p *payments.Payment) PaymentView {
+	return PaymentView{
+		OrderID:   p.OrderID,
+		Status:    string(p.Status),
+		Amount:    p.Amount,
+		PaymentID: p.PaymentID,
+	}
+}
+
+// Register adds the payments routes to mux.
+func Register(mux *http.ServeMux, svc *payments.Service, log *slog.Logger) {
+	h := handler{svc: svc, log: log}
+	mux.HandleFunc("GET /payments/{order_id}", h.get)
+}
+
+type handler struct {
+	svc *payments.Service
+	log *slog.Logger
+}
+
+// get answers 404 for an order the service has not heard of yet; that
+// includes an order just placed whose event is still on its way.
+func (h handler) get(w http.ResponseWriter, r *http.Request) {
+	p, err := h.svc.Get(r.Context(), r.PathValue("order_id"))
+	if err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, View(p))
+}
