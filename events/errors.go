@@ -50,6 +50,11 @@ func withKind(k Kind, err error) error {
 	return &kindError{kind: k, err: err}
 }
 
+// Transient marks err as worth retrying, overriding any kind further down
+// its chain: a payment provider that answers "invalid request" during an
+// outage must not send the message to the dead-letter queue.
+func Transient(err error) error { return withKind(KindTransient, err) }
+
 // Permanent marks err as a failure no retry can fix.
 func Permanent(err error) error { return withKind(KindPermanent, err) }
 

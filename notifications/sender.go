@@ -9,10 +9,9 @@ type Sender interface {
 	// Send delivers n. n.ID is the idempotency key: a sender able to
 	// remember keys delivers a repeated id once.
 	//
-	// Every error is retried: the service returns it unclassified, the
+	// Every error is retried: the service marks it events.Transient, the
 	// event is redelivered after a back-off and Send is called again with
-	// the same notification. An implementation must therefore not mark
-	// transport or server failures with an events kind.
+	// the same notification.
 	Send(ctx context.Context, n Notification) (SendResult, error)
 }
 

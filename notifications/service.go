@@ -91,7 +91,7 @@ func (s *Service) Subscriptions() []worker.Subscription {
 
 // Handle dispatches one message by subject. Errors keep their kind: a
 // Permanent error sends the message to the dead-letter queue; a sender
-// failure is returned unclassified, so the message comes back after a
+// failure is returned as events.Transient, so the message comes back after a
 // back-off and the delivery is tried again.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
 	switch {
@@ -148,9 +148,9 @@ func (s *Service) deliver(ctx context.Context, orderID string) error {
 		}
 		res, err := s.sender.Send(ctx, *n)
 		if err != nil {
-			// Unclassified on purpose: the message is redelivered and
-			// this runs again for the same notification id.
-			return fmt.Errorf("notifications: send %s for order %s: %w", n.ID, orderID, err)
+			// Transient whatever the sender said: the message is
+			// redelivered and this runs again for the same notification id.
+			return events.Transient(fmt.Errorf("notifications: send %s for order %s: %w", n.ID, orderID, err))
 		}
 		// No inbox key: step 3 is idempotent by itself (MarkSent ignores
 		// a notification already sent) and the event's claim was taken

@@ -15,12 +15,11 @@ type Provider interface {
 	// Capture charges req.Amount to the customer. Calls with the same
 	// IdempotencyKey charge once: a repeat returns the first result.
 	//
-	// Every error is retried: the service returns it unclassified, the
+	// Every error is retried: the service marks it events.Transient, the
 	// message is redelivered after a back-off and the call is made again
-	// with the same key. An implementation must therefore not mark
-	// transport or server failures with an events kind. A timeout must
-	// be returned as an error even when the charge may have gone through;
-	// the retry with the same key then finds it.
+	// with the same key. A timeout must be returned as an error even when
+	// the charge may have gone through; the retry with the same key then
+	// finds it.
 	Capture(ctx context.Context, req CaptureRequest) (CaptureResult, error)
 }
 

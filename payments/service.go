@@ -92,7 +92,7 @@ func (s *Service) Subscriptions() []worker.Subscription {
 
 // Handle dispatches one message by subject. Errors keep their kind: a
 // Permanent error sends the message to the dead-letter queue; a provider
-// failure is returned unclassified, so the message comes back after a
+// failure is returned as events.Transient, so the message comes back after a
 // back-off and the capture is tried again.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
 	switch {
@@ -164,9 +164,10 @@ func (s *Service) settle(ctx context.Context, orderID string) error {
 	}
 	res, err := s.provider.Capture(ctx, p.CaptureRequest())
 	if err != nil {
-		// Unclassified on purpose: the message is redelivered and this
-		// runs again with the same idempotency key.
-		return fmt.Errorf("payments: capture order %s: %w", orderID, err)
+		// Transient whatever the provider said: the message is
+		// redelivered and this runs again with the same idempotency key.
+		// (Declines are answers, not errors, and arrive with the saga.)
+		return events.Transient(fmt.Errorf("payments: capture order %s: %w", orderID, err))
 	}
 	var captured *Payment
 	// No inbox key: step 3 is idempotent by itself (OnCaptured ignores a

@@ -8,9 +8,17 @@ import (
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/worker"
+	"github.com/choreo-dev/choreo/notifications"
+	"github.com/choreo-dev/choreo/notifications/notificationdb"
+	"github.com/choreo-dev/choreo/notifications/notificationhttp"
+	"github.com/choreo-dev/choreo/notifications/sender"
 	"github.com/choreo-dev/choreo/orders"
 	"github.com/choreo-dev/choreo/orders/orderdb"
 	"github.com/choreo-dev/choreo/orders/orderhttp"
+	"github.com/choreo-dev/choreo/payments"
+	"github.com/choreo-dev/choreo/payments/paymentdb"
+	"github.com/choreo-dev/choreo/payments/paymenthttp"
+	"github.com/choreo-dev/choreo/payments/provider"
 )
 
 // builtService is one service wired to its store: what the worker runs and
@@ -42,8 +50,38 @@ func buildOrders(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 	}, nil
 }
 
+func buildPayments(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+	store := paymentdb.New(db)
+	// The HTTP provider simulator arrives with the saga issue; until then
+	// every capture is approved.
+	svc, err := payments.New(payments.Config{Store: store, Provider: provider.NewAlwaysApprove(), Logger: log})
+	if err != nil {
+		return builtService{}, err
+	}
+	return builtService{
+		outbox: store.Outbox(),
+		subs:   svc.Subscriptions(),
+		routes: func(mux *http.ServeMux) { paymenthttp.Register(mux, svc, log) },
+	}, nil
+}
+
+func buildNotifications(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+	store := notificationdb.New(db)
+	svc, err := notifications.New(notifications.Config{Store: store, Sender: sender.NewLog(log), Logger: log})
+	if err != nil {
+		return builtService{}, err
+	}
+	return builtService{
+		outbox: store.Outbox(),
+		subs:   svc.Subscriptions(),
+		routes: func(mux *http.ServeMux) { notificationhttp.Register(mux, svc, log) },
+	}, nil
+}
+
 var modules = []module{
 	{name: "orders", migrate: orderdb.Migrate, build: buildOrders},
+	{name: "payments", migrate: paymentdb.Migrate, build: buildPayments},
+	{name: "notifications", migrate: notificationdb.Migrate, build: buildNotifications},
 }
 
 func findModule(name string) (module, bool) {
