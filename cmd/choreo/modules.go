@@ -8,6 +8,9 @@ import (
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/worker"
+	"github.com/choreo-dev/choreo/inventory"
+	"github.com/choreo-dev/choreo/inventory/inventoryhttp"
+	"github.com/choreo-dev/choreo/inventory/stockdb"
 	"github.com/choreo-dev/choreo/notifications"
 	"github.com/choreo-dev/choreo/notifications/notificationdb"
 	"github.com/choreo-dev/choreo/notifications/notificationhttp"
@@ -50,6 +53,19 @@ func buildOrders(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 	}, nil
 }
 
+func buildInventory(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+	store := stockdb.New(db)
+	svc, err := inventory.New(inventory.Config{Store: store, Logger: log})
+	if err != nil {
+		return builtService{}, err
+	}
+	return builtService{
+		outbox: store.Outbox(),
+		subs:   svc.Subscriptions(),
+		routes: func(mux *http.ServeMux) { inventoryhttp.Register(mux, svc, log) },
+	}, nil
+}
+
 func buildPayments(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 	store := paymentdb.New(db)
 	// The HTTP provider simulator arrives with the saga issue; until then
@@ -80,6 +96,7 @@ func buildNotifications(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 
 var modules = []module{
 	{name: "orders", migrate: orderdb.Migrate, build: buildOrders},
+	{name: "inventory", migrate: stockdb.Migrate, build: buildInventory},
 	{name: "payments", migrate: paymentdb.Migrate, build: buildPayments},
 	{name: "notifications", migrate: notificationdb.Migrate, build: buildNotifications},
 }
