@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,9 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) { cfg.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted()) }))
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w (start one, or run choreo up without --nats-url to use the embedded server)", cfg.natsURL, err)
+	}
+	if err := checkServerVersion(s.nc); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(s.nc)
 	if err != nil {
@@ -190,4 +194,28 @@ func (s *system) stop() {
 	for _, db := range s.dbs {
 		db.Close()
 	}
+}
+
+// minServerVersion is the oldest nats-server choreo runs on: consumers
+// with several filter subjects arrived in 2.10.
+var minServerVersion = [3]int{2, 10, 0}
+
+// checkServerVersion refuses a server too old for choreo with a message
+// that says what to do, instead of a JetStream API error later.
+func checkServerVersion(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	var got [3]int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(v, "v"), "%d.%d.%d", &got[0], &got[1], &got[2]); err != nil {
+		return nil // an unparseable version (a dev build): let it try
+	}
+	for i := range got {
+		if got[i] != minServerVersion[i] {
+			if got[i] < minServerVersion[i] {
+				return fmt.Errorf("the NATS server at %s is version %s; choreo needs %d.%d.%d or newer (run choreo up without --nats-url to use the embedded server)",
+					nc.ConnectedUrlRedacted(), v, minServerVersion[0], minServerVersion[1], minServerVersion[2])
+			}
+			return nil
+		}
+	}
+	return nil
 }
