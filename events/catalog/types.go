@@ -140,7 +140,7 @@ func (c PlaceOrder) Validate() error {
 			errs = append(errs, fmt.Errorf("items[%d]: unit_price %d must be between 0 and 1000000000 minor units", i, it.UnitPrice))
 		}
 	}
-	return errors.Join(errs...)
+	return joinProblems(errs...)
 }
 
 // Total is the sum of the lines in minor units.
@@ -177,7 +177,7 @@ func (c Restock) Validate() error {
 	if c.Quantity < 1 || c.Quantity > maxQuantity {
 		errs = append(errs, fmt.Errorf("quantity %d must be between 1 and %d", c.Quantity, maxQuantity))
 	}
-	return errors.Join(errs...)
+	return joinProblems(errs...)
 }
 
 // OrderPlaced: a new order is PENDING. Published on orders.placed.<order>.
@@ -204,7 +204,7 @@ type OrderConfirmed struct {
 
 // Validate checks the fields consumers rely on.
 func (e OrderConfirmed) Validate() error {
-	return errors.Join(validateID("order_id", e.OrderID), validateID("customer_id", e.CustomerID))
+	return joinProblems(validateID("order_id", e.OrderID), validateID("customer_id", e.CustomerID))
 }
 
 // OrderCancelled: the order is final and CANCELLED for Reason.
@@ -225,7 +225,7 @@ func (e OrderCancelled) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("unknown cancellation reason %q", e.Reason))
 	}
-	return errors.Join(errs...)
+	return joinProblems(errs...)
 }
 
 // StockReserved: every line of the order is reserved.
@@ -282,7 +282,7 @@ func (e PaymentCaptured) Validate() error {
 	if !ValidCurrency(e.Amount.Currency) {
 		errs = append(errs, fmt.Errorf("currency %q is not an ISO 4217 code", e.Amount.Currency))
 	}
-	return errors.Join(errs...)
+	return joinProblems(errs...)
 }
 
 // NotificationSent: the customer was told about the order's final state.
@@ -293,4 +293,19 @@ type NotificationSent struct {
 	Status         string `json:"status"`
 	Reason         string `json:"reason,omitempty"`
 	Channel        string `json:"channel"`
+}
+
+// joinProblems reports every non-nil problem in one line ("a; b"), the
+// form a dead letter's reason header and an HTTP problem detail need.
+func joinProblems(errs ...error) error {
+	var msgs []string
+	for _, err := range errs {
+		if err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
