@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natstest"
+)
+
+// startServe runs `choreo serve <service>` configured from the environment
+// only, as a deployment would, and returns its HTTP URL.
+func startServe(t *testing.T, service string, env map[string]string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	outR, outW := io.Pipe()
+	var stderr lockedBuffer
+	exited := make(chan int, 1)
+	go func() {
+		code := run(ctx, []string{"serve", service}, outW, &stderr, func(k string) string { return env[k] })
+		outW.Close()
+		exited <- code
+	}()
+	var printed strings.Builder
+	sc := bufio.NewScanner(outR)
+	for sc.Scan() {
+		printed.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "HTTP") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, outR)
+	m := httpLine.FindStringSubmatch(printed.String())
+	if m == nil {
+		cancel()
+		t.Fatalf("choreo serve %s did not print its address; stdout:\n%s\nstderr:\n%s", service, printed.String(), stderr.String())
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-exited:
+			if code != 0 {
+				t.Errorf("choreo serve %s exited with %d; stderr:\n%s", service, code, stderr.String())
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("choreo serve %s did not stop", service)
+		}
+	})
+	return m[1]
+}
+
+// Each service runs as its own process against a shared NATS server, and
+// inventory and payments run as two replicas each, sharing their stores.
+func TestServeEachServiceAloneWithReplicas(t *testing.T) {
+	srv := natstest.Start(t)
+	data := t.TempDir()
+	urls := map[string][]string{}
+	for _, svc := range []string{"orders", "inventory", "inventory", "payments", "payments", "notifications"} {
+		env := map[string]string{
+			"NATS_URL":         srv.URL,
+			"CHOREO_DB_URL":    filepath.Join(data, svc+".db"),
+			"CHOREO_HTTP":      "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL": "warn",
+		}
+		urls[svc] = append(urls[svc], startServe(t, svc, env))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, srv.URL)
+	restock(t, ctx, js, "SKU-S", 100)
+
+	// The orders service's HTTP API places; any inventory replica answers.
+	c := &runningChoreo{httpURL: urls["orders"][0]}
+	inv := &runningChoreo{httpURL: urls["inventory"][1]}
+	const n = 30
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		ids[i] = events.NewID()
+		wg.Go(func() {
+			if _, err := js.Publish(ctx, catalog.SubjectPlaceOrder, placeBody(ids[i], "SKU-S", 2)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	waitConfirmed(t, ctx, c, ids...)
+	waitFor(t, ctx, "stock settled", func() (bool, string) {
+		s := getStock(t, inv, "SKU-S")
+		return s.Sold == 2*n && s.Reserved == 0 && s.Available == 100-2*n, fmt.Sprintf("%+v", s)
+	})
+	waitFor(t, ctx, "one capture and one notification per order", func() (bool, string) {
+		caps, err := countSubjects(ctx, js, catalog.StreamPayments, "payments.captured.>")
+		if err != nil {
+			return false, err.Error()
+		}
+		sent, err := countSubjects(ctx, js, catalog.StreamNotifications, "notifications.sent.>")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, m := range []map[string]uint64{caps, sent} {
+			for subj, k := range m {
+				if k != 1 {
+					t.Fatalf("%s: %d messages, want 1", subj, k)
+				}
+			}
+		}
+		return len(caps) == n && len(sent) == n, fmt.Sprintf("%d captured, %d notified", len(caps), len(sent))
+	})
+}
+
+func TestUsageErrorsExitWithTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"teleport"},
+		{"up", "--bogus"},
+		{"up", "extra-arg"},
+		{"up", "--db", "mysql://x"},
+		{"up", "--log-level", "loud"},
+		{"serve"},
+		{"serve", "billing"},
+		{"serve", "orders", "--bogus"},
+	} {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" })
+		if code != 2 {
+			t.Errorf("choreo %v: exit %d, want 2 (stderr %q)", args, code, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "goroutine") {
+			t.Errorf("choreo %v: stack trace on stderr", args)
+		}
+	}
+}
+
+// A taken NATS port is a one-line error that names both ways out.
+func TestUpOnATakenNATSPortNamesBothFlags(t *testing.T) {
+	srv := natstest.Start(t)
+	listen := strings.TrimPrefix(srv.URL, "nats://")
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"up", "--data", t.TempDir(), "--nats-listen", listen, "--http", "127.0.0.1:0"},
+		&stdout, &stderr, func(string) string { return "" })
+	if code == 0 {
+		t.Fatal("choreo up on a taken port exited 0")
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "--nats-url") || !strings.Contains(msg, "--nats-listen") || !strings.Contains(msg, listen) {
+		t.Errorf("stderr %q: want one line naming %s, --nats-url and --nats-listen", msg, listen)
+	}
+}
