@@ -155,13 +155,14 @@ func ExponentialBackoff(first, max time.Duration) func(int) time.Duration {
 
 // Consumer is a running consumer.
 type Consumer struct {
-	cfg     Config
-	js      jetstream.JetStream
-	handle  Handler
-	iter    jetstream.MessagesContext
-	baseCtx context.Context
-	done    chan struct{}
-	stop    sync.Once
+	cfg      Config
+	js       jetstream.JetStream
+	handle   Handler
+	iter     jetstream.MessagesContext
+	baseCtx  context.Context
+	done     chan struct{}
+	stopping chan struct{} // closed by Stop
+	stop     sync.Once
 }
 
 // Start creates or updates the durable consumer and starts handling
@@ -198,12 +199,13 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler) (
 		return nil, fmt.Errorf("consumer %s/%s: subscribe: %w", cfg.Stream, cfg.Durable, err)
 	}
 	c := &Consumer{
-		cfg:     cfg,
-		js:      js,
-		handle:  h,
-		iter:    iter,
-		baseCtx: context.WithoutCancel(ctx),
-		done:    make(chan struct{}),
+		cfg:      cfg,
+		js:       js,
+		handle:   h,
+		iter:     iter,
+		baseCtx:  context.WithoutCancel(ctx),
+		done:     make(chan struct{}),
+		stopping: make(chan struct{}),
 	}
 	go c.run()
 	return c, nil
@@ -227,8 +229,13 @@ func (c *Consumer) run() {
 				break
 			}
 			// Heartbeat misses and reconnects surface here; the iterator
-			// recovers by itself, so keep pulling.
+			// recovers by itself, so keep pulling — after a pause, so an
+			// error that repeats at once (a closed connection) cannot spin.
 			c.cfg.Logger.Debug("consumer: pull", "stream", c.cfg.Stream, "consumer", c.cfg.Durable, "err", err)
+			select {
+			case <-c.stopping:
+			case <-time.After(100 * time.Millisecond):
+			}
 			continue
 		}
 		msgs <- m
@@ -241,7 +248,10 @@ func (c *Consumer) run() {
 // received, and returns when they have. Messages not yet acked are
 // redelivered to another instance or after restart.
 func (c *Consumer) Stop() {
-	c.stop.Do(c.iter.Drain)
+	c.stop.Do(func() {
+		close(c.stopping)
+		c.iter.Drain()
+	})
 	<-c.done
 }
 
