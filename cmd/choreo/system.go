@@ -75,7 +75,10 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	if err := checkServerVersion(s.nc); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(s.nc)
+	// Acks lost without a disconnect would otherwise stay pending in the
+	// client forever and count against its limit of async publishes; the
+	// relay gives up on them sooner (its ack timeout) and sends again.
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}

@@ -10,10 +10,13 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -62,19 +65,49 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 		if err != nil {
 			return fmt.Errorf("outbox: event %s on %s: %w", e.ID, e.Subject, err)
 		}
-		if strings.ContainsAny(e.Subject, "*> ") || e.Subject == "" {
-			return events.Permanent(fmt.Errorf("outbox: event %s has invalid subject %q", e.ID, e.Subject))
+		if err := validSubject(e.Subject); err != nil {
+			return fmt.Errorf("outbox: event %s: %w", e.ID, err)
 		}
-		headers := map[string]string{}
+		var headers nats.Header
 		if e.TraceParent != "" {
-			headers[events.HeaderTraceParent] = e.TraceParent
+			headers = nats.Header{events.HeaderTraceParent: {e.TraceParent}}
 		}
-		hb, _ := json.Marshal(headers) // a map[string]string always marshals
-		if _, err := tx.ExecContext(ctx, stmt, e.ID, e.Subject, string(hb), payload, now.UnixMilli()); err != nil {
+		if _, err := tx.ExecContext(ctx, stmt, e.ID, e.Subject, encodeHeaders(headers), payload, now.UnixMilli()); err != nil {
 			return fmt.Errorf("outbox: insert event %s: %w", e.ID, err)
 		}
 	}
 	return nil
+}
+
+// validSubject accepts only subjects the relay can publish: tokens that are
+// non-empty and free of wildcards and whitespace. A row with any other
+// subject would fail on every attempt and, being the oldest, hold back the
+// rows behind it; refusing it here rolls back the transaction that wrote it
+// instead, with a Permanent error.
+func validSubject(subject string) error {
+	if subject == "" {
+		return events.Permanent(fmt.Errorf("empty subject"))
+	}
+	for _, tok := range strings.Split(subject, ".") {
+		if err := events.ValidToken(tok); err != nil {
+			return fmt.Errorf("invalid subject %q: %w", subject, err)
+		}
+	}
+	return nil
+}
+
+// encodeHeaders writes message headers as "Key: value" lines, the shape
+// NATS headers have on the wire: readable in a SQL console, and parsed by
+// the relay with a split instead of a JSON decoder on its hot path. Line
+// breaks inside a value are dropped, as NATS headers cannot carry them.
+func encodeHeaders(h nats.Header) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[k] {
+			b.WriteString(k + ": " + strings.NewReplacer("\r", "", "\n", "").Replace(v) + "\n")
+		}
+	}
+	return b.String()
 }
 
 // Notify wakes the relay after a commit that added rows. It never blocks:

@@ -2,11 +2,12 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,7 +129,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer sweep.Stop()
 	failures := 0
 	for {
-		n, err := r.PublishPending(ctx)
+		_, err := r.drain(ctx)
 		switch {
 		case ctx.Err() != nil:
 			r.flush()
@@ -144,9 +145,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		if n == r.batch {
-			continue // a full batch: there is probably more
-		}
 		select {
 		case <-ctx.Done():
 		case <-r.ob.wake:
@@ -158,12 +156,7 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) flush() {
 	ctx, cancel := context.WithTimeout(context.Background(), r.ackTimeout)
 	defer cancel()
-	for {
-		n, err := r.PublishPending(ctx)
-		if err != nil || n < r.batch {
-			return
-		}
-	}
+	_, _ = r.drain(ctx)
 }
 
 func (r *Relay) backoff(failures int) time.Duration {
@@ -182,69 +175,153 @@ type row struct {
 	payload []byte
 }
 
+// maxInFlight bounds the rows published and not yet settled while the
+// relay drains a backlog (at least one batch). It keeps the relay well
+// under the JetStream client's limit of pending asynchronous publishes
+// (4000 by default), beyond which publishing stalls.
+const maxInFlight = 1024
+
 // PublishPending publishes one batch of the oldest rows and deletes those
 // the server acked. It returns how many rows it found. An error means some
 // rows stay for a later attempt; none is lost.
 func (r *Relay) PublishPending(ctx context.Context) (int, error) {
-	rows, err := r.load(ctx)
+	rows, err := r.load(ctx, 0)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	acks := make([]jetstream.PubAckFuture, len(rows))
-	var firstErr error
+	return len(rows), r.settle(ctx, r.send(rows))
+}
+
+// drain publishes everything pending, oldest first, and returns how many
+// rows it found. It is a two-stage pipeline: this goroutine loads and
+// publishes batches while a second one waits for their acks and deletes
+// them, in order. Without it the relay would alternate between the
+// database and the broker, each idle while the other works, and drain a
+// backlog at a fraction of the broker's asynchronous publish rate. On the
+// first error no new batch is started; those already published are still
+// settled, then the error is returned.
+func (r *Relay) drain(ctx context.Context) (int, error) {
+	var (
+		mu       sync.Mutex
+		firstErr error
+		failed   atomic.Bool
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		failed.Store(true)
+	}
+	// The queue and the batch being settled hold at most maxInFlight rows;
+	// the sender may hold one more batch while it waits for room.
+	queue := make(chan *batch, max(1, maxInFlight/r.batch)-1)
+	settled := make(chan struct{})
+	go func() {
+		defer close(settled)
+		for b := range queue {
+			if err := r.settle(ctx, b); err != nil {
+				fail(err)
+			}
+		}
+	}()
+	var (
+		total int
+		after int64 // the highest id loaded so far
+	)
+	for !failed.Load() {
+		rows, err := r.load(ctx, after)
+		if err != nil {
+			fail(err)
+			break
+		}
+		total += len(rows)
+		if len(rows) == 0 {
+			break
+		}
+		after = rows[len(rows)-1].id
+		b := r.send(rows)
+		queue <- b
+		if b.err != nil || len(rows) < r.batch {
+			break // settle reports b.err
+		}
+	}
+	close(queue)
+	<-settled
+	mu.Lock()
+	defer mu.Unlock()
+	return total, firstErr
+}
+
+// batch is a set of rows published and waiting for their acks.
+type batch struct {
+	rows     []row
+	acks     []jetstream.PubAckFuture // nil from the first row that failed to publish
+	deadline time.Time                // the acks are given up on after it
+	err      error                    // the publish error, if any
+}
+
+// send publishes rows asynchronously, stopping at the first failure.
+func (r *Relay) send(rows []row) *batch {
+	b := &batch{rows: rows, acks: make([]jetstream.PubAckFuture, len(rows))}
 	for i, rw := range rows {
 		msg := nats.NewMsg(rw.subject)
 		msg.Data = rw.payload
-		var hdr map[string]string
-		if err := json.Unmarshal([]byte(rw.headers), &hdr); err == nil {
-			for k, v := range hdr {
-				msg.Header.Set(k, v)
-			}
-		}
+		setHeaders(msg.Header, rw.headers)
 		msg.Header.Set(jetstream.MsgIDHeader, rw.eventID)
 		f, err := r.js.PublishMsgAsync(msg)
 		if err != nil {
-			firstErr = fmt.Errorf("outbox: publish %s to %s: %w", rw.eventID, rw.subject, err)
+			b.err = fmt.Errorf("outbox: publish %s to %s: %w", rw.eventID, rw.subject, err)
 			break
 		}
-		acks[i] = f
+		b.acks[i] = f
 	}
-	deadline := time.NewTimer(r.ackTimeout)
+	b.deadline = time.Now().Add(r.ackTimeout)
+	return b
+}
+
+// settle waits for the acks of b until its deadline and deletes the rows
+// the server acked. The error reports the rows that stay.
+func (r *Relay) settle(ctx context.Context, b *batch) error {
+	deadline := time.NewTimer(time.Until(b.deadline))
 	defer deadline.Stop()
-	acked := make([]int64, 0, len(rows))
+	firstErr := b.err
+	acked := make([]int64, 0, len(b.rows))
 wait:
-	for i, f := range acks {
+	for i, f := range b.acks {
 		if f == nil {
 			break
 		}
 		select {
 		case <-f.Ok():
-			acked = append(acked, rows[i].id)
+			acked = append(acked, b.rows[i].id)
 		case err := <-f.Err():
 			if firstErr == nil {
-				firstErr = fmt.Errorf("outbox: publish %s to %s: %w", rows[i].eventID, rows[i].subject, err)
+				firstErr = fmt.Errorf("outbox: publish %s to %s: %w", b.rows[i].eventID, b.rows[i].subject, err)
 			}
 		case <-deadline.C:
 			if firstErr == nil {
-				firstErr = fmt.Errorf("outbox: no ack within %s for %d events", r.ackTimeout, len(rows)-i)
+				firstErr = fmt.Errorf("outbox: no ack within %s for %d events", r.ackTimeout, len(b.rows)-i)
 			}
 			break wait
 		}
 	}
 	if err := r.delete(context.WithoutCancel(ctx), acked); err != nil {
-		return len(rows), err
+		return err
 	}
-	return len(rows), firstErr
+	return firstErr
 }
 
-func (r *Relay) load(ctx context.Context) ([]row, error) {
-	q := r.ob.db.Dialect.Rebind(`SELECT id, event_id, subject, headers, payload FROM outbox ORDER BY id LIMIT ?`)
-	rs, err := r.ob.db.QueryContext(ctx, q, r.batch)
+// load returns up to one batch of the oldest rows with an id above after.
+func (r *Relay) load(ctx context.Context, after int64) ([]row, error) {
+	q := r.ob.db.Dialect.Rebind(`SELECT id, event_id, subject, headers, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?`)
+	rs, err := r.ob.db.QueryContext(ctx, q, after, r.batch)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: load pending: %w", err)
 	}
 	defer rs.Close()
-	var out []row
+	out := make([]row, 0, r.batch)
 	for rs.Next() {
 		var rw row
 		if err := rs.Scan(&rw.id, &rw.eventID, &rw.subject, &rw.headers, &rw.payload); err != nil {
@@ -274,4 +351,13 @@ func (r *Relay) delete(ctx context.Context, ids []int64) error {
 		return fmt.Errorf("outbox: delete %d published rows: %w", len(ids), err)
 	}
 	return nil
+}
+
+// setHeaders copies the headers column, written by encodeHeaders, into h.
+func setHeaders(h nats.Header, col string) {
+	for line := range strings.Lines(col) {
+		if k, v, ok := strings.Cut(strings.TrimSuffix(line, "\n"), ": "); ok && k != "" {
+			h.Add(k, v)
+		}
+	}
 }

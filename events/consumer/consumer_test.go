@@ -1,0 +1,521 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/natstest"
+	"github.com/choreo-dev/choreo/events/streams"
+)
+
+// waitTimeout bounds every wait for something to happen; nothing is
+// asserted about how long it takes.
+const waitTimeout = 20 * time.Second
+
+type fixture struct {
+	srv *natstest.Server
+	js  jetstream.JetStream
+}
+
+// mustFixture starts a server with a work stream T ("t.>") and a DLQ
+// stream ("dlq.>").
+func mustFixture(t testing.TB) *fixture {
+	t.Helper()
+	f := &fixture{srv: natstest.Start(t)}
+	_, f.js = natstest.Connect(t, f.srv.URL)
+	mustStreams(t, f.js, streams.Spec{Name: "T", Subjects: []string{"t.>"}}, streams.Spec{Name: "DLQ", Subjects: []string{"dlq.>"}})
+	return f
+}
+
+func mustStreams(t testing.TB, js jetstream.JetStream, specs ...streams.Spec) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := streams.Ensure(ctx, js, specs, streams.Options{}); err != nil {
+		t.Fatalf("streams.Ensure: %v", err)
+	}
+}
+
+func config() consumer.Config {
+	return consumer.Config{
+		Stream:      "T",
+		Durable:     "svc",
+		DLQSubject:  "dlq.svc",
+		MaxDeliver:  3,
+		Backoff:     func(int) time.Duration { return 10 * time.Millisecond },
+		Concurrency: 1,
+	}
+}
+
+// mustStart starts a consumer and stops it when the test ends.
+func mustStart(t testing.TB, js jetstream.JetStream, cfg consumer.Config, h consumer.Handler) *consumer.Consumer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := consumer.Start(ctx, js, cfg, h)
+	if err != nil {
+		t.Fatalf("consumer.Start: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// mustPublish publishes to the stream, retrying while the server is away
+// (a restart), and returns the stream sequence.
+func mustPublish(t testing.TB, js jetstream.JetStream, subject, body string, hdr nats.Header) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		msg := nats.NewMsg(subject)
+		msg.Data = []byte(body)
+		for k, vs := range hdr {
+			msg.Header[k] = vs
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ack, err := js.PublishMsg(ctx, msg)
+		cancel()
+		if err == nil {
+			return ack.Sequence
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publish to %s: %v", subject, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %s waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// streamMsgs returns the messages stored in a stream, in order.
+func streamMsgs(t testing.TB, js jetstream.JetStream, name string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatalf("stream %s: %v", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s info: %v", name, err)
+	}
+	var msgs []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("stream %s seq %d: %v", name, seq, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// waitDeadLetters waits for n messages in the DLQ stream and returns them.
+func waitDeadLetters(t testing.TB, js jetstream.JetStream, n int) []*jetstream.RawStreamMsg {
+	t.Helper()
+	var msgs []*jetstream.RawStreamMsg
+	waitFor(t, fmt.Sprintf("%d dead letter(s)", n), func() bool {
+		msgs = streamMsgs(t, js, "DLQ")
+		return len(msgs) >= n
+	})
+	if len(msgs) != n {
+		t.Fatalf("dead letters: got %d, want %d", len(msgs), n)
+	}
+	return msgs
+}
+
+// waitSettled waits until the durable has nothing pending or unacked.
+func waitSettled(t testing.TB, js jetstream.JetStream, stream, durable string) *jetstream.ConsumerInfo {
+	t.Helper()
+	var info *jetstream.ConsumerInfo
+	waitFor(t, "the consumer to settle", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := js.Consumer(ctx, stream, durable)
+		if err != nil {
+			return false
+		}
+		info, err = c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	return info
+}
+
+// recorder remembers what a handler saw.
+type recorder struct {
+	mu   sync.Mutex
+	seen []string // subject@delivered
+}
+
+func (r *recorder) add(m *consumer.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, m.Subject+"@"+strconv.FormatUint(m.Delivered, 10))
+}
+
+func (r *recorder) has(s string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, x := range r.seen {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...)
+}
+
+func TestStartRejectsInvalidConfig(t *testing.T) {
+	f := mustFixture(t)
+	noop := func(context.Context, *consumer.Message) error { return nil }
+	for name, mut := range map[string]func(*consumer.Config){
+		"NoStream":            func(c *consumer.Config) { c.Stream = "" },
+		"NoDurable":           func(c *consumer.Config) { c.Durable = "" },
+		"NoDLQSubject":        func(c *consumer.Config) { c.DLQSubject = "" },
+		"NegativeMaxDeliver":  func(c *consumer.Config) { c.MaxDeliver = -1 },
+		"NegativeConcurrency": func(c *consumer.Config) { c.Concurrency = -1 },
+	} {
+		cfg := config()
+		mut(&cfg)
+		c, err := consumer.Start(context.Background(), f.js, cfg, noop)
+		if !errors.Is(err, consumer.ErrInvalidConfig) {
+			t.Errorf("%s: got %v, want ErrInvalidConfig", name, err)
+		}
+		if c != nil {
+			c.Stop()
+		}
+	}
+	cfg := config()
+	cfg.Stream = "NOPE"
+	if c, err := consumer.Start(context.Background(), f.js, cfg, noop); err == nil {
+		c.Stop()
+		t.Error("Start on a stream that does not exist: got nil error, want one")
+	}
+}
+
+func TestExponentialBackoff(t *testing.T) {
+	b := consumer.ExponentialBackoff(100*time.Millisecond, time.Second)
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}
+	for i, w := range want {
+		if got := b(i + 1); got != w {
+			t.Errorf("backoff after delivery %d: got %s, want %s", i+1, got, w)
+		}
+	}
+	if got := b(1000); got != time.Second {
+		t.Errorf("backoff after delivery 1000: got %s, want %s", got, time.Second)
+	}
+}
+
+func TestHandlerReceivesMessage(t *testing.T) {
+	f := mustFixture(t)
+	type seen struct {
+		msg consumer.Message
+		tp  string
+	}
+	got := make(chan seen, 1)
+	mustStart(t, f.js, config(), func(ctx context.Context, m *consumer.Message) error {
+		got <- seen{msg: *m, tp: events.TraceParentFrom(ctx)}
+		return nil
+	})
+	tp := events.NewTraceParent()
+	seq := mustPublish(t, f.js, "t.happened.k1", `{"x":1}`, nats.Header{events.HeaderTraceParent: {tp}})
+	var s seen
+	select {
+	case s = <-got:
+	case <-time.After(waitTimeout):
+		t.Fatal("handler never called")
+	}
+	if s.msg.Subject != "t.happened.k1" || string(s.msg.Data) != `{"x":1}` {
+		t.Errorf("message: got %s %s, want %s %s", s.msg.Subject, s.msg.Data, "t.happened.k1", `{"x":1}`)
+	}
+	if s.msg.Stream != "T" || s.msg.Sequence != seq || s.msg.Delivered != 1 || s.msg.Time.IsZero() {
+		t.Errorf("metadata: got stream %q seq %d delivered %d time %s, want T %d 1 and a time",
+			s.msg.Stream, s.msg.Sequence, s.msg.Delivered, s.msg.Time, seq)
+	}
+	if s.tp != tp {
+		t.Errorf("traceparent in the handler's context: got %q, want %q", s.tp, tp)
+	}
+	if info := waitSettled(t, f.js, "T", "svc"); info.NumRedelivered != 0 {
+		t.Errorf("redelivered: got %d, want 0 (acked once handled)", info.NumRedelivered)
+	}
+}
+
+func TestFilterSubjects(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	cfg := config()
+	cfg.FilterSubjects = []string{"t.a.>", "t.b.>"}
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error { rec.add(m); return nil })
+	for _, s := range []string{"t.a.1", "t.c.1", "t.b.1"} {
+		mustPublish(t, f.js, s, "{}", nil)
+	}
+	waitFor(t, "t.a.1 and t.b.1", func() bool { return rec.has("t.a.1@1") && rec.has("t.b.1@1") })
+	waitSettled(t, f.js, "T", "svc")
+	if got := rec.list(); len(got) != 2 {
+		t.Errorf("handled: got %v, want only t.a.1 and t.b.1", got)
+	}
+}
+
+func TestPoisonMessageGoesToDLQ(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	mustStart(t, f.js, config(), func(_ context.Context, m *consumer.Message) error {
+		rec.add(m)
+		if strings.Contains(string(m.Data), "poison") {
+			return events.Permanent(errors.New("undecodable: poison"))
+		}
+		return nil
+	})
+	tp := events.NewTraceParent()
+	seq := mustPublish(t, f.js, "t.happened.k1", `{"poison":true}`, nats.Header{
+		events.HeaderTraceParent: {tp},
+		jetstream.MsgIDHeader:    {"m-1"},
+	})
+	mustPublish(t, f.js, "t.happened.k2", `{"fine":true}`, nil)
+
+	dl := waitDeadLetters(t, f.js, 1)[0]
+	if want := "dlq.svc.t.happened.k1"; dl.Subject != want {
+		t.Errorf("dead letter subject: got %q, want %q", dl.Subject, want)
+	}
+	if string(dl.Data) != `{"poison":true}` {
+		t.Errorf("dead letter body: got %s, want the original %s", dl.Data, `{"poison":true}`)
+	}
+	wantHeaders := map[string]string{
+		consumer.HeaderOriginalSubject: "t.happened.k1",
+		consumer.HeaderOriginalStream:  "T",
+		consumer.HeaderOriginalSeq:     strconv.FormatUint(seq, 10),
+		consumer.HeaderDeliveryCount:   "1",
+		consumer.HeaderConsumer:        "svc",
+		events.HeaderTraceParent:       tp, // original headers travel along
+	}
+	for k, want := range wantHeaders {
+		if got := dl.Header.Get(k); got != want {
+			t.Errorf("dead letter header %s: got %q, want %q", k, got, want)
+		}
+	}
+	if got := dl.Header.Get(consumer.HeaderDLQReason); !strings.Contains(got, "undecodable: poison") {
+		t.Errorf("dead letter header %s: got %q, want the handler's error", consumer.HeaderDLQReason, got)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, dl.Header.Get(consumer.HeaderFailedAt)); err != nil {
+		t.Errorf("dead letter header %s: got %q, want an RFC 3339 time", consumer.HeaderFailedAt, dl.Header.Get(consumer.HeaderFailedAt))
+	}
+	if got := dl.Header.Get(jetstream.MsgIDHeader); got == "m-1" {
+		t.Errorf("dead letter Nats-Msg-Id: got the original %q, want one of its own", got)
+	}
+
+	waitFor(t, "the next message to be handled", func() bool { return rec.has("t.happened.k2@1") })
+	waitSettled(t, f.js, "T", "svc")
+	if got := rec.list(); len(got) != 2 {
+		t.Errorf("handled: got %v, want the poison message once (terminated, not redelivered) and the next one", got)
+	}
+}
+
+func TestTransientErrorIsRedelivered(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	cfg := config()
+	cfg.MaxDeliver = 5
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+		rec.add(m)
+		if m.Delivered < 3 {
+			return errors.New("database busy")
+		}
+		return nil
+	})
+	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
+	waitFor(t, "the third delivery", func() bool { return rec.has("t.happened.k1@3") })
+	waitSettled(t, f.js, "T", "svc")
+	want := []string{"t.happened.k1@1", "t.happened.k1@2", "t.happened.k1@3"}
+	if got := rec.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("deliveries: got %v, want %v", got, want)
+	}
+	if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
+		t.Errorf("dead letters: got %d, want 0", got)
+	}
+}
+
+func TestExhaustedDeliveriesGoToDLQ(t *testing.T) {
+	f := mustFixture(t)
+	var calls atomic.Int64
+	mustStart(t, f.js, config(), func(context.Context, *consumer.Message) error {
+		calls.Add(1)
+		return errors.New("provider down")
+	})
+	mustPublish(t, f.js, "t.happened.k1", `{"x":1}`, nil)
+	dl := waitDeadLetters(t, f.js, 1)[0]
+	reason := dl.Header.Get(consumer.HeaderDLQReason)
+	if !strings.Contains(reason, "3 deliveries") || !strings.Contains(reason, "provider down") {
+		t.Errorf("dead letter reason: got %q, want it to name the 3 deliveries and the last error", reason)
+	}
+	if got := dl.Header.Get(consumer.HeaderDeliveryCount); got != "3" {
+		t.Errorf("delivery count: got %q, want %q", got, "3")
+	}
+	waitSettled(t, f.js, "T", "svc")
+	if got := calls.Load(); got != 3 {
+		t.Errorf("handler calls: got %d, want 3 (MaxDeliver)", got)
+	}
+}
+
+func TestHandlerPanicGoesToDLQ(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	mustStart(t, f.js, config(), func(_ context.Context, m *consumer.Message) error {
+		rec.add(m)
+		if m.Subject == "t.happened.boom" {
+			panic("nil map somewhere")
+		}
+		return nil
+	})
+	mustPublish(t, f.js, "t.happened.boom", "{}", nil)
+	mustPublish(t, f.js, "t.happened.next", "{}", nil)
+	dl := waitDeadLetters(t, f.js, 1)[0]
+	if got := dl.Header.Get(consumer.HeaderDLQReason); !strings.Contains(got, "panic") || !strings.Contains(got, "nil map somewhere") {
+		t.Errorf("dead letter reason: got %q, want it to report the panic", got)
+	}
+	waitFor(t, "the next message to be handled", func() bool { return rec.has("t.happened.next@1") })
+	waitSettled(t, f.js, "T", "svc")
+}
+
+func TestDeadLetterWaitsForDLQStream(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	if err := f.js.DeleteStream(ctx, "DLQ"); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	mustStart(t, f.js, config(), func(context.Context, *consumer.Message) error {
+		calls.Add(1)
+		return events.Permanent(errors.New("bad input"))
+	})
+	mustPublish(t, f.js, "t.happened.k1", `{"x":1}`, nil)
+	// With nowhere to put it, the message is not dropped: it comes back.
+	waitFor(t, "a second attempt at dead-lettering", func() bool { return calls.Load() >= 2 })
+	mustStreams(t, f.js, streams.Spec{Name: "DLQ", Subjects: []string{"dlq.>"}})
+	dl := waitDeadLetters(t, f.js, 1)[0]
+	if string(dl.Data) != `{"x":1}` {
+		t.Errorf("dead letter body: got %s, want %s", dl.Data, `{"x":1}`)
+	}
+	waitSettled(t, f.js, "T", "svc")
+}
+
+func TestStopWaitsForInFlightHandlers(t *testing.T) {
+	f := mustFixture(t)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var finished atomic.Bool
+	c := mustStart(t, f.js, config(), func(context.Context, *consumer.Message) error {
+		close(started)
+		<-release
+		finished.Store(true)
+		return nil
+	})
+	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
+	select {
+	case <-started:
+	case <-time.After(waitTimeout):
+		t.Fatal("handler never called")
+	}
+	stopped := make(chan struct{})
+	go func() {
+		c.Stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while a handler was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-stopped:
+	case <-time.After(waitTimeout):
+		t.Fatal("Stop did not return after the handler finished")
+	}
+	if !finished.Load() {
+		t.Error("handler: got cut short, want it to finish before Stop returns")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("Done after Stop: got open, want closed")
+	}
+	c.Stop() // a second Stop is harmless
+	// The in-flight message was acked, not left for redelivery.
+	waitSettled(t, f.js, "T", "svc")
+}
+
+func TestConsumerSurvivesNATSRestart(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	mustStart(t, f.js, config(), func(_ context.Context, m *consumer.Message) error { rec.add(m); return nil })
+	mustPublish(t, f.js, "t.happened.before", "{}", nil)
+	waitFor(t, "the message before the restart", func() bool { return rec.has("t.happened.before@1") })
+	// Let its ack reach the server first: an ack lost in the restart would
+	// bring the message back only after the 30s ack wait.
+	waitSettled(t, f.js, "T", "svc")
+
+	f.srv.Restart(t)
+
+	mustPublish(t, f.js, "t.happened.after", "{}", nil)
+	waitFor(t, "the message after the restart", func() bool { return rec.has("t.happened.after@1") })
+	waitSettled(t, f.js, "T", "svc")
+}
+
+func TestConcurrentHandlers(t *testing.T) {
+	f := mustFixture(t)
+	cfg := config()
+	cfg.Concurrency = 4
+	var (
+		inFlight, peak atomic.Int64
+		handled        atomic.Int64
+	)
+	gate := make(chan struct{})
+	mustStart(t, f.js, cfg, func(context.Context, *consumer.Message) error {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-gate
+		handled.Add(1)
+		return nil
+	})
+	for i := range 8 {
+		mustPublish(t, f.js, "t.happened."+strconv.Itoa(i), "{}", nil)
+	}
+	waitFor(t, "four handlers at once", func() bool { return peak.Load() == 4 })
+	close(gate)
+	waitFor(t, "every message", func() bool { return handled.Load() == 8 })
+	if got := peak.Load(); got != 4 {
+		t.Errorf("handlers at once: got %d, want at most Concurrency=4", got)
+	}
+}
