@@ -100,11 +100,13 @@ func validSubject(subject string) error {
 // NATS headers have on the wire: readable in a SQL console, and parsed by
 // the relay with a split instead of a JSON decoder on its hot path. Line
 // breaks inside a value are dropped, as NATS headers cannot carry them.
+var dropLineBreaks = strings.NewReplacer("\r", "", "\n", "")
+
 func encodeHeaders(h nats.Header) string {
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(h)) {
 		for _, v := range h[k] {
-			b.WriteString(k + ": " + strings.NewReplacer("\r", "", "\n", "").Replace(v) + "\n")
+			b.WriteString(k + ": " + dropLineBreaks.Replace(v) + "\n")
 		}
 	}
 	return b.String()
