@@ -100,7 +100,9 @@ type Config struct {
 	AckWait time.Duration
 	// Concurrency is how many messages are handled at once (default 4).
 	Concurrency int
-	// HandlerTimeout bounds one handler call (default 30s).
+	// HandlerTimeout bounds one handler call (default: two thirds of
+	// AckWait, so a handler gives up before the server redelivers its
+	// message to another instance).
 	HandlerTimeout time.Duration
 	// Logger receives one record per handled message (default: discard).
 	Logger *slog.Logger
@@ -120,7 +122,7 @@ func (c *Config) setDefaults() {
 		c.Concurrency = 4
 	}
 	if c.HandlerTimeout == 0 {
-		c.HandlerTimeout = 30 * time.Second
+		c.HandlerTimeout = c.AckWait * 2 / 3
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -226,6 +228,14 @@ func (c *Consumer) run() {
 		m, err := c.iter.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				select {
+				case <-c.stopping:
+				default:
+					// Not our Stop: the server ended the subscription (the
+					// consumer was deleted, say). Say so loudly; nothing
+					// is consumed until the process restarts.
+					c.cfg.Logger.Error("consumer: stopped pulling unexpectedly", "stream", c.cfg.Stream, "consumer", c.cfg.Durable)
+				}
 				break
 			}
 			// Heartbeat misses and reconnects surface here; the iterator

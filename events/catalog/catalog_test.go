@@ -1,0 +1,108 @@
+package catalog_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
+)
+
+func TestValidCurrency(t *testing.T) {
+	for _, c := range []string{"EUR", "USD", "JPY", "GBP", "CHF"} {
+		if !catalog.ValidCurrency(c) {
+			t.Errorf("ValidCurrency(%q) = false, want true", c)
+		}
+	}
+	for _, c := range []string{"", "eur", "EURO", "XXX", "ABC", "€"} {
+		if catalog.ValidCurrency(c) {
+			t.Errorf("ValidCurrency(%q) = true, want false", c)
+		}
+	}
+}
+
+func TestDecodeCommandAcceptsBareJSONAndCloudEvents(t *testing.T) {
+	bare := `{"command_id":"r-1","sku":"SKU-1","quantity":5}`
+	cmd, envID, err := catalog.DecodeCommand[catalog.Restock]([]byte(bare))
+	if err != nil || cmd.SKU != "SKU-1" || cmd.Quantity != 5 || envID != "" {
+		t.Fatalf("bare: got %+v, %q, %v", cmd, envID, err)
+	}
+	wrapped := `{"specversion":"1.0","id":"ce-1","source":"/warehouse","type":"restock","time":"2026-11-25T10:00:00Z","data":` + bare + `}`
+	cmd, envID, err = catalog.DecodeCommand[catalog.Restock]([]byte(wrapped))
+	if err != nil || cmd.SKU != "SKU-1" || envID != "ce-1" {
+		t.Fatalf("cloudevent: got %+v, %q, %v", cmd, envID, err)
+	}
+}
+
+func TestDecodeCommandRejectsBadInputPermanently(t *testing.T) {
+	for name, body := range map[string]string{
+		"malformed":        `{"sku":`,
+		"unknown field":    `{"sku":"A","quantity":1,"qty":2}`,
+		"negative":         `{"sku":"A","quantity":-1}`,
+		"sku with a dot":   `{"sku":"A.B","quantity":1}`,
+		"missing sku":      `{"quantity":1}`,
+		"broken envelope":  `{"specversion":"1.0","data":{"sku":"A","quantity":1}}`,
+		"float quantity":   `{"sku":"A","quantity":1.5}`,
+		"trailing garbage": `{"sku":"A","quantity":1} x`,
+	} {
+		_, _, err := catalog.DecodeCommand[catalog.Restock]([]byte(body))
+		if err == nil || !events.IsPermanent(err) {
+			t.Errorf("%s: got %v, want a permanent error", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %q spans lines; dead-letter reasons are one line", name, err)
+		}
+	}
+}
+
+func TestPlaceOrderReportsEveryProblemOnOneLine(t *testing.T) {
+	err := catalog.PlaceOrder{Currency: "EURO", Items: []catalog.LineItem{{SKU: "A", Quantity: 0}, {SKU: "A", Quantity: 1}}}.Validate()
+	if err == nil {
+		t.Fatal("got nil, want an error")
+	}
+	for _, want := range []string{"order_id is missing", "customer_id is missing", `currency "EURO"`, "items[0]: quantity 0", `items[1]: sku "A" appears on more than one line`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error %q spans lines", err)
+	}
+}
+
+func TestDecodeEventChecksTypeAndTolerantData(t *testing.T) {
+	out := events.Outgoing{ID: "e-1", Subject: "payments.captured.o-1", Type: catalog.TypePaymentCaptured, Source: "/test",
+		Data: map[string]any{"order_id": "o-1", "payment_id": "p", "amount": map[string]any{"amount": 5, "currency": "EUR"}, "added_later": true}}
+	env, err := out.Envelope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := events.Encode(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, e, err := catalog.DecodeEvent[catalog.PaymentCaptured](body, catalog.TypePaymentCaptured)
+	if err != nil || e.OrderID != "o-1" || e.Amount.Amount != 5 {
+		t.Fatalf("got %+v, %v; want the event, unknown data fields tolerated", e, err)
+	}
+	if _, _, err := catalog.DecodeEvent[catalog.PaymentCaptured](body, catalog.TypeOrderPlaced); !events.IsPermanent(err) {
+		t.Errorf("wrong type: got %v, want a permanent error", err)
+	}
+}
+
+func TestEveryStreamHasADistinctSubjectSpace(t *testing.T) {
+	seen := map[string]string{}
+	for _, s := range catalog.Streams {
+		for _, subj := range s.Subjects {
+			if other, ok := seen[subj]; ok {
+				t.Errorf("%s and %s both capture %s", s.Name, other, subj)
+			}
+			seen[subj] = s.Name
+		}
+	}
+	for _, svc := range catalog.Services {
+		if _, ok := seen[svc+".>"]; !ok {
+			t.Errorf("no stream captures %s.>", svc)
+		}
+	}
+}
