@@ -13,6 +13,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	outboxpkg "github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/inventory"
 	"github.com/choreo-dev/choreo/inventory/stockdb"
@@ -130,32 +131,17 @@ type published struct {
 // outbox returns the events waiting in the outbox, in commit order.
 func outbox(tb testing.TB, db *sqldb.DB) []published {
 	tb.Helper()
-	rows, err := db.QueryContext(context.Background(), `SELECT headers, payload FROM outbox ORDER BY id`)
+	pending, err := outboxpkg.New(db).Pending(context.Background())
 	if err != nil {
 		tb.Fatalf("read outbox: %v", err)
 	}
-	defer rows.Close()
 	var out []published
-	for rows.Next() {
-		var (
-			headers string
-			payload []byte
-		)
-		if err := rows.Scan(&headers, &payload); err != nil {
-			tb.Fatalf("read outbox: %v", err)
-		}
-		env, err := events.Decode(payload)
+	for _, m := range pending {
+		env, err := events.Decode(m.Data)
 		if err != nil {
 			tb.Fatalf("outbox row: %v", err)
 		}
-		var h map[string]string
-		if err := json.Unmarshal([]byte(headers), &h); err != nil {
-			tb.Fatalf("outbox headers: %v", err)
-		}
-		out = append(out, published{Envelope: env, TraceParent: h[events.HeaderTraceParent]})
-	}
-	if err := rows.Err(); err != nil {
-		tb.Fatalf("read outbox: %v", err)
+		out = append(out, published{Envelope: env, TraceParent: m.Header.Get(events.HeaderTraceParent)})
 	}
 	return out
 }

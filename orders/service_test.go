@@ -15,6 +15,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/orders"
@@ -69,31 +70,20 @@ type outboxRow struct {
 
 func (f *fixture) outbox(t *testing.T) []outboxRow {
 	t.Helper()
-	rows, err := f.db.QueryContext(context.Background(), `SELECT subject, headers, payload FROM outbox ORDER BY id`)
+	pending, err := outbox.New(f.db).Pending(context.Background())
 	if err != nil {
-		t.Fatalf("query outbox: %v", err)
+		t.Fatal(err)
 	}
-	defer rows.Close()
 	var out []outboxRow
-	for rows.Next() {
-		var (
-			r       outboxRow
-			headers string
-			payload []byte
-		)
-		if err := rows.Scan(&r.Subject, &headers, &payload); err != nil {
-			t.Fatalf("scan outbox: %v", err)
+	for _, m := range pending {
+		r := outboxRow{Subject: m.Subject, Headers: map[string]string{}}
+		for k := range m.Header {
+			r.Headers[k] = m.Header.Get(k)
 		}
-		if err := json.Unmarshal([]byte(headers), &r.Headers); err != nil {
-			t.Fatalf("outbox headers %q: %v", headers, err)
-		}
-		if r.Env, err = events.Decode(payload); err != nil {
-			t.Fatalf("outbox payload %s: %v", payload, err)
+		if r.Env, err = events.Decode(m.Data); err != nil {
+			t.Fatalf("outbox payload %s: %v", m.Data, err)
 		}
 		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

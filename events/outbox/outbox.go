@@ -121,6 +121,41 @@ func (o *Outbox) Notify() {
 	}
 }
 
+// Message is an event waiting in the outbox, as the relay will publish it.
+type Message struct {
+	EventID string
+	Subject string
+	Header  nats.Header
+	Data    []byte // the encoded CloudEvent
+}
+
+// Pending returns the events waiting to be published, oldest first, for
+// inspection by tests and operator tools. It publishes nothing.
+func (o *Outbox) Pending(ctx context.Context) ([]Message, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT event_id, subject, headers, payload FROM outbox ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: pending: %w", err)
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		var (
+			m       Message
+			headers string
+		)
+		if err := rows.Scan(&m.EventID, &m.Subject, &headers, &m.Data); err != nil {
+			return nil, fmt.Errorf("outbox: pending: %w", err)
+		}
+		m.Header = nats.Header{}
+		setHeaders(m.Header, headers)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: pending: %w", err)
+	}
+	return out, nil
+}
+
 // Backlog returns how many rows wait to be published and when the oldest
 // of them was written (zero time when none).
 func (o *Outbox) Backlog(ctx context.Context) (int, time.Time, error) {
