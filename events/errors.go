@@ -20,6 +20,11 @@ const (
 	KindConflict
 	// KindNotFound means the input names something that does not exist.
 	KindNotFound
+	// KindUnavailable means a dependency the input needs is down (a
+	// payment provider outage, an open circuit breaker). The input is
+	// fine: retry with back-off for as long as it takes, and never
+	// dead-letter it for the number of attempts.
+	KindUnavailable
 )
 
 func (k Kind) String() string {
@@ -30,6 +35,8 @@ func (k Kind) String() string {
 		return "conflict"
 	case KindNotFound:
 		return "not_found"
+	case KindUnavailable:
+		return "unavailable"
 	default:
 		return "transient"
 	}
@@ -55,6 +62,10 @@ func withKind(k Kind, err error) error {
 // outage must not send the message to the dead-letter queue.
 func Transient(err error) error { return withKind(KindTransient, err) }
 
+// Unavailable marks err as a dependency outage: retried without a bound on
+// the number of attempts.
+func Unavailable(err error) error { return withKind(KindUnavailable, err) }
+
 // Permanent marks err as a failure no retry can fix.
 func Permanent(err error) error { return withKind(KindPermanent, err) }
 
@@ -78,8 +89,11 @@ func KindOf(err error) Kind {
 // IsPermanent reports whether err is classified as permanent, conflict or
 // not found: the input will not succeed on a retry.
 func IsPermanent(err error) bool {
-	k := KindOf(err)
-	return err != nil && k != KindTransient
+	switch KindOf(err) {
+	case KindPermanent, KindConflict, KindNotFound:
+		return err != nil
+	}
+	return false
 }
 
 // Detail returns the message of err as it was when it was classified

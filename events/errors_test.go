@@ -71,3 +71,16 @@ func TestKindString(t *testing.T) {
 		}
 	}
 }
+
+func TestUnavailableIsRetriedNotPermanent(t *testing.T) {
+	err := fmt.Errorf("payments: capture: %w", events.Unavailable(errors.New("breaker open")))
+	if got := events.KindOf(err); got != events.KindUnavailable {
+		t.Errorf("KindOf: got %v, want %v", got, events.KindUnavailable)
+	}
+	if events.IsPermanent(err) {
+		t.Error("IsPermanent(unavailable): got true, want false — an outage must never dead-letter")
+	}
+	if got := events.KindUnavailable.String(); got != "unavailable" {
+		t.Errorf("String: got %q", got)
+	}
+}

@@ -24,6 +24,9 @@ type Outgoing struct {
 	Data any
 	// TraceParent, when set, is sent as the traceparent header.
 	TraceParent string
+	// Headers are extra NATS headers, such as the Nats-Schedule headers
+	// that make the server deliver the event later.
+	Headers map[string]string
 }
 
 // NewID returns a new time-ordered (UUID v7) id.

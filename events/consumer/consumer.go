@@ -309,6 +309,14 @@ func (c *Consumer) process(raw jetstream.Msg) {
 		log.Debug("consumer: handled", "took", time.Since(start))
 	case events.IsPermanent(herr):
 		c.deadLetter(m, herr, log)
+	case events.KindOf(herr) == events.KindUnavailable:
+		// A dependency is down, not the message: back off as long as it
+		// takes, at the longest back-off once past MaxDeliver.
+		delay := c.cfg.Backoff(min(int(m.Delivered), c.cfg.MaxDeliver))
+		log.Warn("consumer: dependency unavailable, will retry", "err", herr, "retry_in", delay)
+		if err := raw.NakWithDelay(delay); err != nil {
+			log.Warn("consumer: nak failed; the server redelivers after the ack wait", "err", err)
+		}
 	case int(m.Delivered) >= c.cfg.MaxDeliver:
 		c.deadLetter(m, fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr), log)
 	default:

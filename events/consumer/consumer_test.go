@@ -382,6 +382,28 @@ func TestExhaustedDeliveriesGoToDLQ(t *testing.T) {
 	}
 }
 
+// A dependency outage is retried past MaxDeliver and never dead-lettered:
+// the message itself is fine and will succeed once the dependency is back.
+func TestUnavailableIsRetriedPastMaxDeliver(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	cfg := config() // MaxDeliver 3
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+		rec.add(m)
+		if m.Delivered <= uint64(cfg.MaxDeliver)+2 {
+			return events.Unavailable(errors.New("payment provider down"))
+		}
+		return nil
+	})
+	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
+	last := fmt.Sprintf("t.happened.k1@%d", cfg.MaxDeliver+3)
+	waitFor(t, "the delivery after the outage", func() bool { return rec.has(last) })
+	waitSettled(t, f.js, "T", "svc")
+	if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
+		t.Errorf("dead letters: got %d, want 0 for an outage", got)
+	}
+}
+
 func TestHandlerPanicGoesToDLQ(t *testing.T) {
 	f := mustFixture(t)
 	rec := &recorder{}

@@ -68,9 +68,12 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 		if err := validSubject(e.Subject); err != nil {
 			return fmt.Errorf("outbox: event %s: %w", e.ID, err)
 		}
-		var headers nats.Header
+		headers := nats.Header{}
+		for k, v := range e.Headers {
+			headers.Set(k, v)
+		}
 		if e.TraceParent != "" {
-			headers = nats.Header{events.HeaderTraceParent: {e.TraceParent}}
+			headers.Set(events.HeaderTraceParent, e.TraceParent)
 		}
 		if _, err := tx.ExecContext(ctx, stmt, e.ID, e.Subject, encodeHeaders(headers), payload, now.UnixMilli()); err != nil {
 			return fmt.Errorf("outbox: insert event %s: %w", e.ID, err)

@@ -560,3 +560,34 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 	}
 	mustSeeEachOnce(t, f.js, "TEST", evts)
 }
+
+// Extra headers travel with the event: here the Nats-Schedule pair that
+// makes the server deliver a deadline later, onto its target subject.
+func TestRelaySendsExtraHeadersSuchAsSchedules(t *testing.T) {
+	f := mustFixture(t, sqltest.Backends()[0])
+	ctx := context.Background()
+	if _, err := f.js.CreateOrUpdateStream(ctx, streams.Config(streams.Spec{Name: "SCHED", Subjects: []string{"sched.>"}, Schedules: true}, streams.Options{})); err != nil {
+		t.Fatal(err)
+	}
+	e := testEvent("deadline", 0)
+	e.Subject = "sched.deadline_scheduled.o-1"
+	e.Headers = map[string]string{
+		"Nats-Schedule":        "@at " + time.Now().Add(time.Second).UTC().Format(time.RFC3339),
+		"Nats-Schedule-Target": "sched.deadline.o-1",
+	}
+	if err := f.db.InTx(ctx, func(tx *sql.Tx) error { return f.ob.Add(ctx, tx, e) }); err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, mustRelay(t, f))
+	f.ob.Notify()
+	waitFor(t, "the scheduled event to fire", func() bool {
+		return len(streamMsgs(t, f.js, "SCHED")) == 1 && streamMsgs(t, f.js, "SCHED")[0].Subject == "sched.deadline.o-1"
+	})
+	fired := streamMsgs(t, f.js, "SCHED")[0]
+	if got := fired.Header.Get(events.HeaderTraceParent); got != traceParent {
+		t.Errorf("fired traceparent: got %q, want %q", got, traceParent)
+	}
+	if env, err := events.Decode(fired.Data); err != nil || env.ID != e.ID {
+		t.Errorf("fired body: %v, %v; want the event %s", env.ID, err, e.ID)
+	}
+}
