@@ -199,9 +199,9 @@ func (s *system) stop() {
 	}
 }
 
-// minServerVersion is the oldest nats-server choreo runs on: consumers
-// with several filter subjects arrived in 2.10.
-var minServerVersion = [3]int{2, 10, 0}
+// minServerVersion is the oldest nats-server choreo runs on: the message
+// scheduler behind order deadlines arrived in 2.12.
+var minServerVersion = [3]int{2, 12, 0}
 
 // checkServerVersion refuses a server too old for choreo with a message
 // that says what to do, instead of a JetStream API error later.

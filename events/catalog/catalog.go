@@ -28,7 +28,8 @@ const (
 
 // Streams declares every stream choreo uses.
 var Streams = []streams.Spec{
-	{Name: StreamOrders, Subjects: []string{"orders.>"}, Description: "events published by the orders service"},
+	// Schedules: orders' deadlines are scheduled messages (nats-server 2.12+).
+	{Name: StreamOrders, Subjects: []string{"orders.>"}, Description: "events published by the orders service", Schedules: true},
 	{Name: StreamInventory, Subjects: []string{"inventory.>"}, Description: "events published by the inventory service"},
 	{Name: StreamPayments, Subjects: []string{"payments.>"}, Description: "events published by the payments service"},
 	{Name: StreamNotifications, Subjects: []string{"notifications.>"}, Description: "events published by the notifications service"},

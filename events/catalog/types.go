@@ -19,6 +19,12 @@ const (
 	TypeStockRestocked         = "choreo.inventory.restocked.v1"
 	TypePaymentCaptured        = "choreo.payments.captured.v1"
 	TypeNotificationSent       = "choreo.notifications.sent.v1"
+	TypeOrderCancelRejected    = "choreo.orders.cancel_rejected.v1"
+	TypeOrderDeadline          = "choreo.orders.deadline.v1"
+	TypeReservationReleased    = "choreo.inventory.released.v1"
+	TypePaymentDeclined        = "choreo.payments.declined.v1"
+	TypePaymentRefunded        = "choreo.payments.refunded.v1"
+	TypePaymentVoided          = "choreo.payments.voided.v1"
 )
 
 // Event names: the middle token of event subjects.
@@ -32,6 +38,15 @@ const (
 	EventRestocked         = "restocked"
 	EventCaptured          = "captured"
 	EventSent              = "sent"
+	EventCancelRejected    = "cancel_rejected"
+	// EventDeadlineScheduled carries the Nats-Schedule headers; the server
+	// fires its body onto EventDeadline's subject when the deadline comes.
+	EventDeadlineScheduled = "deadline_scheduled"
+	EventDeadline          = "deadline"
+	EventReleased          = "released"
+	EventDeclined          = "declined"
+	EventRefunded          = "refunded"
+	EventVoided            = "voided"
 )
 
 // Command subjects.
@@ -308,4 +323,54 @@ func joinProblems(errs ...error) error {
 		return nil
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// OrderCancelRejected: a cancel request arrived for an order that can no
+// longer be cancelled. Published on orders.cancel_rejected.<order> so a
+// NATS client learns why nothing happened.
+type OrderCancelRejected struct {
+	OrderID string `json:"order_id"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+}
+
+// OrderDeadline: the order's deadline has come. The orders service
+// schedules it when the order is placed; it cancels a still-pending order
+// with reason timeout and changes nothing on a final one.
+type OrderDeadline struct {
+	OrderID  string    `json:"order_id"`
+	Deadline time.Time `json:"deadline"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e OrderDeadline) Validate() error { return validateID("order_id", e.OrderID) }
+
+// ReservationReleased: the stock reserved for a cancelled order is
+// available again.
+type ReservationReleased struct {
+	OrderID string      `json:"order_id"`
+	Items   []StockLine `json:"items"`
+}
+
+// PaymentDeclined: the provider refused the charge; the order is cancelled
+// with reason payment_declined.
+type PaymentDeclined struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+// Validate checks the fields consumers rely on.
+func (e PaymentDeclined) Validate() error { return validateID("order_id", e.OrderID) }
+
+// PaymentRefunded: money captured for a cancelled order was returned.
+type PaymentRefunded struct {
+	OrderID   string `json:"order_id"`
+	PaymentID string `json:"payment_id"`
+	Amount    Money  `json:"amount"`
+}
+
+// PaymentVoided: the order was cancelled before any money was taken; the
+// provider will refuse a late capture for it.
+type PaymentVoided struct {
+	OrderID string `json:"order_id"`
 }

@@ -54,6 +54,27 @@ func (m *Message) InProgress() error {
 	return m.raw.InProgress()
 }
 
+// KeepAlive calls InProgress every interval until the returned stop is
+// called, so a handler waiting on a slow dependency is not redelivered to
+// another instance meanwhile. Use an interval well under the ack wait.
+func (m *Message) KeepAlive(interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress() // best effort: at worst a redelivery, found in the inbox
+			}
+		}
+	}()
+	return func() { once.Do(func() { close(done) }) }
+}
+
 // CommandKey returns the idempotency key of a command message: its
 // Nats-Msg-Id header when set, else the command's own id, else the id of its
 // CloudEvents envelope, else its stream position (which at least makes a

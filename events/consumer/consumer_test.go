@@ -404,6 +404,28 @@ func TestUnavailableIsRetriedPastMaxDeliver(t *testing.T) {
 	}
 }
 
+// A handler that keeps its message alive outlasts the ack wait without a
+// redelivery.
+func TestKeepAliveHoldsOffRedelivery(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	cfg := config()
+	cfg.AckWait = 300 * time.Millisecond
+	cfg.HandlerTimeout = 10 * time.Second
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+		rec.add(m)
+		stop := m.KeepAlive(50 * time.Millisecond)
+		defer stop()
+		time.Sleep(4 * cfg.AckWait) // a slow provider call
+		return nil
+	})
+	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
+	waitSettled(t, f.js, "T", "svc")
+	if got := rec.list(); len(got) != 1 {
+		t.Errorf("deliveries: got %v, want exactly one", got)
+	}
+}
+
 func TestHandlerPanicGoesToDLQ(t *testing.T) {
 	f := mustFixture(t)
 	rec := &recorder{}
