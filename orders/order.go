@@ -23,6 +23,10 @@ const (
 // Final reports whether s can no longer change.
 func (s Status) Final() bool { return s == Confirmed || s == Cancelled }
 
+// ErrNotCancellable is returned when a customer asks to cancel an order
+// that is already confirmed.
+var ErrNotCancellable = errors.New("order is confirmed and can no longer be cancelled")
+
 // ErrDifferentOrder is returned when an order id is placed again with other
 // content: the id is the idempotency key, so this is a client bug.
 var ErrDifferentOrder = errors.New("order id already used for a different order")
@@ -76,6 +80,25 @@ func (o *Order) SameRequest(cmd catalog.PlaceOrder) bool {
 	return o.CustomerID == cmd.CustomerID && o.Total.Currency == cmd.Currency && slices.Equal(o.Items, cmd.Items)
 }
 
+// DeadlineEvent returns the event that makes the NATS server deliver
+// orders.deadline.<id> at deadline: a scheduled message (nats-server 2.12
+// message scheduler), not a poller. When it fires, OnDeadline cancels the
+// order if it is still pending; on a final order it changes nothing, so it
+// never needs to be withdrawn.
+func (o *Order) DeadlineEvent(deadline time.Time, traceparent string) events.Outgoing {
+	e := o.event(catalog.EventDeadlineScheduled, catalog.TypeOrderDeadline, o.PlacedAt, traceparent, catalog.OrderDeadline{
+		OrderID:  o.ID,
+		Deadline: deadline.UTC(),
+	})
+	// The scheduler fires this body onto the target subject; its
+	// CloudEvents id is what the inbox knows the deadline by.
+	e.Headers = map[string]string{
+		"Nats-Schedule":        "@at " + deadline.UTC().Format(time.RFC3339),
+		"Nats-Schedule-Target": catalog.EventSubject(catalog.Orders, catalog.EventDeadline, o.ID),
+	}
+	return e
+}
+
 // OnStockReserved records that inventory holds the order's stock.
 func (o *Order) OnStockReserved(_ catalog.StockReserved, now time.Time) []events.Outgoing {
 	if o.StockReserved {
@@ -114,6 +137,43 @@ func (o *Order) OnPaymentCaptured(e catalog.PaymentCaptured, now time.Time, trac
 		Items:      o.Items,
 		Total:      o.Total,
 	})}
+}
+
+// OnPaymentDeclined cancels a pending order whose payment was refused.
+func (o *Order) OnPaymentDeclined(_ catalog.PaymentDeclined, now time.Time, traceparent string) []events.Outgoing {
+	if o.Status.Final() {
+		return nil
+	}
+	return o.cancel(catalog.ReasonPaymentDeclined, now, traceparent)
+}
+
+// OnDeadline cancels an order still pending when its deadline comes (the
+// payment provider may be down, say); every other service compensates on
+// orders.cancelled. A final order is left as it is.
+func (o *Order) OnDeadline(_ catalog.OrderDeadline, now time.Time, traceparent string) []events.Outgoing {
+	if o.Status.Final() {
+		return nil
+	}
+	return o.cancel(catalog.ReasonTimeout, now, traceparent)
+}
+
+// RequestCancel handles a customer's cancel. A pending order is cancelled;
+// a cancelled one stays as it is (the request is a repeat, or came too
+// late to matter); a confirmed one cannot be cancelled any more:
+// rejected is true and the returned event says why, so a NATS client that
+// sent the request learns it.
+func (o *Order) RequestCancel(now time.Time, traceparent string) (out []events.Outgoing, rejected bool) {
+	switch o.Status {
+	case Pending:
+		return o.cancel(catalog.ReasonCustomerCancelled, now, traceparent), false
+	case Confirmed:
+		return []events.Outgoing{o.event(catalog.EventCancelRejected, catalog.TypeOrderCancelRejected, now.UTC(), traceparent, catalog.OrderCancelRejected{
+			OrderID: o.ID,
+			Status:  string(o.Status),
+			Reason:  ErrNotCancellable.Error(),
+		})}, true
+	}
+	return nil, false
 }
 
 func (o *Order) cancel(reason string, now time.Time, traceparent string) []events.Outgoing {

@@ -33,9 +33,10 @@ type Store interface {
 
 // Service handles the orders service's commands and events.
 type Service struct {
-	store Store
-	log   *slog.Logger
-	now   func() time.Time
+	store    Store
+	log      *slog.Logger
+	now      func() time.Time
+	deadline time.Duration
 }
 
 // Config configures a Service.
@@ -43,6 +44,9 @@ type Config struct {
 	Store  Store
 	Logger *slog.Logger     // default: discard
 	Now    func() time.Time // default: time.Now
+	// Deadline is how long an order may stay pending before it is
+	// cancelled with reason timeout (0: no deadline).
+	Deadline time.Duration
 }
 
 // New returns a Service.
@@ -56,7 +60,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now}, nil
+	if cfg.Deadline < 0 {
+		return nil, fmt.Errorf("orders: negative deadline %s", cfg.Deadline)
+	}
+	return &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline}, nil
 }
 
 // Get returns an order.
@@ -83,9 +90,13 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 			result = existing
 			return nil, nil, nil
 		}
-		o, out, err := Place(cmd, s.now(), events.TraceParentFrom(ctx))
+		now, tp := s.now(), events.TraceParentFrom(ctx)
+		o, out, err := Place(cmd, now, tp)
 		if err != nil {
 			return nil, nil, err
+		}
+		if s.deadline > 0 {
+			out = append(out, o.DeadlineEvent(now.Add(s.deadline), tp))
 		}
 		result, created = o, true
 		return o, out, nil
@@ -97,6 +108,39 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 		result, err = s.store.Get(ctx, cmd.OrderID)
 	}
 	return result, created, err
+}
+
+// Cancel handles a customer's request to cancel an order. It returns the
+// order as it is afterwards; for a confirmed order the error is a Conflict
+// wrapping ErrNotCancellable (and orders.cancel_rejected is published); an
+// unknown order is NotFound.
+func (s *Service) Cancel(ctx context.Context, key inbox.Key, orderID string) (*Order, error) {
+	var (
+		result   *Order
+		rejected bool
+	)
+	applied, err := s.store.Apply(ctx, key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
+		if o == nil {
+			return nil, nil, events.NotFound(fmt.Errorf("cancel order %s: %w", orderID, ErrNotFound))
+		}
+		var out []events.Outgoing
+		out, rejected = o.RequestCancel(s.now(), events.TraceParentFrom(ctx))
+		result = o
+		return o, out, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !applied { // a repeated command: report the order as it is
+		if result, err = s.store.Get(ctx, orderID); err != nil {
+			return nil, err
+		}
+		rejected = result.Status == Confirmed
+	}
+	if rejected {
+		return result, events.Conflict(fmt.Errorf("cancel order %s: %w", orderID, ErrNotCancellable))
+	}
+	return result, nil
 }
 
 // update applies a transition to an existing order.
@@ -135,7 +179,11 @@ func (s *Service) Subscriptions() []worker.Subscription {
 		sub(catalog.StreamInventory,
 			catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"),
 			catalog.EventSubject(catalog.Inventory, catalog.EventReservationFailed, "*")),
-		sub(catalog.StreamPayments, catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*")),
+		sub(catalog.StreamPayments,
+			catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*"),
+			catalog.EventSubject(catalog.Payments, catalog.EventDeclined, "*")),
+		// Its own stream: the deadlines it scheduled come back from there.
+		sub(catalog.StreamOrders, catalog.EventSubject(catalog.Orders, catalog.EventDeadline, "*")),
 	}
 }
 
@@ -150,6 +198,39 @@ func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
 		}
 		_, _, err = s.Place(ctx, commandKey(m, cmd.CommandID, envID), cmd)
 		return err
+	case m.Subject == catalog.SubjectCancelOrder:
+		cmd, envID, err := catalog.DecodeCommand[catalog.CancelOrder](m.Data)
+		if err != nil {
+			return err
+		}
+		_, err = s.Cancel(ctx, commandKey(m, cmd.CommandID, envID), cmd.OrderID)
+		switch {
+		case errors.Is(err, ErrNotCancellable):
+			return nil // answered with orders.cancel_rejected; nothing to retry
+		case errors.Is(err, ErrNotFound):
+			// The place command may still be on its way (both travel on
+			// COMMANDS and are handled concurrently): retry, and let the
+			// delivery bound dead-letter a cancel for an order that never
+			// comes.
+			return events.Transient(err)
+		}
+		return err
+	case strings.HasPrefix(m.Subject, "orders.deadline."):
+		env, e, err := catalog.DecodeEvent[catalog.OrderDeadline](m.Data, catalog.TypeOrderDeadline)
+		if err != nil {
+			return err
+		}
+		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
+			return o.OnDeadline(e, now, tp)
+		})
+	case strings.HasPrefix(m.Subject, "payments.declined."):
+		env, e, err := catalog.DecodeEvent[catalog.PaymentDeclined](m.Data, catalog.TypePaymentDeclined)
+		if err != nil {
+			return err
+		}
+		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
+			return o.OnPaymentDeclined(e, now, tp)
+		})
 	case strings.HasPrefix(m.Subject, "inventory.reserved."):
 		env, e, err := catalog.DecodeEvent[catalog.StockReserved](m.Data, catalog.TypeStockReserved)
 		if err != nil {

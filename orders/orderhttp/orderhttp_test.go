@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/sqltest"
@@ -313,4 +316,44 @@ func TestGetUnknownOrder(t *testing.T) {
 	if p.Instance != "/orders/no-such-order" {
 		t.Errorf("instance: got %q, want the request path", p.Instance)
 	}
+}
+
+func TestCancelOrder(t *testing.T) {
+	a := newAPI(t)
+	id := view(t, a.post(t, placeBody, nil)).OrderID
+	for i := range 2 { // a repeated cancel answers the same
+		r := a.do(t, http.MethodPost, "/orders/"+id+"/cancel", "", nil)
+		if r.status != http.StatusOK {
+			t.Fatalf("cancel #%d: status %d, want 200: %s", i+1, r.status, r.body)
+		}
+		if v := view(t, r); v.Status != catalog.StatusCancelled || v.Reason != catalog.ReasonCustomerCancelled {
+			t.Errorf("cancel #%d: got %s %q, want CANCELLED customer_cancelled", i+1, v.Status, v.Reason)
+		}
+	}
+	if got := a.backlog(t); got != 2 { // orders.placed and one orders.cancelled
+		t.Errorf("outbox: %d events, want 2", got)
+	}
+}
+
+func TestCancelConfirmedOrderIsConflict(t *testing.T) {
+	a := newAPI(t)
+	id := view(t, a.post(t, placeBody, nil)).OrderID
+	svc, err := orders.New(orders.Config{Store: a.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := events.Encode(events.Envelope{SpecVersion: events.SpecVersion, ID: "cap-1", Source: "/test",
+		Type: catalog.TypePaymentCaptured, Time: t0, Data: []byte(`{"order_id":"` + id + `","payment_id":"p","amount":{"amount":3098,"currency":"EUR"}}`)})
+	if err := svc.Handle(context.Background(), &consumer.Message{Subject: "payments.captured." + id, Data: body, Header: nats.Header{}}); err != nil {
+		t.Fatal(err)
+	}
+	p := problem(t, a.do(t, http.MethodPost, "/orders/"+id+"/cancel", "", nil), http.StatusConflict)
+	if !strings.Contains(p.Detail, "confirmed") {
+		t.Errorf("detail %q: want it to say the order is confirmed", p.Detail)
+	}
+}
+
+func TestCancelUnknownOrderIsNotFound(t *testing.T) {
+	a := newAPI(t)
+	problem(t, a.do(t, http.MethodPost, "/orders/nope/cancel", "", nil), http.StatusNotFound)
 }
