@@ -4,7 +4,7 @@ import "context"
 
 // Sender delivers notifications to customers. The service depends on this
 // interface, not on an implementation: package sender holds them (a log
-// sink by default; an SMTP sender can sit behind the same method).
+// sink by default, SMTP as the option that emails customers).
 type Sender interface {
 	// Send delivers n. n.ID is the idempotency key: a sender able to
 	// remember keys delivers a repeated id once.

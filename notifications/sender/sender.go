@@ -2,7 +2,8 @@
 // the notifications service reaches customers.
 //
 // Log is the default: it writes each notification as one structured log
-// record. An SMTP sender belongs here too, behind the same interface.
+// record. SMTP is the option: it emails each notification to the customer
+// through a mail server (see NewSMTP and SMTPConfig).
 package sender
 
 import (
