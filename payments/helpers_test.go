@@ -3,6 +3,9 @@ package payments_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,53 +50,141 @@ func newHarnessOn(t testing.TB, db *sqldb.DB) *harness {
 	return h
 }
 
-var errProviderDown = errors.New("provider unavailable")
+// Provider failures the fakes inject. errProviderDown is an outage (the
+// service must answer events.Unavailable); errProviderBroken is any other
+// failure (events.Transient).
+var (
+	errProviderDown   = fmt.Errorf("provider down: %w", payments.ErrProviderUnavailable)
+	errProviderBroken = errors.New("provider answered gibberish")
+)
 
 // faultyProvider stands in for an unreliable external provider: it fails
-// the next failBefore calls without reaching the provider, and the next
-// failAfter calls after the provider has charged (the response is lost, as
-// on a timeout).
+// the next failBefore calls (Capture or Cancel) without reaching the
+// provider, and the next failAfter calls after the provider has acted (the
+// response is lost, as on a timeout), with failErr (default
+// errProviderDown). It declines every capture of a key in declines, as a
+// provider's rules would, the same way on every retry.
 type faultyProvider struct {
 	next payments.Provider
 
-	mu         sync.Mutex
-	failBefore int
-	failAfter  int
-	calls      int
+	mu          sync.Mutex
+	failBefore  int
+	failAfter   int
+	failErr     error
+	declines    map[string]string
+	calls       int
+	cancelCalls int
+	keyCalls    map[string]int // Capture and Cancel calls per key
+}
+
+func (f *faultyProvider) fault() (before, after bool, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	before = f.failBefore > 0
+	if before {
+		f.failBefore--
+	}
+	after = !before && f.failAfter > 0
+	if after {
+		f.failAfter--
+	}
+	err = f.failErr
+	if err == nil {
+		err = errProviderDown
+	}
+	return before, after, err
 }
 
 func (f *faultyProvider) Capture(ctx context.Context, req payments.CaptureRequest) (payments.CaptureResult, error) {
 	f.mu.Lock()
 	f.calls++
-	before := f.failBefore > 0
-	if before {
-		f.failBefore--
-	}
-	after := !before && f.failAfter > 0
-	if after {
-		f.failAfter--
-	}
+	f.countKey(req.IdempotencyKey)
+	reason, decline := f.declines[req.IdempotencyKey]
 	f.mu.Unlock()
+	before, after, ferr := f.fault()
 	if before {
-		return payments.CaptureResult{}, errProviderDown
+		return payments.CaptureResult{}, ferr
 	}
-	res, err := f.next.Capture(ctx, req)
+	var (
+		res payments.CaptureResult
+		err error
+	)
+	if decline {
+		res = payments.CaptureResult{Declined: true, DeclineReason: reason}
+	} else {
+		res, err = f.next.Capture(ctx, req)
+	}
 	if err == nil && after {
-		return payments.CaptureResult{}, errProviderDown
+		return payments.CaptureResult{}, ferr
 	}
 	return res, err
 }
 
-func (f *faultyProvider) failNext(before, after int) {
+func (f *faultyProvider) Cancel(ctx context.Context, req payments.CancelRequest) (payments.CancelResult, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.failBefore, f.failAfter = before, after
+	f.cancelCalls++
+	f.countKey(req.IdempotencyKey)
+	f.mu.Unlock()
+	before, after, ferr := f.fault()
+	if before {
+		return payments.CancelResult{}, ferr
+	}
+	res, err := f.next.Cancel(ctx, req)
+	if err == nil && after {
+		return payments.CancelResult{}, ferr
+	}
+	return res, err
 }
 
+// countKey counts a call under key; f.mu is held.
+func (f *faultyProvider) countKey(key string) {
+	if f.keyCalls == nil {
+		f.keyCalls = map[string]int{}
+	}
+	f.keyCalls[key]++
+}
+
+// KeyCalls returns how many calls, Capture or Cancel, failed or not, were
+// made under key.
+func (f *faultyProvider) KeyCalls(key string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.keyCalls[key]
+}
+
+// failNext arms the next calls to fail with errProviderDown.
+func (f *faultyProvider) failNext(before, after int) { f.failNextWith(before, after, nil) }
+
+// failNextWith arms the next calls to fail with err (nil: errProviderDown).
+func (f *faultyProvider) failNextWith(before, after int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failBefore, f.failAfter, f.failErr = before, after, err
+}
+
+// decline makes every capture of key a decline for reason.
+func (f *faultyProvider) decline(key, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.declines == nil {
+		f.declines = map[string]string{}
+	}
+	f.declines[key] = reason
+}
+
+// Calls returns how many times Capture was called, failed calls included.
 func (f *faultyProvider) Calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls
+}
+
+// CancelCalls returns how many times Cancel was called, failed calls
+// included.
+func (f *faultyProvider) CancelCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cancelCalls
 }
 
 // message encodes an outgoing event the way the relay publishes it.
@@ -133,6 +224,21 @@ func reservedMsg(t testing.TB, orderID string) *consumer.Message {
 		Source:  catalog.Source(catalog.Inventory),
 		Time:    t0,
 		Data:    catalog.StockReserved{OrderID: orderID, Items: []catalog.StockLine{{SKU: "SKU-1", Quantity: 2}}},
+	})
+}
+
+// cancelledMsg is orders.cancelled for orderID, for reason.
+func cancelledMsg(t testing.TB, orderID, reason string) *consumer.Message {
+	t.Helper()
+	e := placedEvent(orderID)
+	return message(t, events.Outgoing{
+		ID:      events.DerivedID(orderID, "orders.cancelled"),
+		Subject: catalog.EventSubject(catalog.Orders, catalog.EventCancelled, orderID),
+		Type:    catalog.TypeOrderCancelled,
+		Source:  catalog.Source(catalog.Orders),
+		Time:    t0,
+		Data: catalog.OrderCancelled{OrderID: orderID, CustomerID: e.CustomerID, Reason: reason,
+			Items: e.Items, Total: e.Total},
 	})
 }
 
@@ -232,5 +338,113 @@ func (h *harness) assertCapturedOnce(t testing.TB, orderID string) {
 	}
 	if wantEvt := (catalog.PaymentCaptured{OrderID: orderID, PaymentID: res.PaymentID, Amount: want}); evts[0] != wantEvt {
 		t.Errorf("payments.captured: got %+v, want %+v", evts[0], wantEvt)
+	}
+}
+
+// orderEvents returns the payments.* events of orderID in the outbox, in
+// the order they were queued.
+func orderEvents(t testing.TB, db *sqldb.DB, orderID string) []outboxEvent {
+	t.Helper()
+	var out []outboxEvent
+	for _, e := range mustOutbox(t, db) {
+		if strings.HasPrefix(e.Subject, catalog.Payments+".") && strings.HasSuffix(e.Subject, "."+orderID) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// eventNames returns the names (the middle subject token) of the payments
+// events of orderID, sorted, after checking each event's id, type and
+// subject belong together.
+func eventNames(t testing.TB, db *sqldb.DB, orderID string) []string {
+	t.Helper()
+	types := map[string]string{
+		catalog.EventCaptured: catalog.TypePaymentCaptured,
+		catalog.EventDeclined: catalog.TypePaymentDeclined,
+		catalog.EventRefunded: catalog.TypePaymentRefunded,
+		catalog.EventVoided:   catalog.TypePaymentVoided,
+	}
+	var names []string
+	for _, e := range orderEvents(t, db, orderID) {
+		name := strings.TrimSuffix(strings.TrimPrefix(e.Subject, catalog.Payments+"."), "."+orderID)
+		if e.Env.ID != payments.EventID(orderID, name) || e.Env.Type != types[name] {
+			t.Errorf("event on %s: got id %s type %s, want %s %s", e.Subject, e.Env.ID, e.Env.Type,
+				payments.EventID(orderID, name), types[name])
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// eventData decodes the data of the only payments.<name> event of orderID.
+func eventData[T any](t testing.TB, db *sqldb.DB, orderID, name string) T {
+	t.Helper()
+	var (
+		v     T
+		found int
+	)
+	for _, e := range orderEvents(t, db, orderID) {
+		if e.Subject != catalog.EventSubject(catalog.Payments, name, orderID) {
+			continue
+		}
+		found++
+		if err := events.DecodeData(e.Env.Data, &v); err != nil {
+			t.Fatalf("%s data: %v", e.Subject, err)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("payments.%s events of %s: got %d, want 1", name, orderID, found)
+	}
+	return v
+}
+
+// money is what the provider took and gave back for one order, by the
+// service's books and by the provider's.
+type money struct {
+	captured, refunded int64
+}
+
+// mustMoney returns the money of orderID as the store records it, after
+// checking that the provider's books agree.
+func (h *harness) mustMoney(t testing.TB, orderID string) money {
+	t.Helper()
+	all, err := h.store.Money(context.Background())
+	if err != nil {
+		t.Fatalf("Money: %v", err)
+	}
+	m := all[orderID]
+	recorded := money{m.Captured, m.Refunded}
+	if books := h.books(orderID); recorded != books {
+		t.Errorf("money of %s: store records %+v, the provider's books say %+v", orderID, recorded, books)
+	}
+	return recorded
+}
+
+// books returns the money of orderID by the provider's books.
+func (h *harness) books(orderID string) money {
+	var m money
+	if _, amount, ok := h.provider.Charged(orderID); ok {
+		m.captured = amount.Amount
+	}
+	if res, ok := h.provider.Cancelled(orderID); ok && res.Refunded {
+		m.refunded = res.Amount.Amount
+	}
+	return m
+}
+
+// assertOutcome checks the end of one order's payment: its status, its
+// events (names, sorted) and its money.
+func (h *harness) assertOutcome(t testing.TB, orderID string, status payments.Status, names []string, m money) {
+	t.Helper()
+	if p := h.mustGet(t, orderID); p.Status != status {
+		t.Errorf("status of %s: got %s, want %s", orderID, p.Status, status)
+	}
+	if got := eventNames(t, h.db, orderID); !slices.Equal(got, names) {
+		t.Errorf("events of %s: got %v, want %v", orderID, got, names)
+	}
+	if got := h.mustMoney(t, orderID); got != m {
+		t.Errorf("money of %s: got %+v, want %+v", orderID, got, m)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -35,14 +36,20 @@ type Config struct {
 	Provider Provider
 	Logger   *slog.Logger     // default: discard
 	Now      func() time.Time // default: time.Now
+	// KeepAlive is how often a handler waiting on the provider tells the
+	// server it is still working on its message, so that a slow call is
+	// not redelivered to another replica meanwhile. Default 5s; keep it
+	// well under the consumer's ack wait.
+	KeepAlive time.Duration
 }
 
 // Service handles the payments service's events.
 type Service struct {
-	store    Store
-	provider Provider
-	log      *slog.Logger
-	now      func() time.Time
+	store     Store
+	provider  Provider
+	log       *slog.Logger
+	now       func() time.Time
+	keepAlive time.Duration
 }
 
 // New returns a Service.
@@ -59,7 +66,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{store: cfg.Store, provider: cfg.Provider, log: cfg.Logger, now: cfg.Now}, nil
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 5 * time.Second
+	}
+	if cfg.KeepAlive < 0 {
+		return nil, fmt.Errorf("payments: keep-alive interval %s is negative", cfg.KeepAlive)
+	}
+	return &Service{store: cfg.Store, provider: cfg.Provider, log: cfg.Logger, now: cfg.Now, keepAlive: cfg.KeepAlive}, nil
 }
 
 // Get returns the payment of an order, or an error wrapping ErrNotFound.
@@ -85,15 +98,18 @@ func (s *Service) Subscriptions() []worker.Subscription {
 		}
 	}
 	return []worker.Subscription{
-		sub(catalog.StreamOrders, catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*")),
+		sub(catalog.StreamOrders,
+			catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
+			catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")),
 		sub(catalog.StreamInventory, catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*")),
 	}
 }
 
 // Handle dispatches one message by subject. Errors keep their kind: a
 // Permanent error sends the message to the dead-letter queue; a provider
-// failure is returned as events.Transient, so the message comes back after a
-// back-off and the capture is tried again.
+// outage is returned as events.Unavailable, so the message backs off and
+// comes back for as long as the outage lasts, never to the dead-letter
+// queue; any other provider failure is events.Transient.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
 	switch {
 	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventPlaced+"."):
@@ -101,28 +117,37 @@ func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, env, e.OrderID, func(p *Payment, now time.Time) error {
-			return p.OnOrderPlaced(e, now)
+		return s.record(ctx, m, env, e.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
+			return nil, p.OnOrderPlaced(e, now)
 		})
 	case strings.HasPrefix(m.Subject, catalog.Inventory+"."+catalog.EventReserved+"."):
 		env, e, err := catalog.DecodeEvent[catalog.StockReserved](m.Data, catalog.TypeStockReserved)
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, env, e.OrderID, func(p *Payment, now time.Time) error {
-			return p.OnStockReserved(e, now)
+		return s.record(ctx, m, env, e.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
+			return nil, p.OnStockReserved(e, now)
+		})
+	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventCancelled+"."):
+		env, e, err := catalog.DecodeEvent[catalog.OrderCancelled](m.Data, catalog.TypeOrderCancelled)
+		if err != nil {
+			return err
+		}
+		return s.record(ctx, m, env, e.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
+			return p.OnOrderCancelled(e, now, events.TraceParentFrom(ctx))
 		})
 	}
 	return events.Permanent(fmt.Errorf("payments: %q: %w", m.Subject, catalog.ErrUnknownSubject))
 }
 
-// record is step 1 of a capture: claim the event and update the payment
-// in one transaction, which moves it to CAPTURE_PENDING when the event
-// completes the pair. It then settles the payment outside that
-// transaction. A duplicate settles too: the first delivery may have
-// committed step 1 and failed (or crashed) before the capture was
-// recorded, and this redelivery is what finishes it.
-func (s *Service) record(ctx context.Context, env events.Envelope, orderID string, transition func(p *Payment, now time.Time) error) error {
+// record is step 1: claim the event and update the payment in one
+// transaction, which may decide a provider call (CAPTURE_PENDING or
+// CANCEL_PENDING). It then settles the payment outside that transaction.
+// A duplicate settles too: the first delivery may have committed step 1
+// and failed (or crashed) before the provider's answer was recorded, and
+// this redelivery is what finishes it.
+func (s *Service) record(ctx context.Context, m *consumer.Message, env events.Envelope, orderID string,
+	transition func(p *Payment, now time.Time) ([]events.Outgoing, error)) error {
 	var pending bool
 	applied, err := s.store.Apply(ctx, inbox.Key{Consumer: consumerName, EventID: env.ID}, orderID,
 		func(p *Payment) (*Payment, []events.Outgoing, error) {
@@ -130,66 +155,185 @@ func (s *Service) record(ctx context.Context, env events.Envelope, orderID strin
 			if p == nil {
 				p = NewPayment(orderID, now)
 			}
-			if err := transition(p, now); err != nil {
+			out, err := transition(p, now)
+			if err != nil {
 				return nil, nil, err
 			}
-			pending = p.Status == CapturePending
-			return p, nil, nil
+			pending = p.Status.Pending()
+			return p, out, nil
 		})
 	if err != nil {
 		return err
 	}
 	if applied && !pending {
-		return nil // waiting for the other event, or already captured
+		return nil // waiting for more events, or nothing owed to the provider
 	}
-	return s.settle(ctx, orderID)
+	return s.settle(ctx, m, orderID)
 }
 
-// settle captures a CAPTURE_PENDING payment: step 2, the provider call,
-// outside any transaction; step 3, recording the charge and queueing
-// payments.captured, in a transaction of its own. A payment in any other
-// status is left alone. Running it twice, or on two replicas at once, is
-// safe: the provider's idempotency key makes the second call return the
-// first charge, and step 3 finds the payment already captured.
-func (s *Service) settle(ctx context.Context, orderID string) error {
-	p, err := s.store.Get(ctx, orderID)
-	if errors.Is(err, ErrNotFound) {
-		return nil // nothing was ever recorded, so nothing is pending
-	}
-	if err != nil {
-		return err
-	}
-	if p.Status != CapturePending {
-		return nil
-	}
-	res, err := s.provider.Capture(ctx, p.CaptureRequest())
-	if err != nil {
-		// Transient whatever the provider said: the message is
-		// redelivered and this runs again with the same idempotency key.
-		// (Declines are answers, not errors, and arrive with the saga.)
-		return events.Transient(fmt.Errorf("payments: capture order %s: %w", orderID, err))
-	}
-	var captured *Payment
-	// No inbox key: step 3 is idempotent by itself (OnCaptured ignores a
-	// payment already captured) and the message's own claim was taken in
-	// step 1.
-	_, err = s.store.Apply(ctx, inbox.Key{}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
-		if p == nil {
-			return nil, nil, fmt.Errorf("payments: record capture of order %s: %w", orderID, ErrNotFound)
+// maxSettleSteps bounds the settle loop. Each step either records a final
+// status or finds the payment moved on by a concurrent cancellation
+// (CAPTURE_PENDING → CANCEL_PENDING), which happens at most once; the
+// last step only observes the final status.
+const maxSettleSteps = 4
+
+// settle makes the provider calls a payment owes, until it owes none:
+// while it is CAPTURE_PENDING, Capture; while it is CANCEL_PENDING,
+// Cancel. Each call is made outside any transaction (step 2), and its
+// answer recorded, with the events it causes, in a transaction of its own
+// (step 3). A payment in any other status is left alone.
+//
+// Running it twice, or on two replicas at once, is safe: both calls carry
+// the order id as idempotency key, so a second call returns the first
+// answer, and recording an answer the payment has moved past changes
+// nothing. A cancellation committed while a capture is in flight is
+// safe as well: the next step calls Cancel, which refunds the charge if
+// the capture went through and otherwise voids the key, so the capture,
+// if it is still to reach the provider, is declined.
+func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID string) error {
+	for range maxSettleSteps {
+		p, err := s.store.Get(ctx, orderID)
+		if errors.Is(err, ErrNotFound) {
+			return nil // nothing was ever recorded, so nothing is owed
 		}
-		out, err := p.OnCaptured(res, s.now(), events.TraceParentFrom(ctx))
+		if err != nil {
+			return err
+		}
+		switch p.Status {
+		case CapturePending:
+			err = s.capture(ctx, m, p)
+		case CancelPending:
+			err = s.cancel(ctx, m, p)
+		default:
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return events.Transient(fmt.Errorf("payments: order %s still owes a provider call after %d steps", orderID, maxSettleSteps))
+}
+
+// capture calls Capture for a CAPTURE_PENDING payment and records the
+// answer.
+func (s *Service) capture(ctx context.Context, m *consumer.Message, p *Payment) error {
+	stop := s.keepAliveWhile(m)
+	res, err := s.provider.Capture(ctx, p.CaptureRequest())
+	stop()
+	if err != nil {
+		return providerFailure("capture", p.OrderID, err)
+	}
+	recorded, err := s.recordAnswer(ctx, p.OrderID, func(p *Payment) ([]events.Outgoing, error) {
+		return p.OnCaptureResult(res, s.now(), events.TraceParentFrom(ctx))
+	})
+	switch {
+	case err != nil:
+		return err
+	case recorded == nil:
+	case recorded.Status == Declined:
+		s.log.Info("payments: declined", "order_id", p.OrderID, "reason", recorded.DeclineReason)
+	default:
+		s.log.Info("payments: captured", "order_id", p.OrderID, "payment_id", recorded.PaymentID,
+			"amount", recorded.Amount.Amount, "currency", recorded.Amount.Currency)
+	}
+	return nil
+}
+
+// cancel calls Cancel for a CANCEL_PENDING payment and records the
+// answer.
+func (s *Service) cancel(ctx context.Context, m *consumer.Message, p *Payment) error {
+	stop := s.keepAliveWhile(m)
+	res, err := s.provider.Cancel(ctx, p.CancelRequest())
+	stop()
+	if err != nil {
+		return providerFailure("cancel", p.OrderID, err)
+	}
+	recorded, err := s.recordAnswer(ctx, p.OrderID, func(p *Payment) ([]events.Outgoing, error) {
+		return p.OnCancelResult(res, s.now(), events.TraceParentFrom(ctx))
+	})
+	switch {
+	case err != nil:
+		return err
+	case recorded == nil:
+	case recorded.Status == Refunded:
+		s.log.Info("payments: refunded", "order_id", p.OrderID, "payment_id", recorded.PaymentID,
+			"amount", recorded.RefundedAmount, "currency", recorded.Amount.Currency)
+	default:
+		s.log.Info("payments: voided", "order_id", p.OrderID)
+	}
+	return nil
+}
+
+// recordAnswer is step 3: apply a provider's answer to the payment and
+// queue the events it causes, in one transaction. It takes no inbox key:
+// the message's claim was taken in step 1, and the answer is idempotent by
+// itself (a payment that moved past it ignores it). It returns the
+// payment when the answer changed it, nil when it was stale.
+func (s *Service) recordAnswer(ctx context.Context, orderID string, apply func(p *Payment) ([]events.Outgoing, error)) (*Payment, error) {
+	var changed *Payment
+	_, err := s.store.Apply(ctx, inbox.Key{}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
+		if p == nil {
+			return nil, nil, fmt.Errorf("payments: record provider answer for order %s: %w", orderID, ErrNotFound)
+		}
+		out, err := apply(p)
 		if err != nil || len(out) == 0 {
 			return nil, nil, err
 		}
-		captured = p
+		changed = p
 		return p, out, nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if captured != nil {
-		s.log.Info("payments: captured", "order_id", orderID, "payment_id", captured.PaymentID,
-			"amount", captured.Amount.Amount, "currency", captured.Amount.Currency)
+	return changed, nil
+}
+
+// keepAliveWhile keeps m in progress until the returned function is
+// called. Without a message (a call not driven by one) it does nothing.
+func (s *Service) keepAliveWhile(m *consumer.Message) (stop func()) {
+	if m == nil {
+		return func() {}
 	}
-	return nil
+	return m.KeepAlive(s.keepAlive)
+}
+
+// ErrProviderUnavailable is what a Provider wraps in the error of a call
+// it did not make because the provider is known to be down: its circuit
+// breaker is open, or its bulkhead is full. The service also takes a
+// timeout, a transport failure and an error answer of the provider itself
+// (an error in the chain with a Permanent() bool method reporting false,
+// as for a 5xx) for an outage.
+var ErrProviderUnavailable = errors.New("payment provider unavailable")
+
+// providerFailure classifies an error of a provider call. An outage is
+// events.Unavailable: the message backs off and is retried for as long as
+// the outage lasts, never dead-lettered, since nothing is wrong with it.
+// Anything else (the provider refusing the request as malformed, an
+// answer the client could not understand) is events.Transient: retried a
+// bounded number of times, then dead-lettered for a human to look at.
+// Neither is Permanent whatever the provider said, because the outcome of
+// the call is unknown and the payment must not be left pending for good
+// by a single failure.
+func providerFailure(op, orderID string, err error) error {
+	err = fmt.Errorf("payments: %s order %s: %w", op, orderID, err)
+	if providerUnavailable(err) {
+		return events.Unavailable(err)
+	}
+	return events.Transient(err)
+}
+
+func providerUnavailable(err error) bool {
+	if errors.Is(err, ErrProviderUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	// Connection refused or reset, DNS failure, I/O timeout: the provider
+	// cannot be reached. (*url.Error, what net/http returns, is one.)
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	// The provider answered with a failure of its own (5xx), as opposed to
+	// refusing the request (4xx, Permanent() true).
+	var answered interface{ Permanent() bool }
+	return errors.As(err, &answered) && !answered.Permanent()
 }

@@ -98,8 +98,8 @@ func (s *Store) Get(ctx context.Context, orderID string) (*payments.Payment, err
 	return p, nil
 }
 
-const columns = `order_id, customer_id, currency, amount, placed, reserved, status, payment_id,
-	created_unix_ms, updated_unix_ms`
+const columns = `order_id, customer_id, currency, amount, placed, reserved, cancelled, status, payment_id,
+	decline_reason, captured_amount, refunded_amount, created_unix_ms, updated_unix_ms`
 
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
@@ -128,7 +128,7 @@ func scan(row scanner) (*payments.Payment, error) {
 		created, updated int64
 	)
 	err := row.Scan(&p.OrderID, &p.CustomerID, &p.Amount.Currency, &p.Amount.Amount, &p.Placed, &p.Reserved,
-		&status, &p.PaymentID, &created, &updated)
+		&p.Cancelled, &status, &p.PaymentID, &p.DeclineReason, &p.CapturedAmount, &p.RefundedAmount, &created, &updated)
 	if err != nil {
 		return nil, err
 	}
@@ -145,9 +145,10 @@ func scan(row scanner) (*payments.Payment, error) {
 
 func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
 	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO payments (`+columns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
-		p.OrderID, p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved,
-		string(p.Status), p.PaymentID, p.CreatedAt.UnixMilli(), p.UpdatedAt.UnixMilli())
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+		p.OrderID, p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled,
+		string(p.Status), p.PaymentID, p.DeclineReason, p.CapturedAmount, p.RefundedAmount,
+		p.CreatedAt.UnixMilli(), p.UpdatedAt.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("insert payment of order %s: %w", p.OrderID, err)
 	}
@@ -159,9 +160,10 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) err
 
 func (s *Store) update(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
 	_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE payments SET customer_id = ?, currency = ?, amount = ?,
-		placed = ?, reserved = ?, status = ?, payment_id = ?, updated_unix_ms = ? WHERE order_id = ?`),
-		p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, string(p.Status), p.PaymentID,
-		p.UpdatedAt.UnixMilli(), p.OrderID)
+		placed = ?, reserved = ?, cancelled = ?, status = ?, payment_id = ?, decline_reason = ?,
+		captured_amount = ?, refunded_amount = ?, updated_unix_ms = ? WHERE order_id = ?`),
+		p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled, string(p.Status),
+		p.PaymentID, p.DeclineReason, p.CapturedAmount, p.RefundedAmount, p.UpdatedAt.UnixMilli(), p.OrderID)
 	if err != nil {
 		return fmt.Errorf("update payment of order %s: %w", p.OrderID, err)
 	}
@@ -189,15 +191,64 @@ func (s *Store) List(ctx context.Context) ([]*payments.Payment, error) {
 	return out, nil
 }
 
-// CapturedTotals returns the captured amount per currency, in minor units:
-// the money side of the saga's "captured − refunded = total if confirmed"
-// invariant.
-func (s *Store) CapturedTotals(ctx context.Context) (map[string]int64, error) {
-	// The cast keeps PostgreSQL from widening the sum to NUMERIC.
-	rows, err := s.db.QueryContext(ctx, s.db.Dialect.Rebind(
-		`SELECT currency, CAST(SUM(amount) AS BIGINT) FROM payments WHERE status = ? GROUP BY currency`), string(payments.Captured))
+// OrderMoney is the money the provider took and gave back for one order,
+// in minor units of Currency.
+type OrderMoney struct {
+	Currency string
+	Captured int64
+	Refunded int64
+}
+
+// Net returns Captured − Refunded: what the merchant keeps. Once the saga
+// is quiet it is the order's total if the order was confirmed, else 0.
+func (m OrderMoney) Net() int64 { return m.Captured - m.Refunded }
+
+// Money returns the money of every order, by order id: the per-order side
+// of the saga's "captured − refunded = total if confirmed, else 0"
+// invariant. An order whose payment never took money has a zero entry.
+func (s *Store) Money(ctx context.Context) (map[string]OrderMoney, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT order_id, currency, captured_amount, refunded_amount FROM payments`)
 	if err != nil {
-		return nil, fmt.Errorf("paymentdb: captured totals: %w", err)
+		return nil, fmt.Errorf("paymentdb: money: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]OrderMoney{}
+	for rows.Next() {
+		var (
+			id string
+			m  OrderMoney
+		)
+		if err := rows.Scan(&id, &m.Currency, &m.Captured, &m.Refunded); err != nil {
+			return nil, fmt.Errorf("paymentdb: money: %w", err)
+		}
+		out[id] = m
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("paymentdb: money: %w", err)
+	}
+	return out, nil
+}
+
+// CapturedTotals returns the money captured per currency, in minor units,
+// including captures refunded since: subtract RefundedTotals for what the
+// merchant keeps. Captures still pending are not counted.
+func (s *Store) CapturedTotals(ctx context.Context) (map[string]int64, error) {
+	return s.totals(ctx, "captured_amount")
+}
+
+// RefundedTotals returns the money refunded per currency, in minor units.
+func (s *Store) RefundedTotals(ctx context.Context) (map[string]int64, error) {
+	return s.totals(ctx, "refunded_amount")
+}
+
+// totals sums one of the amount columns per currency, leaving out
+// currencies where it is zero.
+func (s *Store) totals(ctx context.Context, column string) (map[string]int64, error) {
+	// The cast keeps PostgreSQL from widening the sum to NUMERIC.
+	rows, err := s.db.QueryContext(ctx, `SELECT currency, CAST(SUM(`+column+`) AS BIGINT) FROM payments
+		WHERE `+column+` <> 0 GROUP BY currency`)
+	if err != nil {
+		return nil, fmt.Errorf("paymentdb: %s totals: %w", column, err)
 	}
 	defer rows.Close()
 	out := map[string]int64{}
@@ -207,12 +258,12 @@ func (s *Store) CapturedTotals(ctx context.Context) (map[string]int64, error) {
 			sum      int64
 		)
 		if err := rows.Scan(&currency, &sum); err != nil {
-			return nil, fmt.Errorf("paymentdb: captured totals: %w", err)
+			return nil, fmt.Errorf("paymentdb: %s totals: %w", column, err)
 		}
 		out[currency] = sum
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("paymentdb: captured totals: %w", err)
+		return nil, fmt.Errorf("paymentdb: %s totals: %w", column, err)
 	}
 	return out, nil
 }

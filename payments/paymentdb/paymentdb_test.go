@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
@@ -28,8 +31,10 @@ func TestStore(t *testing.T) {
 			t.Run("RollbackOnHandlerError", func(t *testing.T) { testRollback(t, b) })
 			t.Run("ConcurrentApplySameOrder", func(t *testing.T) { testConcurrent(t, b) })
 			t.Run("GetUnknownIsNotFound", func(t *testing.T) { testNotFound(t, b) })
-			t.Run("ListAndCapturedTotals", func(t *testing.T) { testListAndTotals(t, b) })
+			t.Run("ListAndTotals", func(t *testing.T) { testListAndTotals(t, b) })
 			t.Run("MigrateTwice", func(t *testing.T) { testMigrateTwice(t, b) })
+			t.Run("UpgradeFrom0001KeepsCaptures", func(t *testing.T) { testUpgrade(t, b) })
+			t.Run("UnknownStatusIsRefused", func(t *testing.T) { testUnknownStatus(t, b) })
 		})
 	}
 }
@@ -101,8 +106,11 @@ func testApplyAtomic(t *testing.T, b sqltest.Backend) {
 
 	// An update of every mutable column round-trips too.
 	_, err = s.Apply(ctx, key("e-2"), "order-1", func(p *payments.Payment) (*payments.Payment, []events.Outgoing, error) {
-		p.Status = payments.Captured
+		p.Status = payments.Refunded
 		p.PaymentID = "pay-1"
+		p.Cancelled = true
+		p.DeclineReason = "not really"
+		p.CapturedAmount, p.RefundedAmount = 1200, 1100
 		p.UpdatedAt = t0.Add(time.Minute)
 		want = p
 		return p, nil, nil
@@ -243,22 +251,26 @@ func testNotFound(t *testing.T, b sqltest.Backend) {
 func testListAndTotals(t *testing.T, b sqltest.Backend) {
 	s, _ := open(t, b)
 	ctx := context.Background()
-	put := func(id string, amount int64, currency string, status payments.Status) {
+	put := func(id string, amount int64, currency string, status payments.Status, captured, refunded int64) {
 		t.Helper()
 		_, err := s.Apply(ctx, inbox.Key{}, id, func(*payments.Payment) (*payments.Payment, []events.Outgoing, error) {
 			p := placed(id)
 			p.Amount = catalog.Money{Amount: amount, Currency: currency}
 			p.Status = status
+			p.CapturedAmount, p.RefundedAmount = captured, refunded
 			return p, nil, nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	put("order-3", 500, "EUR", payments.Captured)
-	put("order-1", 1200, "EUR", payments.Captured)
-	put("order-2", 99, "USD", payments.Captured)
-	put("order-4", 7000, "EUR", payments.CapturePending)
+	put("order-3", 500, "EUR", payments.Captured, 500, 0)
+	put("order-1", 1200, "EUR", payments.Captured, 1200, 0)
+	put("order-2", 99, "USD", payments.Captured, 99, 0)
+	put("order-4", 7000, "EUR", payments.CapturePending, 0, 0)
+	put("order-5", 300, "EUR", payments.Refunded, 300, 300)
+	put("order-6", 40, "USD", payments.Voided, 0, 0)
+	put("order-7", 10, "USD", payments.Refunded, 10, 10)
 
 	list, err := s.List(ctx)
 	if err != nil {
@@ -268,15 +280,85 @@ func testListAndTotals(t *testing.T, b sqltest.Backend) {
 	for _, p := range list {
 		ids = append(ids, p.OrderID)
 	}
-	if fmt.Sprint(ids) != "[order-1 order-2 order-3 order-4]" {
-		t.Errorf("List: got %v, want the four orders by id", ids)
+	if fmt.Sprint(ids) != "[order-1 order-2 order-3 order-4 order-5 order-6 order-7]" {
+		t.Errorf("List: got %v, want the seven orders by id", ids)
 	}
-	totals, err := s.CapturedTotals(ctx)
+	captured, err := s.CapturedTotals(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]int64{"EUR": 1700, "USD": 99}; fmt.Sprint(totals) != fmt.Sprint(want) {
-		t.Errorf("CapturedTotals: got %v, want %v (pending captures excluded)", totals, want)
+	if want := map[string]int64{"EUR": 2000, "USD": 109}; fmt.Sprint(captured) != fmt.Sprint(want) {
+		t.Errorf("CapturedTotals: got %v, want %v (refunded captures in, pending ones out)", captured, want)
+	}
+	refunded, err := s.RefundedTotals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int64{"EUR": 300, "USD": 10}; fmt.Sprint(refunded) != fmt.Sprint(want) {
+		t.Errorf("RefundedTotals: got %v, want %v", refunded, want)
+	}
+	money, err := s.Money(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]paymentdb.OrderMoney{
+		"order-1": {"EUR", 1200, 0}, "order-2": {"USD", 99, 0}, "order-3": {"EUR", 500, 0}, "order-4": {"EUR", 0, 0},
+		"order-5": {"EUR", 300, 300}, "order-6": {"USD", 0, 0}, "order-7": {"USD", 10, 10},
+	}
+	if fmt.Sprint(money) != fmt.Sprint(want) {
+		t.Errorf("Money: got %v, want %v", money, want)
+	}
+	if n := money["order-1"].Net(); n != 1200 {
+		t.Errorf("Net of a capture: got %d, want 1200", n)
+	}
+	if n := money["order-5"].Net(); n != 0 {
+		t.Errorf("Net of a refund: got %d, want 0", n)
+	}
+}
+
+// testUpgrade applies 0001 alone, writes a captured payment the way the
+// previous release did, then migrates to the current schema: the capture
+// must count as captured money.
+func testUpgrade(t *testing.T, b sqltest.Backend) {
+	db := b.Open(t)
+	ctx := context.Background()
+	engine := string(db.Dialect.Engine)
+	first, err := fs.ReadFile(os.DirFS("migrations"), engine+"/0001_payments.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqldb.Migrate(ctx, db, "payments", fstest.MapFS{engine + "/0001_payments.sql": {Data: first}}); err != nil {
+		t.Fatalf("migrate 0001: %v", err)
+	}
+	_, err = db.ExecContext(ctx, db.Dialect.Rebind(`INSERT INTO payments (order_id, customer_id, currency, amount,
+		placed, reserved, status, payment_id, created_unix_ms, updated_unix_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		"order-1", "cust-1", "EUR", 1200, true, true, "CAPTURED", "pay-1", t0.UnixMilli(), t0.UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := paymentdb.Migrate(ctx, db); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	s := paymentdb.New(db)
+	p, err := s.Get(ctx, "order-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != payments.Captured || p.CapturedAmount != 1200 || p.RefundedAmount != 0 || p.Cancelled {
+		t.Errorf("after upgrade: got %+v, want CAPTURED with 1200 captured, nothing refunded, not cancelled", *p)
+	}
+}
+
+func testUnknownStatus(t *testing.T, b sqltest.Backend) {
+	s, db := open(t, b)
+	ctx := context.Background()
+	_, err := db.ExecContext(ctx, db.Dialect.Rebind(`INSERT INTO payments (order_id, status, created_unix_ms, updated_unix_ms)
+		VALUES (?, ?, ?, ?)`), "order-1", "SHIPPED", t0.UnixMilli(), t0.UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "order-1"); err == nil || errors.Is(err, payments.ErrNotFound) {
+		t.Errorf("Get of a row in an unknown status: got %v, want an error", err)
 	}
 }
 

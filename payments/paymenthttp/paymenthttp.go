@@ -11,21 +11,32 @@ import (
 	"github.com/choreo-dev/choreo/payments"
 )
 
-// PaymentView is the JSON shape of a payment.
+// PaymentView is the JSON shape of a payment. Status is one of WAITING,
+// CAPTURE_PENDING, CAPTURED, DECLINED, CANCEL_PENDING, REFUNDED and
+// VOIDED; Captured and Refunded are the money the provider took and gave
+// back, in Amount's currency.
 type PaymentView struct {
-	OrderID   string        `json:"order_id"`
-	Status    string        `json:"status"`
-	Amount    catalog.Money `json:"amount"`
-	PaymentID string        `json:"payment_id"`
+	OrderID       string        `json:"order_id"`
+	Status        string        `json:"status"`
+	Amount        catalog.Money `json:"amount"`
+	PaymentID     string        `json:"payment_id"`
+	Cancelled     bool          `json:"cancelled"`
+	DeclineReason string        `json:"decline_reason,omitempty"`
+	Captured      catalog.Money `json:"captured"`
+	Refunded      catalog.Money `json:"refunded"`
 }
 
 // View returns the JSON shape of p.
 func View(p *payments.Payment) PaymentView {
 	return PaymentView{
-		OrderID:   p.OrderID,
-		Status:    string(p.Status),
-		Amount:    p.Amount,
-		PaymentID: p.PaymentID,
+		OrderID:       p.OrderID,
+		Status:        string(p.Status),
+		Amount:        p.Amount,
+		PaymentID:     p.PaymentID,
+		Cancelled:     p.Cancelled,
+		DeclineReason: p.DeclineReason,
+		Captured:      catalog.Money{Amount: p.CapturedAmount, Currency: p.Amount.Currency},
+		Refunded:      catalog.Money{Amount: p.RefundedAmount, Currency: p.Amount.Currency},
 	}
 }
 

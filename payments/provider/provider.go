@@ -2,8 +2,9 @@
 // external payment provider the payments service charges orders through.
 //
 // AlwaysApprove is an in-memory provider that approves every charge: the
-// default for local runs and tests. An HTTP client of the provider
-// simulator belongs here too, behind the same interface.
+// default for local runs and tests. HTTP is the client of a provider over
+// HTTP — in this repository, the simulator in package simulator — with a
+// timeout per call, a bulkhead and a circuit breaker.
 package provider
 
 import (
@@ -18,13 +19,17 @@ import (
 )
 
 // AlwaysApprove approves every capture and remembers each idempotency key,
-// so that a retried call returns the first charge instead of making a
-// second one, as a real provider does. It is safe for concurrent use; its
-// memory lasts as long as the process.
+// so that a retried call returns the first answer instead of acting a
+// second time, as a real provider does. The only capture it declines is
+// one whose key was cancelled first (reason payments.DeclineVoided). It is
+// safe for concurrent use; its memory lasts as long as the process.
 type AlwaysApprove struct {
-	mu      sync.Mutex
-	charges map[string]charge
-	calls   map[string]int
+	mu          sync.Mutex
+	captures    map[string]payments.CaptureResult // first answer per key
+	charges     map[string]charge                 // keys actually charged
+	cancels     map[string]payments.CancelResult  // first answer per key
+	calls       map[string]int
+	cancelCalls map[string]int
 }
 
 type charge struct {
@@ -36,12 +41,18 @@ var _ payments.Provider = (*AlwaysApprove)(nil)
 
 // NewAlwaysApprove returns a provider with no charges.
 func NewAlwaysApprove() *AlwaysApprove {
-	return &AlwaysApprove{charges: map[string]charge{}, calls: map[string]int{}}
+	return &AlwaysApprove{
+		captures:    map[string]payments.CaptureResult{},
+		charges:     map[string]charge{},
+		cancels:     map[string]payments.CancelResult{},
+		calls:       map[string]int{},
+		cancelCalls: map[string]int{},
+	}
 }
 
-// ErrNoIdempotencyKey is returned for a capture without a key: it could
-// not be retried safely.
-var ErrNoIdempotencyKey = errors.New("provider: capture without idempotency key")
+// ErrNoIdempotencyKey is returned for a capture or cancel without a key:
+// it could not be retried safely.
+var ErrNoIdempotencyKey = errors.New("provider: request without idempotency key")
 
 // Capture implements payments.Provider. The payment id is derived from the
 // key, so even a provider restarted between two calls answers the same id.
@@ -55,15 +66,42 @@ func (a *AlwaysApprove) Capture(ctx context.Context, req payments.CaptureRequest
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls[req.IdempotencyKey]++
+	if res, ok := a.captures[req.IdempotencyKey]; ok {
+		return res, nil
+	}
+	if _, voided := a.cancels[req.IdempotencyKey]; voided {
+		// Cancelled before any capture: the key is void for good.
+		res := payments.CaptureResult{Declined: true, DeclineReason: payments.DeclineVoided}
+		a.captures[req.IdempotencyKey] = res
+		return res, nil
+	}
+	res := payments.CaptureResult{PaymentID: "pay-" + events.DerivedID(req.IdempotencyKey, "provider.always-approve")}
+	a.captures[req.IdempotencyKey] = res
+	a.charges[req.IdempotencyKey] = charge{result: res, amount: req.Amount}
+	return res, nil
+}
+
+// Cancel implements payments.Provider: it refunds the charge made under
+// the key, or voids the key when nothing was charged.
+func (a *AlwaysApprove) Cancel(ctx context.Context, req payments.CancelRequest) (payments.CancelResult, error) {
+	if err := ctx.Err(); err != nil {
+		return payments.CancelResult{}, fmt.Errorf("provider: cancel %s: %w", req.IdempotencyKey, err)
+	}
+	if req.IdempotencyKey == "" {
+		return payments.CancelResult{}, ErrNoIdempotencyKey
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cancelCalls[req.IdempotencyKey]++
+	if res, ok := a.cancels[req.IdempotencyKey]; ok {
+		return res, nil
+	}
+	res := payments.CancelResult{Voided: true}
 	if c, ok := a.charges[req.IdempotencyKey]; ok {
-		return c.result, nil
+		res = payments.CancelResult{Refunded: true, Amount: c.amount, PaymentID: c.result.PaymentID}
 	}
-	c := charge{
-		result: payments.CaptureResult{PaymentID: "pay-" + events.DerivedID(req.IdempotencyKey, "provider.always-approve")},
-		amount: req.Amount,
-	}
-	a.charges[req.IdempotencyKey] = c
-	return c.result, nil
+	a.cancels[req.IdempotencyKey] = res
+	return res, nil
 }
 
 // Calls returns how many times Capture was called with key.
@@ -73,18 +111,59 @@ func (a *AlwaysApprove) Calls(key string) int {
 	return a.calls[key]
 }
 
+// CancelCalls returns how many times Cancel was called with key.
+func (a *AlwaysApprove) CancelCalls(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cancelCalls[key]
+}
+
 // Charges returns how many distinct charges were made: one per key,
-// however often it was retried.
+// however often it was retried, refunded or not. A voided key made none.
 func (a *AlwaysApprove) Charges() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.charges)
 }
 
-// Charged returns the charge made under key, if any.
+// Charged returns the charge made under key, if any, refunded or not.
 func (a *AlwaysApprove) Charged(key string) (payments.CaptureResult, catalog.Money, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c, ok := a.charges[key]
 	return c.result, c.amount, ok
+}
+
+// Cancelled returns the first answer to a cancel of key, if any.
+func (a *AlwaysApprove) Cancelled(key string) (payments.CancelResult, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	res, ok := a.cancels[key]
+	return res, ok
+}
+
+// Refunds returns how many charges were refunded.
+func (a *AlwaysApprove) Refunds() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, res := range a.cancels {
+		if res.Refunded {
+			n++
+		}
+	}
+	return n
+}
+
+// Voids returns how many keys were voided: cancelled before any charge.
+func (a *AlwaysApprove) Voids() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, res := range a.cancels {
+		if res.Voided {
+			n++
+		}
+	}
+	return n
 }
