@@ -32,7 +32,8 @@ type Store interface {
 	// ApplyOrder runs fn on the reservation of orderID (nil when the order
 	// has none) and the stock of skus plus the SKUs of that reservation,
 	// keyed by SKU (zeros for a SKU never stocked). It saves the stock fn
-	// leaves and the reservation fn returns (nil: no change to it).
+	// leaves and the reservation fn returns (nil: no change to it); a
+	// reservation that fails Validate is refused with a Permanent error.
 	ApplyOrder(ctx context.Context, key inbox.Key, orderID string, skus []string,
 		fn func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error)) (applied bool, err error)
 	// Get returns the stock of sku: zeros for a SKU never stocked.
@@ -106,17 +107,14 @@ func (s *Service) Restock(ctx context.Context, key inbox.Key, cmd catalog.Restoc
 	return result, nil
 }
 
-// OnOrderPlaced reserves every line of a placed order or none. An order
-// that already has a reservation, whatever its status, was decided before:
-// nothing changes.
+// OnOrderPlaced reserves every line of a placed order or none, once per
+// order (see OnPlaced): a placement seen before changes nothing, one after
+// the order's confirmation also commits, and one after its cancellation
+// reserves nothing.
 func (s *Service) OnOrderPlaced(ctx context.Context, key inbox.Key, e catalog.OrderPlaced) error {
 	lines := Lines(e.Items)
-	_, err := s.store.ApplyOrder(ctx, key, e.OrderID, SKUs(lines), func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		if res != nil {
-			s.log.Debug("inventory: order already decided", "order_id", e.OrderID, "status", res.Status)
-			return nil, nil, nil
-		}
-		return Reserve(e.OrderID, lines, stock, s.now(), events.TraceParentFrom(ctx))
+	err := s.applyOrder(ctx, key, e.OrderID, catalog.EventPlaced, SKUs(lines), func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		return OnPlaced(res, e.OrderID, lines, stock, s.now(), events.TraceParentFrom(ctx))
 	})
 	if err != nil {
 		return fmt.Errorf("inventory: reserve order %s: %w", e.OrderID, err)
@@ -124,32 +122,54 @@ func (s *Service) OnOrderPlaced(ctx context.Context, key inbox.Key, e catalog.Or
 	return nil
 }
 
-// OnOrderConfirmed sells the stock a confirmed order holds. An order without
-// a reservation is a transient error, to be retried: its orders.placed may
-// simply not have been handled yet (the two can arrive in either order).
-// A committed reservation is left as it is; so is a failed one, which holds
-// nothing (orders cancels an order whose reservation failed, so a
-// confirmation for it is logged as an anomaly).
+// OnOrderConfirmed sells the stock a confirmed order holds (see
+// OnConfirmed). A confirmation that arrives before its order's placement is
+// recorded, not retried: the placement then reserves and commits at once.
 func (s *Service) OnOrderConfirmed(ctx context.Context, key inbox.Key, e catalog.OrderConfirmed) error {
-	_, err := s.store.ApplyOrder(ctx, key, e.OrderID, nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		switch {
-		case res == nil:
-			// Not Permanent and not NotFound: a retry is expected to succeed.
-			return nil, nil, ErrReservationNotFound
-		case res.Status == Failed:
-			s.log.Warn("inventory: confirmed order has a failed reservation; nothing to commit", "order_id", e.OrderID)
-			return nil, nil, nil
-		}
-		out, err := res.Commit(stock, s.now(), events.TraceParentFrom(ctx))
-		if err != nil || len(out) == 0 {
-			return nil, nil, err
-		}
-		return res, out, nil
+	err := s.applyOrder(ctx, key, e.OrderID, catalog.EventConfirmed, nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		return OnConfirmed(res, e.OrderID, stock, s.now(), events.TraceParentFrom(ctx))
 	})
 	if err != nil {
 		return fmt.Errorf("inventory: commit order %s: %w", e.OrderID, err)
 	}
 	return nil
+}
+
+// OnOrderCancelled gives back the stock a cancelled order holds, whatever
+// the reason (see OnCancelled). A cancellation that arrives before its
+// order's placement leaves a tombstone, so that the placement reserves
+// nothing.
+func (s *Service) OnOrderCancelled(ctx context.Context, key inbox.Key, e catalog.OrderCancelled) error {
+	err := s.applyOrder(ctx, key, e.OrderID, catalog.EventCancelled, nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		return OnCancelled(res, e.OrderID, stock, s.now(), events.TraceParentFrom(ctx))
+	})
+	if err != nil {
+		return fmt.Errorf("inventory: release order %s (%s): %w", e.OrderID, e.Reason, err)
+	}
+	return nil
+}
+
+// applyOrder runs one of the order transitions in the store and logs, once,
+// an input that makes the order anomalous (see Reservation.Anomaly). The
+// log line is written only after the unit of work committed, so a retried
+// or duplicate delivery does not repeat it.
+func (s *Service) applyOrder(ctx context.Context, key inbox.Key, orderID, input string, skus []string,
+	fn func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error)) error {
+	var anomaly string
+	var status ReservationStatus
+	_, err := s.store.ApplyOrder(ctx, key, orderID, skus, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		before := res.Anomaly()
+		next, out, err := fn(res, stock)
+		anomaly = ""
+		if err == nil && next != nil && before == "" {
+			anomaly, status = next.Anomaly(), next.Status
+		}
+		return next, out, err
+	})
+	if err == nil && anomaly != "" {
+		s.log.Error("inventory: "+anomaly+"; stock left as it is", "order_id", orderID, "input", input, "status", status)
+	}
+	return err
 }
 
 // Durable consumer name of the inventory service on every stream it reads.
@@ -173,7 +193,8 @@ func (s *Service) Subscriptions() []worker.Subscription {
 		sub(catalog.StreamCommands, "cmd.inventory.>"),
 		sub(catalog.StreamOrders,
 			catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
-			catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*")),
+			catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"),
+			catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")),
 	}
 }
 
@@ -201,6 +222,12 @@ func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
 			return err
 		}
 		return s.OnOrderConfirmed(ctx, eventKey(env), e)
+	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventCancelled+"."):
+		env, e, err := catalog.DecodeEvent[catalog.OrderCancelled](m.Data, catalog.TypeOrderCancelled)
+		if err != nil {
+			return err
+		}
+		return s.OnOrderCancelled(ctx, eventKey(env), e)
 	}
 	return events.Permanent(fmt.Errorf("inventory: %q: %w", m.Subject, catalog.ErrUnknownSubject))
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,8 +36,14 @@ func TestHandle(t *testing.T) {
 				{"PlacedShortReservesNothing", testPlacedShort},
 				{"PlacedAgainForDecidedOrderChangesNothing", testPlacedAgain},
 				{"ConfirmedCommitsOnce", testConfirmedCommits},
-				{"ConfirmedBeforePlacedIsRetried", testConfirmedEarly},
+				{"ConfirmedBeforePlacedCommitsOnPlacement", testConfirmedEarly},
+				{"ConfirmedBeforePlacedWithoutStockFails", testConfirmedEarlyShort},
 				{"ConfirmedForFailedReservationIsNoop", testConfirmedFailed},
+				{"CancelledReleasesOnce", testCancelledReleases},
+				{"CancelledBeforePlacedReservesNothing", testCancelledEarly},
+				{"CancelledOutOfStockIsNoop", testCancelledFailed},
+				{"CancelledAfterConfirmedIsLoggedAndChangesNothing", testCancelledCommitted},
+				{"RepublishedInputsChangeNothing", testRepublished},
 				{"TraceParentFollowsTheSaga", testTraceParent},
 				{"BadInputIsPermanentAndChangesNothing", testBadInput},
 			}
@@ -234,19 +243,40 @@ func testConfirmedCommits(t *testing.T, h *harness) {
 
 func testConfirmedEarly(t *testing.T, h *harness) {
 	handle(t, h, restockCmd(t, "r-1", "A", 5))
+	before := outboxIDs(t, h.db)
 	c := confirmed(t, "o-1", line("A", 2))
-	err := h.svc.Handle(context.Background(), c)
-	if err == nil || events.IsPermanent(err) {
-		t.Fatalf("confirmed before placed: err = %v, want a transient error", err)
-	}
-	if !errors.Is(err, inventory.ErrReservationNotFound) {
-		t.Errorf("err = %v, want ErrReservationNotFound", err)
-	}
+	// Not an error to retry any more: the confirmation is remembered.
+	handle(t, h, c, c)
 	wantStock(t, h, inventory.Stock{SKU: "A", Available: 5})
-	// The failed attempt released its inbox claim: the redelivery applies.
-	handle(t, h, placed(t, "o-1", line("A", 2)), c)
+	wantReservation(t, h, "o-1", inventory.AwaitingPlacement)
+	if got := outboxIDs(t, h.db); !slices.Equal(got, before) {
+		t.Errorf("outbox = %v, want unchanged %v", got, before)
+	}
+
+	p := placed(t, "o-1", line("A", 2))
+	handle(t, h, p, p, c)
 	wantStock(t, h, inventory.Stock{SKU: "A", Available: 3, Sold: 2})
 	wantReservation(t, h, "o-1", inventory.Committed)
+	want := append(slices.Clone(before), events.DerivedID("o-1", "inventory.reserved"), events.DerivedID("o-1", "inventory.committed"))
+	slices.Sort(want)
+	if got := outboxIDs(t, h.db); !slices.Equal(got, want) {
+		t.Errorf("outbox = %v, want %v", got, want)
+	}
+	lastEvent(t, h, catalog.TypeReservationCommitted)
+	if errs := h.logs.lines(slog.LevelWarn); len(errs) != 0 {
+		t.Errorf("logged %v, want nothing: an early confirmation is no anomaly", errs)
+	}
+}
+
+func testConfirmedEarlyShort(t *testing.T, h *harness) {
+	handle(t, h, restockCmd(t, "r-1", "A", 1))
+	handle(t, h, confirmed(t, "o-1", line("A", 2)), placed(t, "o-1", line("A", 2)))
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 1})
+	wantReservation(t, h, "o-1", inventory.Failed)
+	lastEvent(t, h, catalog.TypeStockReservationFailed)
+	if errs := h.logs.lines(slog.LevelError); len(errs) != 1 || !strings.Contains(errs[0], `"order_id":"o-1"`) {
+		t.Errorf("error log = %v, want one line about o-1", errs)
+	}
 }
 
 func testConfirmedFailed(t *testing.T, h *harness) {
@@ -255,6 +285,114 @@ func testConfirmedFailed(t *testing.T, h *harness) {
 	handle(t, h, confirmed(t, "o-1", line("A", 2)))
 	wantReservation(t, h, "o-1", inventory.Failed)
 	wantStock(t, h, inventory.Stock{SKU: "A"})
+	if got := outboxIDs(t, h.db); !slices.Equal(got, before) {
+		t.Errorf("outbox = %v, want unchanged %v", got, before)
+	}
+}
+
+func testCancelledReleases(t *testing.T, h *harness) {
+	handle(t, h, restockCmd(t, "r-1", "A", 5), restockCmd(t, "r-2", "B", 1))
+	handle(t, h, placed(t, "o-1", line("A", 2), line("B", 1)))
+	x := cancelled(t, "o-1", catalog.ReasonPaymentDeclined, line("A", 2), line("B", 1))
+	handle(t, h, x, x)
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 5}, inventory.Stock{SKU: "B", Available: 1})
+	wantReservation(t, h, "o-1", inventory.Released)
+
+	e := lastEvent(t, h, catalog.TypeReservationReleased)
+	if e.ID != events.DerivedID("o-1", "inventory.released") || e.Subject != "o-1" || e.Source != "/choreo/inventory" {
+		t.Errorf("event = %+v", e.Envelope)
+	}
+	want := catalog.ReservationReleased{OrderID: "o-1", Items: []catalog.StockLine{line("A", 2), line("B", 1)}}
+	if got := decode[catalog.ReservationReleased](t, e); !reflect.DeepEqual(got, want) {
+		t.Errorf("data = %+v, want %+v", got, want)
+	}
+	if n := len(outbox(t, h.db)); n != 4 {
+		t.Errorf("outbox has %d events, want 4 (2 restocked, reserved, released)", n)
+	}
+	// The released units serve the next order.
+	handle(t, h, placed(t, "o-2", line("A", 5), line("B", 1)))
+	wantStock(t, h, inventory.Stock{SKU: "A", Reserved: 5}, inventory.Stock{SKU: "B", Reserved: 1})
+	wantReservation(t, h, "o-2", inventory.Reserved)
+}
+
+func testCancelledEarly(t *testing.T, h *harness) {
+	handle(t, h, restockCmd(t, "r-1", "A", 2))
+	before := outboxIDs(t, h.db)
+	x := cancelled(t, "o-1", catalog.ReasonCustomerCancelled, line("A", 2))
+	p := placed(t, "o-1", line("A", 2))
+	handle(t, h, x)
+	wantReservation(t, h, "o-1", inventory.Cancelled)
+	handle(t, h, p, x, p)
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 2})
+	wantReservation(t, h, "o-1", inventory.Cancelled)
+	res, err := h.store.Reservation(context.Background(), "o-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (inventory.Inputs{Placed: true, Cancelled: true}); res.Seen != want || !reflect.DeepEqual(res.Lines, []catalog.StockLine{line("A", 2)}) {
+		t.Errorf("tombstone = %+v, want seen %+v and the placed lines", res, want)
+	}
+	if got := outboxIDs(t, h.db); !slices.Equal(got, before) {
+		t.Errorf("outbox = %v, want unchanged %v: nothing reserved, nothing to announce", got, before)
+	}
+	// The stock the tombstone did not take is there for others.
+	handle(t, h, placed(t, "o-2", line("A", 2)))
+	wantReservation(t, h, "o-2", inventory.Reserved)
+	if errs := h.logs.lines(slog.LevelWarn); len(errs) != 0 {
+		t.Errorf("logged %v, want nothing: an early cancellation is no anomaly", errs)
+	}
+}
+
+func testCancelledFailed(t *testing.T, h *harness) {
+	handle(t, h, restockCmd(t, "r-1", "A", 1))
+	handle(t, h, placed(t, "o-1", line("A", 2)))
+	before := outboxIDs(t, h.db)
+	x := cancelled(t, "o-1", catalog.ReasonOutOfStock, line("A", 2))
+	handle(t, h, x, x)
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 1})
+	wantReservation(t, h, "o-1", inventory.Failed)
+	if got := outboxIDs(t, h.db); !slices.Equal(got, before) {
+		t.Errorf("outbox = %v, want unchanged %v", got, before)
+	}
+}
+
+func testCancelledCommitted(t *testing.T, h *harness) {
+	handle(t, h, restockCmd(t, "r-1", "A", 5))
+	handle(t, h, placed(t, "o-1", line("A", 2)), confirmed(t, "o-1", line("A", 2)))
+	before := outboxIDs(t, h.db)
+	x := cancelled(t, "o-1", catalog.ReasonTimeout, line("A", 2))
+	handle(t, h, x, x, republished(t, x, "another-id"))
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 3, Sold: 2})
+	wantReservation(t, h, "o-1", inventory.Committed)
+	if got := outboxIDs(t, h.db); !slices.Equal(got, before) {
+		t.Errorf("outbox = %v, want unchanged %v", got, before)
+	}
+	errs := h.logs.lines(slog.LevelError)
+	if len(errs) != 1 || !strings.Contains(errs[0], `"order_id":"o-1"`) || !strings.Contains(errs[0], "confirmed and cancelled") {
+		t.Errorf("error log = %v, want one line about o-1: logged once, not per duplicate", errs)
+	}
+}
+
+// testRepublished feeds each input of two sagas again as new messages
+// under new event ids: the inbox lets them through, the domain ignores them.
+func testRepublished(t *testing.T, h *harness) {
+	handle(t, h, restockCmd(t, "r-1", "A", 4))
+	msgs := []*consumer.Message{
+		placed(t, "o-1", line("A", 2)), confirmed(t, "o-1", line("A", 2)),
+		placed(t, "o-2", line("A", 2)), cancelled(t, "o-2", catalog.ReasonPaymentDeclined, line("A", 2)),
+		cancelled(t, "o-3", catalog.ReasonCustomerCancelled, line("A", 1)), placed(t, "o-3", line("A", 1)),
+		confirmed(t, "o-4", line("A", 1)),
+	}
+	handle(t, h, msgs...)
+	before := outboxIDs(t, h.db)
+	for i, m := range msgs {
+		handle(t, h, republished(t, m, fmt.Sprintf("again-%d", i)))
+	}
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 2, Sold: 2})
+	wantReservation(t, h, "o-1", inventory.Committed)
+	wantReservation(t, h, "o-2", inventory.Released)
+	wantReservation(t, h, "o-3", inventory.Cancelled)
+	wantReservation(t, h, "o-4", inventory.AwaitingPlacement)
 	if got := outboxIDs(t, h.db); !slices.Equal(got, before) {
 		t.Errorf("outbox = %v, want unchanged %v", got, before)
 	}
@@ -309,6 +447,9 @@ func testBadInput(t *testing.T, h *harness) {
 		{"InvalidCloudEvent", evt("orders.placed.o-9", `{"specversion":"1.0","id":"x"}`)},
 		{"WrongEventType", evt("orders.placed.o-9", string(wrongTypeBody))},
 		{"PlacedWithoutItems", evt("orders.placed.o-9", string(noItemsBody))},
+		{"CancelledWrongType", evt("orders.cancelled.o-9", string(wrongTypeBody))},
+		{"CancelledUnknownReason", cancelled(t, "o-9", "bored", line("A", 1))},
+		{"CancelledNoOrderID", cancelled(t, "", catalog.ReasonTimeout, line("A", 1))},
 		{"UnknownCommand", message(catalog.StreamCommands, "cmd.inventory.teleport", []byte(`{}`))},
 		{"UnknownSubject", evt("orders.shipped.o-9", `{}`)},
 	}
@@ -348,7 +489,7 @@ func TestSubscriptions(t *testing.T) {
 	}
 	wants := []want{
 		{catalog.StreamCommands, []string{"cmd.inventory.>"}},
-		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*"}},
+		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}},
 	}
 	if len(subs) != len(wants) {
 		t.Fatalf("%d subscriptions, want %d", len(subs), len(wants))

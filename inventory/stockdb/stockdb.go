@@ -121,6 +121,10 @@ func (s *Store) ApplyOrder(ctx context.Context, key inbox.Key, orderID string, s
 			case next == nil:
 			case next.OrderID != orderID:
 				return nil, fmt.Errorf("reservation of order %s returned for order %s", next.OrderID, orderID)
+			case next.Validate() != nil:
+				// A state no transition produces: refuse it rather than
+				// store a reservation the next input cannot make sense of.
+				return nil, events.Permanent(next.Validate())
 			case current == nil:
 				err = s.insertReservation(ctx, tx, next)
 			default:
@@ -203,34 +207,65 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (s *Store) loadReservation(ctx context.Context, q querier, orderID string, lock bool) (*inventory.Reservation, error) {
-	query := `SELECT status, lines, shortages, created_unix_ms, updated_unix_ms FROM reservations WHERE order_id = ?`
-	if lock {
-		query += s.db.Dialect.ForUpdate()
-	}
+// reservationColumns are the columns scanReservation reads, in its order.
+const reservationColumns = `order_id, status, placed, confirmed, cancelled, lines, shortages, created_unix_ms, updated_unix_ms`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanReservation(row scanner) (*inventory.Reservation, error) {
 	var (
-		r                = inventory.Reservation{OrderID: orderID}
+		r                = inventory.Reservation{}
 		status           string
 		lines, shortages string
 		created, updated int64
 	)
-	err := q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID).Scan(&status, &lines, &shortages, &created, &updated)
+	if err := row.Scan(&r.OrderID, &status, &r.Seen.Placed, &r.Seen.Confirmed, &r.Seen.Cancelled,
+		&lines, &shortages, &created, &updated); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(lines), &r.Lines); err != nil {
+		return nil, fmt.Errorf("reservation %s: corrupt lines: %w", r.OrderID, err)
+	}
+	if err := json.Unmarshal([]byte(shortages), &r.Shortages); err != nil {
+		return nil, fmt.Errorf("reservation %s: corrupt shortages: %w", r.OrderID, err)
+	}
+	// The columns hold [] for none; the domain's value for none is nil.
+	if len(r.Lines) == 0 {
+		r.Lines = nil
+	}
+	if len(r.Shortages) == 0 {
+		r.Shortages = nil
+	}
+	r.Status = inventory.ReservationStatus(status)
+	// A row written by a version before 0002 (a replica not yet upgraded,
+	// during a rolling deploy) records only its status; what the status
+	// implies was seen is seen.
+	switch r.Status {
+	case inventory.Reserved, inventory.Failed:
+		r.Seen.Placed = true
+	case inventory.Committed:
+		r.Seen.Placed, r.Seen.Confirmed = true, true
+	case inventory.Released:
+		r.Seen.Placed, r.Seen.Cancelled = true, true
+	}
+	r.CreatedAt = time.UnixMilli(created).UTC()
+	r.UpdatedAt = time.UnixMilli(updated).UTC()
+	return &r, nil
+}
+
+func (s *Store) loadReservation(ctx context.Context, q querier, orderID string, lock bool) (*inventory.Reservation, error) {
+	query := `SELECT ` + reservationColumns + ` FROM reservations WHERE order_id = ?`
+	if lock {
+		query += s.db.Dialect.ForUpdate()
+	}
+	r, err := scanReservation(q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, events.NotFound(fmt.Errorf("order %s: %w", orderID, inventory.ErrReservationNotFound))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load reservation %s: %w", orderID, err)
 	}
-	if err := json.Unmarshal([]byte(lines), &r.Lines); err != nil {
-		return nil, fmt.Errorf("reservation %s: corrupt lines: %w", orderID, err)
-	}
-	if err := json.Unmarshal([]byte(shortages), &r.Shortages); err != nil {
-		return nil, fmt.Errorf("reservation %s: corrupt shortages: %w", orderID, err)
-	}
-	r.Status = inventory.ReservationStatus(status)
-	r.CreatedAt = time.UnixMilli(created).UTC()
-	r.UpdatedAt = time.UnixMilli(updated).UTC()
-	return &r, nil
+	return r, nil
 }
 
 func marshalReservation(r *inventory.Reservation) (lines, shortages string, err error) {
@@ -258,10 +293,10 @@ func (s *Store) insertReservation(ctx context.Context, tx *sql.Tx, r *inventory.
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO reservations
-		(order_id, status, lines, shortages, created_unix_ms, updated_unix_ms)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
-		r.OrderID, string(r.Status), lines, shortages, r.CreatedAt.UnixMilli(), r.UpdatedAt.UnixMilli())
+	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO reservations (`+reservationColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+		r.OrderID, string(r.Status), r.Seen.Placed, r.Seen.Confirmed, r.Seen.Cancelled,
+		lines, shortages, r.CreatedAt.UnixMilli(), r.UpdatedAt.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("insert reservation %s: %w", r.OrderID, err)
 	}
@@ -277,8 +312,9 @@ func (s *Store) updateReservation(ctx context.Context, tx *sql.Tx, r *inventory.
 		return err
 	}
 	_, err = tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE reservations
-		SET status = ?, lines = ?, shortages = ?, updated_unix_ms = ? WHERE order_id = ?`),
-		string(r.Status), lines, shortages, r.UpdatedAt.UnixMilli(), r.OrderID)
+		SET status = ?, placed = ?, confirmed = ?, cancelled = ?, lines = ?, shortages = ?, updated_unix_ms = ?
+		WHERE order_id = ?`),
+		string(r.Status), r.Seen.Placed, r.Seen.Confirmed, r.Seen.Cancelled, lines, shortages, r.UpdatedAt.UnixMilli(), r.OrderID)
 	if err != nil {
 		return fmt.Errorf("update reservation %s: %w", r.OrderID, err)
 	}
@@ -308,6 +344,28 @@ func (s *Store) Reservation(ctx context.Context, orderID string) (*inventory.Res
 		return nil, fmt.Errorf("stockdb: get reservation: %w", err)
 	}
 	return r, nil
+}
+
+// Reservations returns every reservation, sorted by order id, for tests
+// and status reports.
+func (s *Store) Reservations(ctx context.Context) ([]*inventory.Reservation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+reservationColumns+` FROM reservations ORDER BY order_id`)
+	if err != nil {
+		return nil, fmt.Errorf("stockdb: reservations: %w", err)
+	}
+	defer rows.Close()
+	var out []*inventory.Reservation
+	for rows.Next() {
+		r, err := scanReservation(rows)
+		if err != nil {
+			return nil, fmt.Errorf("stockdb: reservations: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("stockdb: reservations: %w", err)
+	}
+	return out, nil
 }
 
 // All returns the stock of every SKU with a row, sorted by SKU, for tests

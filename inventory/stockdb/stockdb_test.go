@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
@@ -38,6 +41,10 @@ func TestStore(t *testing.T) {
 				{"ConcurrentOverlappingOrdersDoNotDeadlock", testConcurrentOverlapping},
 				{"ConcurrentDuplicateAppliesOnce", testConcurrentDuplicate},
 				{"ConcurrentPlacementOfOneOrderReservesOnce", testConcurrentSameOrder},
+				{"ReservationRoundTripsEveryStatus", testRoundTrip},
+				{"ApplyOrderRefusesInvalidReservation", testInvalidReservation},
+				{"ConcurrentPlacementAndCancellationEndClean", testConcurrentPlaceCancel},
+				{"MigrationFrom0001KeepsReservations", testMigrationFrom0001},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) { tt.run(t, b) })
@@ -521,5 +528,239 @@ func testConcurrentSameOrder(t *testing.T, b sqltest.Backend) {
 	wantStock(t, s, inventory.Stock{SKU: "A", Available: 8, Reserved: 2})
 	if got := len(outboxIDs(t, db)) - before; got != 1 {
 		t.Errorf("%d events published, want 1", got)
+	}
+}
+
+// apply runs one of the domain's order transitions under key id.
+func apply(ctx context.Context, s *stockdb.Store, id, orderID string, skus []string,
+	fn func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error)) error {
+	_, err := s.ApplyOrder(ctx, key(id), orderID, skus, fn)
+	return err
+}
+
+func placeFn(orderID string, lines ...catalog.StockLine) func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+	return func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+		return inventory.OnPlaced(res, orderID, lines, stock, t0, "")
+	}
+}
+
+func confirmFn(orderID string) func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+	return func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+		return inventory.OnConfirmed(res, orderID, stock, t0, "")
+	}
+}
+
+func cancelFn(orderID string) func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+	return func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+		return inventory.OnCancelled(res, orderID, stock, t0, "")
+	}
+}
+
+// testRoundTrip saves a reservation in every status through the domain's
+// transitions and reads each back as it was saved.
+func testRoundTrip(t *testing.T, b sqltest.Backend) {
+	ctx := context.Background()
+	s, _ := mustOpen(t, b)
+	mustRestock(t, s, "A", 10)
+	a := []string{"A"}
+	steps := []struct {
+		id, order string
+		skus      []string
+		fn        func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error)
+	}{
+		{"p-res", "res", a, placeFn("res", line("A", 1))},
+		{"p-com", "com", a, placeFn("com", line("A", 2))},
+		{"c-com", "com", nil, confirmFn("com")},
+		{"p-fail", "fail", a, placeFn("fail", line("A", 100))},
+		{"p-rel", "rel", a, placeFn("rel", line("A", 3))},
+		{"x-rel", "rel", nil, cancelFn("rel")},
+		{"c-await", "await", nil, confirmFn("await")},
+		{"x-tomb", "tomb", nil, cancelFn("tomb")},
+		{"x-tomb2", "tomb2", nil, cancelFn("tomb2")},
+		{"p-tomb2", "tomb2", a, placeFn("tomb2", line("A", 4))},
+	}
+	for _, st := range steps {
+		if err := apply(ctx, s, st.id, st.order, st.skus, st.fn); err != nil {
+			t.Fatalf("%s: %v", st.id, err)
+		}
+	}
+	P, C, X := true, true, true
+	want := []*inventory.Reservation{
+		{OrderID: "await", Status: inventory.AwaitingPlacement, Seen: inventory.Inputs{Confirmed: C}},
+		{OrderID: "com", Status: inventory.Committed, Seen: inventory.Inputs{Placed: P, Confirmed: C}, Lines: []catalog.StockLine{line("A", 2)}},
+		{OrderID: "fail", Status: inventory.Failed, Seen: inventory.Inputs{Placed: P}, Lines: []catalog.StockLine{line("A", 100)},
+			Shortages: []catalog.Shortage{{SKU: "A", Requested: 100, Available: 7}}},
+		{OrderID: "rel", Status: inventory.Released, Seen: inventory.Inputs{Placed: P, Cancelled: X}, Lines: []catalog.StockLine{line("A", 3)}},
+		{OrderID: "res", Status: inventory.Reserved, Seen: inventory.Inputs{Placed: P}, Lines: []catalog.StockLine{line("A", 1)}},
+		{OrderID: "tomb", Status: inventory.Cancelled, Seen: inventory.Inputs{Cancelled: X}},
+		{OrderID: "tomb2", Status: inventory.Cancelled, Seen: inventory.Inputs{Placed: P, Cancelled: X}, Lines: []catalog.StockLine{line("A", 4)}},
+	}
+	got, err := s.Reservations(ctx)
+	if err != nil {
+		t.Fatalf("reservations: %v", err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d reservations, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		w.CreatedAt, w.UpdatedAt = t0, t0
+		if !reflect.DeepEqual(got[i], w) {
+			t.Errorf("reservation %d = %+v, want %+v", i, got[i], w)
+		}
+		one, err := s.Reservation(ctx, w.OrderID)
+		if err != nil || !reflect.DeepEqual(one, got[i]) {
+			t.Errorf("Reservation(%s) = %+v, %v; want %+v", w.OrderID, one, err, got[i])
+		}
+	}
+	wantStock(t, s, inventory.Stock{SKU: "A", Available: 7, Reserved: 1, Sold: 2})
+}
+
+func testInvalidReservation(t *testing.T, b sqltest.Backend) {
+	ctx := context.Background()
+	s, _ := mustOpen(t, b)
+	for _, bad := range []inventory.Reservation{
+		{OrderID: "o-1", Status: "SHIPPED", Seen: inventory.Inputs{Placed: true}},
+		{OrderID: "o-1", Status: inventory.Committed, Seen: inventory.Inputs{Placed: true}},
+	} {
+		err := apply(ctx, s, "bad-"+events.NewID(), "o-1", nil, func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
+			return &bad, nil, nil
+		})
+		if !errors.Is(err, inventory.ErrInconsistent) || !events.IsPermanent(err) {
+			t.Errorf("%s %+v: err = %v, want permanent ErrInconsistent", bad.Status, bad.Seen, err)
+		}
+	}
+	if _, err := s.Reservation(ctx, "o-1"); !errors.Is(err, inventory.ErrReservationNotFound) {
+		t.Errorf("an invalid reservation was saved: %v", err)
+	}
+}
+
+// testConcurrentPlaceCancel races each order's placement against its
+// cancellation (a customer cancelling at once): whichever wins, the order
+// ends holding nothing — released, or a tombstone that reserved nothing —
+// and every unit is available again. On PostgreSQL both may find no row
+// and race to create it; the store runs the loser again.
+func testConcurrentPlaceCancel(t *testing.T, b sqltest.Backend) {
+	ctx := context.Background()
+	s, db := mustOpen(t, b)
+	mustRestock(t, s, "A", 6)
+	const orders = 12
+	var wg sync.WaitGroup
+	for i := range orders {
+		id := fmt.Sprintf("o-%d", i)
+		wg.Go(func() {
+			if err := apply(ctx, s, "p-"+id, id, []string{"A"}, placeFn(id, line("A", 1))); err != nil {
+				t.Errorf("place %s: %v", id, err)
+			}
+		})
+		wg.Go(func() {
+			if err := apply(ctx, s, "x-"+id, id, nil, cancelFn(id)); err != nil {
+				t.Errorf("cancel %s: %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+	wantStock(t, s, inventory.Stock{SKU: "A", Available: 6})
+	all, err := s.Reservations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := 0
+	for _, r := range all {
+		if r.Seen != (inventory.Inputs{Placed: true, Cancelled: true}) {
+			t.Errorf("%s: seen %+v, want placed and cancelled", r.OrderID, r.Seen)
+		}
+		switch r.Status {
+		case inventory.Released:
+			released++
+		case inventory.Cancelled, inventory.Failed:
+		default:
+			t.Errorf("%s is %s, want it to hold nothing", r.OrderID, r.Status)
+		}
+	}
+	if len(all) != orders {
+		t.Errorf("%d reservations, want %d", len(all), orders)
+	}
+	// Each release follows exactly one reservation, and nothing else was
+	// announced but the restock and the failures.
+	ids := outboxIDs(t, db)
+	count := func(name string) (n int) {
+		for i := range orders {
+			if slices.Contains(ids, events.DerivedID(fmt.Sprintf("o-%d", i), "inventory."+name)) {
+				n++
+			}
+		}
+		return n
+	}
+	if r, rel := count("reserved"), count("released"); r != released || rel != released {
+		t.Errorf("%d reserved and %d released events, want %d of each", r, rel, released)
+	}
+}
+
+// testMigrationFrom0001 upgrades a database holding reservations written
+// before the inputs were recorded.
+func testMigrationFrom0001(t *testing.T, b sqltest.Backend) {
+	ctx := context.Background()
+	db := b.Open(t)
+	engine := string(db.Dialect.Engine)
+	old, err := os.ReadFile(filepath.Join("migrations", engine, "0001_stock.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqldb.Migrate(ctx, db, catalog.Inventory, fstest.MapFS{engine + "/0001_stock.sql": {Data: old}}); err != nil {
+		t.Fatalf("migrate to 0001: %v", err)
+	}
+	for _, row := range []struct{ id, status string }{{"o-res", "RESERVED"}, {"o-com", "COMMITTED"}, {"o-fail", "FAILED"}} {
+		if _, err := db.ExecContext(ctx, db.Dialect.Rebind(`INSERT INTO reservations
+			(order_id, status, lines, shortages, created_unix_ms, updated_unix_ms) VALUES (?, ?, ?, '[]', ?, ?)`),
+			row.id, row.status, `[{"sku":"A","quantity":1}]`, t0.UnixMilli(), t0.UnixMilli()); err != nil {
+			t.Fatalf("insert %s: %v", row.id, err)
+		}
+	}
+	if err := stockdb.Migrate(ctx, db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	s := stockdb.New(db)
+	got, err := s.Reservations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]inventory.Inputs{
+		"o-com":  {Placed: true, Confirmed: true},
+		"o-fail": {Placed: true},
+		"o-res":  {Placed: true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d reservations after the migration, want %d", len(got), len(want))
+	}
+	for _, r := range got {
+		if r.Seen != want[r.OrderID] || !reflect.DeepEqual(r.Lines, []catalog.StockLine{line("A", 1)}) || !r.CreatedAt.Equal(t0) {
+			t.Errorf("%s after the migration: %+v, want seen %+v", r.OrderID, r, want[r.OrderID])
+		}
+		if err := r.Validate(); err != nil {
+			t.Error(err)
+		}
+	}
+	// A replica of the previous version, still running during a rolling
+	// deploy, inserts on a placement and updates the status on a commit,
+	// knowing nothing of the inputs: its rows read as what they mean.
+	if _, err := db.ExecContext(ctx, db.Dialect.Rebind(`INSERT INTO reservations
+		(order_id, status, lines, shortages, created_unix_ms, updated_unix_ms) VALUES (?, 'RESERVED', ?, '[]', ?, ?)`),
+		"o-old", `[{"sku":"A","quantity":1}]`, t0.UnixMilli(), t0.UnixMilli()); err != nil {
+		t.Fatalf("insert as the previous version: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE reservations SET status = 'COMMITTED' WHERE order_id = 'o-old'`); err != nil {
+		t.Fatalf("commit as the previous version: %v", err)
+	}
+	r, err := s.Reservation(ctx, "o-old")
+	if err != nil || r.Seen != (inventory.Inputs{Placed: true, Confirmed: true}) || r.Validate() != nil {
+		t.Errorf("row of the previous version = %+v, %v; want placed and confirmed seen", r, err)
+	}
+
+	// The new statuses are allowed, unknown ones still refused by the schema.
+	if err := apply(ctx, s, "x-new", "o-new", nil, cancelFn("o-new")); err != nil {
+		t.Fatalf("tombstone after the migration: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, db.Dialect.Rebind(`UPDATE reservations SET status = ? WHERE order_id = ?`), "SHIPPED", "o-new"); err == nil {
+		t.Error("the schema accepted status SHIPPED")
 	}
 }
