@@ -26,14 +26,16 @@ import (
 // runningChoreo is a `choreo up` started by a test through run(), the same
 // entry point main uses.
 type runningChoreo struct {
-	natsURL string
-	httpURL string
-	stop    func()
+	natsURL     string
+	httpURL     string
+	providerURL string
+	stop        func()
 }
 
 var (
-	natsLine = regexp.MustCompile(`(?m)^\s+NATS\s+(nats://\S+)`)
-	httpLine = regexp.MustCompile(`(?m)^\s+HTTP\s+(http://\S+)`)
+	natsLine     = regexp.MustCompile(`(?m)^\s+NATS\s+(nats://\S+)`)
+	httpLine     = regexp.MustCompile(`(?m)^\s+HTTP\s+(http://\S+)`)
+	providerLine = regexp.MustCompile(`(?m)^\s+provider\s+(http://\S+)`)
 )
 
 // startUp runs `choreo up` with an embedded NATS server on a random port, a
@@ -83,7 +85,11 @@ func startUp(t *testing.T, extra ...string) *runningChoreo {
 		}
 	}
 	t.Cleanup(stop)
-	return &runningChoreo{natsURL: nm[1], httpURL: hm[1], stop: stop}
+	c := &runningChoreo{natsURL: nm[1], httpURL: hm[1], stop: stop}
+	if pm := providerLine.FindStringSubmatch(printed.String()); pm != nil {
+		c.providerURL = pm[1]
+	}
+	return c
 }
 
 type lockedBuffer struct {

@@ -2,6 +2,7 @@
 //
 //	choreo up                 all four services, an embedded NATS server, SQLite under ./data
 //	choreo serve <service>    one service, configured from the environment
+//	choreo provider           the payment provider simulator
 //
 // Run "choreo help" for the flags of each command.
 package main
@@ -30,6 +31,7 @@ const usage = `choreo: event-driven order fulfilment on NATS JetStream
 Usage:
   choreo up [flags]                 start everything in one process (embedded NATS, SQLite under ./data)
   choreo serve <service> [flags]    run one service: orders, inventory, payments or notifications
+  choreo provider [flags]           run the payment provider simulator
   choreo help                       show this help
 
 Run "choreo <command> -h" for the flags of a command.
@@ -48,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = runUp(ctx, args[1:], stdout, stderr, getenv)
 	case "serve":
 		err = runServe(ctx, args[1:], stdout, stderr, getenv)
+	case "provider":
+		err = runProvider(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -32,17 +33,24 @@ type builtService struct {
 	routes func(mux *http.ServeMux)
 }
 
+// serviceOptions are the settings some services need beyond a database.
+type serviceOptions struct {
+	orderDeadline time.Duration      // orders: how long an order may stay pending
+	providerURL   string             // payments: the payment provider's API
+	smtp          *sender.SMTPConfig // notifications: nil means the log sink
+}
+
 // module is how cmd builds one service. Each service stays self-contained;
 // this is the only place that knows all four.
 type module struct {
 	name    string
 	migrate func(ctx context.Context, db *sqldb.DB) error
-	build   func(db *sqldb.DB, log *slog.Logger) (builtService, error)
+	build   func(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error)
 }
 
-func buildOrders(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+func buildOrders(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error) {
 	store := orderdb.New(db)
-	svc, err := orders.New(orders.Config{Store: store, Logger: log})
+	svc, err := orders.New(orders.Config{Store: store, Logger: log, Deadline: opts.orderDeadline})
 	if err != nil {
 		return builtService{}, err
 	}
@@ -53,7 +61,7 @@ func buildOrders(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 	}, nil
 }
 
-func buildInventory(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+func buildInventory(db *sqldb.DB, log *slog.Logger, _ serviceOptions) (builtService, error) {
 	store := stockdb.New(db)
 	svc, err := inventory.New(inventory.Config{Store: store, Logger: log})
 	if err != nil {
@@ -66,11 +74,13 @@ func buildInventory(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 	}, nil
 }
 
-func buildPayments(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error) {
 	store := paymentdb.New(db)
-	// The HTTP provider simulator arrives with the saga issue; until then
-	// every capture is approved.
-	svc, err := payments.New(payments.Config{Store: store, Provider: provider.NewAlwaysApprove(), Logger: log})
+	client, err := provider.NewHTTP(provider.HTTPConfig{BaseURL: opts.providerURL, Logger: log})
+	if err != nil {
+		return builtService{}, err
+	}
+	svc, err := payments.New(payments.Config{Store: store, Provider: client, Logger: log})
 	if err != nil {
 		return builtService{}, err
 	}
@@ -81,9 +91,19 @@ func buildPayments(db *sqldb.DB, log *slog.Logger) (builtService, error) {
 	}, nil
 }
 
-func buildNotifications(db *sqldb.DB, log *slog.Logger) (builtService, error) {
+func buildNotifications(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error) {
 	store := notificationdb.New(db)
-	svc, err := notifications.New(notifications.Config{Store: store, Sender: sender.NewLog(log), Logger: log})
+	var send notifications.Sender = sender.NewLog(log)
+	if opts.smtp != nil {
+		cfg := *opts.smtp
+		cfg.Logger = log
+		smtp, err := sender.NewSMTP(cfg)
+		if err != nil {
+			return builtService{}, err
+		}
+		send = smtp
+	}
+	svc, err := notifications.New(notifications.Config{Store: store, Sender: send, Logger: log})
 	if err != nil {
 		return builtService{}, err
 	}

@@ -31,6 +31,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs.StringVar(&httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address (env CHOREO_HTTP)")
 	fs.StringVar(&logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
 	fs.IntVar(&replicas, "stream-replicas", 1, "replicas of the streams it ensures: 1 for one server, 3 in a cluster")
+	svcFlags, err := addServiceFlags(fs, getenv, "the payment provider's API (default http://"+defaultProviderListen+", where choreo provider listens)")
+	if err != nil {
+		return err
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: choreo serve %s [flags]\n\nRuns the %s service alone against any NATS server. Run several at once for replicas.\n\nExample:\n  NATS_URL=nats://127.0.0.1:4222 CHOREO_DB_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable choreo serve %s --http :8081\n\nFlags:\n", m.name, m.name, m.name)
 		fs.PrintDefaults()
@@ -45,12 +49,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	opts, err := svcFlags.options()
+	if err != nil {
+		return err
+	}
+	if opts.providerURL == "" {
+		opts.providerURL = "http://" + defaultProviderListen
+	}
 	sys, err := startSystem(ctx, systemConfig{
 		services: []module{m},
 		dbURL:    func(string) string { return dbURL },
 		natsURL:  natsURL,
 		httpAddr: httpAddr,
 		replicas: replicas,
+		opts:     opts,
 		log:      log,
 	})
 	if err != nil {

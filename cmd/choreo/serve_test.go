@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,33 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natstest"
 )
+
+// startProvider runs `choreo provider` on a random port and returns its URL.
+func startProvider(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	outR, outW := io.Pipe()
+	exited := make(chan int, 1)
+	go func() {
+		code := run(ctx, []string{"provider", "--listen", "127.0.0.1:0", "--log-level", "warn"}, outW, io.Discard, func(string) string { return "" })
+		outW.Close()
+		exited <- code
+	}()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	go io.Copy(io.Discard, outR)
+	m := regexp.MustCompile(`on (http://\S+)`).FindStringSubmatch(line)
+	if err != nil || m == nil {
+		cancel()
+		t.Fatalf("choreo provider printed %q (%v)", line, err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if code := <-exited; code != 0 {
+			t.Errorf("choreo provider exited with %d", code)
+		}
+	})
+	return m[1]
+}
 
 // startServe runs `choreo serve <service>` configured from the environment
 // only, as a deployment would, and returns its HTTP URL.
@@ -62,13 +90,15 @@ func startServe(t *testing.T, service string, env map[string]string) string {
 func TestServeEachServiceAloneWithReplicas(t *testing.T) {
 	srv := natstest.Start(t)
 	data := t.TempDir()
+	providerURL := startProvider(t)
 	urls := map[string][]string{}
 	for _, svc := range []string{"orders", "inventory", "inventory", "payments", "payments", "notifications"} {
 		env := map[string]string{
-			"NATS_URL":         srv.URL,
-			"CHOREO_DB_URL":    filepath.Join(data, svc+".db"),
-			"CHOREO_HTTP":      "127.0.0.1:0",
-			"CHOREO_LOG_LEVEL": "warn",
+			"NATS_URL":            srv.URL,
+			"CHOREO_DB_URL":       filepath.Join(data, svc+".db"),
+			"CHOREO_HTTP":         "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL":    "warn",
+			"CHOREO_PROVIDER_URL": providerURL,
 		}
 		urls[svc] = append(urls[svc], startServe(t, svc, env))
 	}

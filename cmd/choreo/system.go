@@ -31,6 +31,7 @@ type systemConfig struct {
 	natsURL  string
 	httpAddr string
 	replicas int
+	opts     serviceOptions
 	log      *slog.Logger
 }
 
@@ -99,7 +100,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		if err := m.migrate(ctx, db); err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
-		built, err := m.build(db, log)
+		built, err := m.build(db, log, cfg.opts)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}

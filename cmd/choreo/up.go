@@ -18,9 +18,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/payments/provider/simulator"
 )
 
 type upConfig struct {
+	service    *serviceFlags
+	provider   *simulator.Config
 	dataDir    string
 	httpAddr   string
 	natsURL    string
@@ -39,6 +42,11 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	fs.StringVar(&c.natsListen, "nats-listen", envOr(getenv, "CHOREO_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded NATS server (env CHOREO_NATS_LISTEN)")
 	fs.StringVar(&c.dbURL, "db", getenv("CHOREO_DB_URL"), "a postgres:// URL to keep every service in PostgreSQL, one schema each, instead of SQLite files (env CHOREO_DB_URL)")
 	fs.StringVar(&c.logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
+	var err error
+	if c.service, err = addServiceFlags(fs, getenv, "use this payment provider instead of starting the simulator"); err != nil {
+		return c, err
+	}
+	c.provider = providerFlags(fs, getenv)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: choreo up [flags]\n\nStarts the four services in one process, with an embedded NATS JetStream server\nunless --nats-url names one. Ctrl-C drains in-flight work and stops.\n\nExample:\n  choreo up --nats-url nats://127.0.0.1:4222 --http 127.0.0.1:8080\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -68,6 +76,22 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
+	opts, err := cfg.service.options()
+	if err != nil {
+		return err
+	}
+	providerNote := "(external)"
+	if opts.providerURL == "" {
+		cfg.provider.Logger = log.With("service", "provider")
+		sim, err := simulator.ListenAndServe(ctx, "127.0.0.1:0", *cfg.provider)
+		if err != nil {
+			return err
+		}
+		defer sim.Stop()
+		opts.providerURL = sim.URL
+		providerNote = "(simulator; switch outages with POST " + sim.URL + "/admin/mode)"
+	}
+
 	natsURL := cfg.natsURL
 	var embedded *server.Server
 	if natsURL == "" {
@@ -93,6 +117,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		natsURL:  natsURL,
 		httpAddr: cfg.httpAddr,
 		replicas: 1,
+		opts:     opts,
 		log:      log,
 	})
 	if err != nil {
@@ -110,10 +135,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
   NATS     %s %s
   HTTP     http://%s
   metrics  http://%s/metrics
+  provider %s %s
   data     %s
 Try:  go tool nats pub cmd.inventory.restock '{"command_id":"r-1","sku":"SKU-1","quantity":100}' --server %s
 Ctrl-C drains in-flight work and stops.
-`, natsURL, natsNote, sys.httpAddr, sys.httpAddr, store, natsURL)
+`, natsURL, natsNote, sys.httpAddr, sys.httpAddr, opts.providerURL, providerNote, store, natsURL)
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "choreo: draining…")
