@@ -17,11 +17,13 @@ import (
 // random number of times, with random sender failures before or after
 // delivery, redelivering every failed message later. Whatever the
 // schedule: one notification, delivered once, one notifications.sent.
+// Its input is one final event because the saga publishes one per order;
+// the orders service's own property test covers which one.
 func TestAnyDeliveryScheduleNotifiesOnce(t *testing.T) {
 	b := sqltest.Backends()[0] // the store's concurrency is covered on both engines elsewhere
 	h := newHarness(t, b)
 	run := 0
-	rapid.Check(t, func(rt *rapid.T) {
+	property := func(rt *rapid.T) {
 		run++
 		orderID := fmt.Sprintf("order-%04d", run)
 		cancelled := rapid.Bool().Draw(rt, "cancelled")
@@ -61,7 +63,15 @@ func TestAnyDeliveryScheduleNotifiesOnce(t *testing.T) {
 		if len(sent) != 1 || sent[0].Status != status || sent[0].Reason != reason {
 			rt.Fatalf("notifications.sent: got %+v, want one for %s %q", sent, status, reason)
 		}
-	})
+	}
+	// Two batches of rapid's 100 checks: at least 200 cases in plain
+	// `go test`, each batch with its own seed.
+	for i := range 2 {
+		t.Run(fmt.Sprint("batch", i), func(t *testing.T) { rapid.Check(t, property) })
+	}
+	if run < 200 && !testing.Short() {
+		t.Errorf("ran %d cases, want at least 200", run)
+	}
 	if n := h.logBuf.Lines(); n != run {
 		t.Errorf("log records: got %d, want one per order (%d)", n, run)
 	}
