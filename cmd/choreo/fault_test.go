@@ -67,6 +67,7 @@ func TestPoisonMessagesGoToDLQAndTheNextIsProcessed(t *testing.T) {
 		{catalog.SubjectPlaceOrder, `{"order_id":"p-2","customer_id":"c","currency":"EURO","items":[{"sku":"A","quantity":1,"unit_price":1}]}`, "ISO 4217"},
 		{catalog.SubjectPlaceOrder, `{"order_id":"p-3","customer_id":"c","currency":"EUR","items":[{"sku":"A","quantity":-2,"unit_price":1}]}`, "quantity -2"},
 		{catalog.SubjectPlaceOrder, `{"order_id":"p-4","customer_id":"c","currency":"EUR","colour":"red","items":[{"sku":"A","quantity":1,"unit_price":1}]}`, "unknown field"},
+		{catalog.SubjectPlaceOrder, `{"order_id":"p-5","customer_id":"c","currency":"EUR","items":[{"sku":"A","quantity":1,"unit_price":1},{"sku":"A","quantity":2,"unit_price":1}]}`, "more than one line"},
 		{catalog.SubjectRestock, `{"command_id":"bad","sku":"SKU-P","quantity":-5}`, "quantity -5"},
 		{"cmd.orders.teleport", `{}`, "no handler"},
 		{"orders.placed.zzz", `{"specversion":"1.0"}`, "invalid cloudevent"},
@@ -126,7 +127,7 @@ func TestPoisonMessagesGoToDLQAndTheNextIsProcessed(t *testing.T) {
 		}
 	}
 	// And nothing else changed: no order p-1…p-4, the bad restock ignored.
-	for _, id := range []string{"p-1", "p-2", "p-3", "p-4"} {
+	for _, id := range []string{"p-1", "p-2", "p-3", "p-4", "p-5"} {
 		if o := getOrder(t, c, id); o.Status != "HTTP 404" {
 			t.Errorf("order %s: %s, want 404", id, o.Status)
 		}
@@ -341,4 +342,40 @@ func TestNATSRestartWhileOrdersArePlaced(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A cancel for an order that does not exist is retried for a while (its
+// place command may still be on the way) and then dead-lettered with a
+// reason that says so; nothing else changes.
+func TestCancelOfAnUnknownOrderIsDeadLettered(t *testing.T) {
+	t.Parallel() // most of it is back-off
+	c := startUp(t)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, c.natsURL)
+	if _, err := js.Publish(ctx, catalog.SubjectCancelOrder, []byte(`{"command_id":"c-ghost","order_id":"ghost"}`)); err != nil {
+		t.Fatal(err)
+	}
+	dl := waitDeadLetter(t, ctx, js, "dlq.orders.cmd.orders.cancel")
+	reason := dl.Header.Get(consumer.HeaderDLQReason)
+	if !strings.Contains(reason, "ghost") || !strings.Contains(reason, "not found") || !strings.Contains(reason, "deliveries") {
+		t.Errorf("reason %q: want it to name the order, say it was not found, and after how many deliveries", reason)
+	}
+	if n, _ := countSubjects(ctx, js, catalog.StreamOrders, "orders.>"); len(n) != 0 {
+		t.Errorf("orders events %v, want none", n)
+	}
+}
+
+func waitDeadLetter(t *testing.T, ctx context.Context, js jetstream.JetStream, subject string) *jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := js.Stream(ctx, catalog.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *jetstream.RawStreamMsg
+	waitFor(t, ctx, "a dead letter on "+subject, func() (bool, string) {
+		m, err = s.GetLastMsgForSubject(ctx, subject)
+		return err == nil, fmt.Sprint(err)
+	})
+	return m
 }
