@@ -8,6 +8,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"time"
@@ -28,6 +29,28 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 	}
 	return sqldb.Migrate(ctx, db, "inbox", sub)
 }
+
+// MigrateService migrates everything a service's database holds: the
+// outbox, the inbox, and the service's own tables from fsys (one directory
+// per engine, as sqldb.Migrate reads them) under the name component.
+func MigrateService(ctx context.Context, db *sqldb.DB, component string, fsys fs.FS) error {
+	if err := outbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if err := Migrate(ctx, db); err != nil {
+		return err
+	}
+	return sqldb.Migrate(ctx, db, component, fsys)
+}
+
+// ErrRetry, wrapped in the error a unit of work returns, asks Apply to run
+// it again in a new transaction. A store returns it when another
+// transaction created the row it was about to insert (both read "absent",
+// one inserted first): the next run finds the row and locks it.
+var ErrRetry = errors.New("inbox: run the unit of work again")
+
+// maxRuns bounds how often Apply runs a unit of work that asks for a retry.
+const maxRuns = 4
 
 // Claim records that consumer has handled eventID, inside tx. It returns
 // true the first time and false for a duplicate; on a duplicate the caller
@@ -64,8 +87,18 @@ type Key struct {
 // applied=false with a nil error. When fn or any step fails, everything is
 // rolled back (the claim included, so a redelivery will try again) and the
 // error is returned with its kind intact. fn must do all its reads and
-// writes through tx.
+// writes through tx. If fn's error wraps ErrRetry, the whole unit of work
+// runs again in a new transaction, a few times at most.
 func Apply(ctx context.Context, ob *outbox.Outbox, key Key, fn func(tx *sql.Tx) ([]events.Outgoing, error)) (applied bool, err error) {
+	for run := 1; ; run++ {
+		applied, err = applyOnce(ctx, ob, key, fn)
+		if !errors.Is(err, ErrRetry) || run == maxRuns {
+			return applied, err
+		}
+	}
+}
+
+func applyOnce(ctx context.Context, ob *outbox.Outbox, key Key, fn func(tx *sql.Tx) ([]events.Outgoing, error)) (applied bool, err error) {
 	db := ob.DB()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {

@@ -34,6 +34,7 @@ func TestStore(t *testing.T) {
 			t.Run("OutboxAddSkipsDuplicateEventID", func(t *testing.T) { testOutboxAddSkipsDuplicate(t, b) })
 			t.Run("OutboxBacklog", func(t *testing.T) { testOutboxBacklog(t, b) })
 			t.Run("ClaimNeedsConsumerAndEventID", func(t *testing.T) { testClaimNeedsIDs(t, b) })
+			t.Run("ErrRetryRunsTheUnitAgain", func(t *testing.T) { testErrRetry(t, b) })
 		})
 	}
 }
@@ -475,5 +476,40 @@ func testClaimNeedsIDs(t *testing.T, b sqltest.Backend) {
 	first, err = inbox.Claim(ctx, tx, s.db.Dialect, "c", "e")
 	if err != nil || first {
 		t.Errorf("second Claim in the same tx: got (%v, %v), want (false, nil)", first, err)
+	}
+}
+
+// A unit of work that asks for a retry runs again in a new transaction —
+// its first run's writes and claim rolled back — and gives up after a few
+// runs with the error.
+func testErrRetry(t *testing.T, b sqltest.Backend) {
+	s := mustStore(t, b)
+	ctx := context.Background()
+	runs := 0
+	applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-1"}, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		runs++
+		if _, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO counters (key, value) VALUES (?, ?)`), fmt.Sprint("run-", runs), 1); err != nil {
+			return nil, err
+		}
+		if runs == 1 {
+			return nil, fmt.Errorf("row created concurrently: %w", inbox.ErrRetry)
+		}
+		return nil, nil
+	})
+	if err != nil || !applied || runs != 2 {
+		t.Fatalf("got applied %v, err %v after %d runs; want applied after 2", applied, err, runs)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM counters`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("counters: %d rows (err %v), want 1: the first run's write rolled back", n, err)
+	}
+
+	runs = 0
+	_, err = inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-2"}, func(*sql.Tx) ([]events.Outgoing, error) {
+		runs++
+		return nil, fmt.Errorf("always racing: %w", inbox.ErrRetry)
+	})
+	if !errors.Is(err, inbox.ErrRetry) || runs < 2 || runs > 10 {
+		t.Errorf("got %v after %d runs; want ErrRetry after a few runs", err, runs)
 	}
 }

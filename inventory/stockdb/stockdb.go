@@ -40,13 +40,7 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 	if err != nil {
 		return fmt.Errorf("stockdb: %w", err)
 	}
-	if err := outbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	if err := inbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	return sqldb.Migrate(ctx, db, catalog.Inventory, sub)
+	return inbox.MigrateService(ctx, db, catalog.Inventory, sub)
 }
 
 // Store implements inventory.Store.
@@ -69,7 +63,7 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 // between our read and our insert (PostgreSQL cannot lock a row that does
 // not exist yet); the whole unit of work is simply run again, and then
 // finds the reservation.
-var errCreateRace = errors.New("stockdb: reservation created concurrently")
+var errCreateRace = fmt.Errorf("stockdb: reservation created concurrently: %w", inbox.ErrRetry)
 
 // ApplySKU implements inventory.Store.
 func (s *Store) ApplySKU(ctx context.Context, key inbox.Key, sku string, fn func(st *inventory.Stock) ([]events.Outgoing, error)) (bool, error) {
@@ -95,51 +89,46 @@ func (s *Store) ApplySKU(ctx context.Context, key inbox.Key, sku string, fn func
 // first and the stock rows after it, in SKU order.
 func (s *Store) ApplyOrder(ctx context.Context, key inbox.Key, orderID string, skus []string,
 	fn func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error)) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-			current, err := s.loadReservation(ctx, tx, orderID, true)
-			if err != nil && !errors.Is(err, inventory.ErrReservationNotFound) {
-				return nil, err
-			}
-			lock := slices.Clone(skus)
-			if current != nil {
-				lock = append(lock, inventory.SKUs(current.Lines)...)
-			}
-			stock, err := s.lockStock(ctx, tx, lock)
-			if err != nil {
-				return nil, err
-			}
-			before := snapshot(stock)
-			next, out, err := fn(current, stock)
-			if err != nil {
-				return nil, err
-			}
-			if err := s.saveStock(ctx, tx, before, stock); err != nil {
-				return nil, err
-			}
-			switch {
-			case next == nil:
-			case next.OrderID != orderID:
-				return nil, fmt.Errorf("reservation of order %s returned for order %s", next.OrderID, orderID)
-			case next.Validate() != nil:
-				// A state no transition produces: refuse it rather than
-				// store a reservation the next input cannot make sense of.
-				return nil, events.Permanent(next.Validate())
-			case current == nil:
-				err = s.insertReservation(ctx, tx, next)
-			default:
-				err = s.updateReservation(ctx, tx, next)
-			}
-			return out, err
-		})
-		if errors.Is(err, errCreateRace) && attempt < 3 {
-			continue
+	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		current, err := s.loadReservation(ctx, tx, orderID, true)
+		if err != nil && !errors.Is(err, inventory.ErrReservationNotFound) {
+			return nil, err
 		}
+		lock := slices.Clone(skus)
+		if current != nil {
+			lock = append(lock, inventory.SKUs(current.Lines)...)
+		}
+		stock, err := s.lockStock(ctx, tx, lock)
 		if err != nil {
-			return false, fmt.Errorf("stockdb: apply to order %s: %w", orderID, err)
+			return nil, err
 		}
-		return applied, nil
+		before := snapshot(stock)
+		next, out, err := fn(current, stock)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.saveStock(ctx, tx, before, stock); err != nil {
+			return nil, err
+		}
+		switch {
+		case next == nil:
+		case next.OrderID != orderID:
+			return nil, fmt.Errorf("reservation of order %s returned for order %s", next.OrderID, orderID)
+		case next.Validate() != nil:
+			// A state no transition produces: refuse it rather than
+			// store a reservation the next input cannot make sense of.
+			return nil, events.Permanent(next.Validate())
+		case current == nil:
+			err = s.insertReservation(ctx, tx, next)
+		default:
+			err = s.updateReservation(ctx, tx, next)
+		}
+		return out, err
+	})
+	if err != nil {
+		return false, fmt.Errorf("stockdb: apply to order %s: %w", orderID, err)
 	}
+	return applied, nil
 }
 
 // lockStock returns the stock rows of skus, locked until tx ends, creating

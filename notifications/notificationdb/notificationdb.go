@@ -30,13 +30,7 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 	if err != nil {
 		return fmt.Errorf("notificationdb: %w", err)
 	}
-	if err := outbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	if err := inbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	return sqldb.Migrate(ctx, db, "notifications", sub)
+	return inbox.MigrateService(ctx, db, "notifications", sub)
 }
 
 // Store implements notifications.Store.
@@ -59,36 +53,31 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 // between our read and our insert (the same event delivered to two
 // replicas); the whole unit of work is simply run again, and then finds
 // the row and locks it.
-var errCreateRace = errors.New("notificationdb: notification created concurrently")
+var errCreateRace = fmt.Errorf("notificationdb: notification created concurrently: %w", inbox.ErrRetry)
 
 // Apply implements notifications.Store.
 func (s *Store) Apply(ctx context.Context, key inbox.Key, notificationID string, fn func(*notifications.Notification) (*notifications.Notification, []events.Outgoing, error)) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-			current, err := s.load(ctx, tx, notificationID)
-			if err != nil && !errors.Is(err, notifications.ErrNotFound) {
-				return nil, err
-			}
-			next, out, err := fn(current)
-			if err != nil || next == nil {
-				return out, err
-			}
-			if next.ID != notificationID {
-				return nil, fmt.Errorf("notification %s returned for %s", next.ID, notificationID)
-			}
-			if current == nil {
-				return out, s.insert(ctx, tx, next)
-			}
-			return out, s.update(ctx, tx, next)
-		})
-		if errors.Is(err, errCreateRace) && attempt < 3 {
-			continue
+	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		current, err := s.load(ctx, tx, notificationID)
+		if err != nil && !errors.Is(err, notifications.ErrNotFound) {
+			return nil, err
 		}
-		if err != nil {
-			return false, fmt.Errorf("notificationdb: apply to notification %s: %w", notificationID, err)
+		next, out, err := fn(current)
+		if err != nil || next == nil {
+			return out, err
 		}
-		return applied, nil
+		if next.ID != notificationID {
+			return nil, fmt.Errorf("notification %s returned for %s", next.ID, notificationID)
+		}
+		if current == nil {
+			return out, s.insert(ctx, tx, next)
+		}
+		return out, s.update(ctx, tx, next)
+	})
+	if err != nil {
+		return false, fmt.Errorf("notificationdb: apply to notification %s: %w", notificationID, err)
 	}
+	return applied, nil
 }
 
 const columns = `notification_id, order_id, status, customer_id, reason, currency, total_amount, items,

@@ -29,13 +29,7 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 	if err != nil {
 		return fmt.Errorf("orderdb: %w", err)
 	}
-	if err := outbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	if err := inbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	return sqldb.Migrate(ctx, db, "orders", sub)
+	return inbox.MigrateService(ctx, db, "orders", sub)
 }
 
 // Store implements orders.Store.
@@ -56,33 +50,28 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 
 // errCreateRace means another transaction created the same order between
 // our read and our insert; the whole unit of work is simply run again.
-var errCreateRace = errors.New("orderdb: order created concurrently")
+var errCreateRace = fmt.Errorf("orderdb: order created concurrently: %w", inbox.ErrRetry)
 
 // Apply implements orders.Store.
 func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn func(*orders.Order) (*orders.Order, []events.Outgoing, error)) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-			current, err := s.load(ctx, tx, orderID, true)
-			if err != nil && !errors.Is(err, orders.ErrNotFound) {
-				return nil, err
-			}
-			next, out, err := fn(current)
-			if err != nil || next == nil {
-				return out, err
-			}
-			if current == nil {
-				return out, s.insert(ctx, tx, next)
-			}
-			return out, s.update(ctx, tx, next)
-		})
-		if errors.Is(err, errCreateRace) && attempt < 3 {
-			continue
+	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		current, err := s.load(ctx, tx, orderID, true)
+		if err != nil && !errors.Is(err, orders.ErrNotFound) {
+			return nil, err
 		}
-		if err != nil {
-			return false, fmt.Errorf("orderdb: apply to order %s: %w", orderID, err)
+		next, out, err := fn(current)
+		if err != nil || next == nil {
+			return out, err
 		}
-		return applied, nil
+		if current == nil {
+			return out, s.insert(ctx, tx, next)
+		}
+		return out, s.update(ctx, tx, next)
+	})
+	if err != nil {
+		return false, fmt.Errorf("orderdb: apply to order %s: %w", orderID, err)
 	}
+	return applied, nil
 }
 
 // Get implements orders.Store.

@@ -28,13 +28,7 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 	if err != nil {
 		return fmt.Errorf("paymentdb: %w", err)
 	}
-	if err := outbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	if err := inbox.Migrate(ctx, db); err != nil {
-		return err
-	}
-	return sqldb.Migrate(ctx, db, "payments", sub)
+	return inbox.MigrateService(ctx, db, "payments", sub)
 }
 
 // Store implements payments.Store.
@@ -57,36 +51,31 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 // our read and our insert (the placed and reserved events of one order
 // handled at once); the whole unit of work is simply run again, and then
 // finds the row and locks it.
-var errCreateRace = errors.New("paymentdb: payment created concurrently")
+var errCreateRace = fmt.Errorf("paymentdb: payment created concurrently: %w", inbox.ErrRetry)
 
 // Apply implements payments.Store.
 func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn func(*payments.Payment) (*payments.Payment, []events.Outgoing, error)) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-			current, err := s.load(ctx, tx, orderID, true)
-			if err != nil && !errors.Is(err, payments.ErrNotFound) {
-				return nil, err
-			}
-			next, out, err := fn(current)
-			if err != nil || next == nil {
-				return out, err
-			}
-			if next.OrderID != orderID {
-				return nil, fmt.Errorf("payment of order %s returned for order %s", next.OrderID, orderID)
-			}
-			if current == nil {
-				return out, s.insert(ctx, tx, next)
-			}
-			return out, s.update(ctx, tx, next)
-		})
-		if errors.Is(err, errCreateRace) && attempt < 3 {
-			continue
+	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		current, err := s.load(ctx, tx, orderID, true)
+		if err != nil && !errors.Is(err, payments.ErrNotFound) {
+			return nil, err
 		}
-		if err != nil {
-			return false, fmt.Errorf("paymentdb: apply to payment of order %s: %w", orderID, err)
+		next, out, err := fn(current)
+		if err != nil || next == nil {
+			return out, err
 		}
-		return applied, nil
+		if next.OrderID != orderID {
+			return nil, fmt.Errorf("payment of order %s returned for order %s", next.OrderID, orderID)
+		}
+		if current == nil {
+			return out, s.insert(ctx, tx, next)
+		}
+		return out, s.update(ctx, tx, next)
+	})
+	if err != nil {
+		return false, fmt.Errorf("paymentdb: apply to payment of order %s: %w", orderID, err)
 	}
+	return applied, nil
 }
 
 // Get implements payments.Store.
