@@ -170,3 +170,25 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	return nil
 }
+
+// CountGroups runs a query of the form "SELECT key, COUNT(*) … GROUP BY
+// key" and returns the counts by key: the shape of every status report.
+func CountGroups[K ~string](ctx context.Context, db *DB, query string, args ...any) (map[K]int, error) {
+	rows, err := db.QueryContext(ctx, db.Dialect.Rebind(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[K]int{}
+	for rows.Next() {
+		var (
+			key string
+			n   int
+		)
+		if err := rows.Scan(&key, &n); err != nil {
+			return nil, err
+		}
+		out[K(key)] = n
+	}
+	return out, rows.Err()
+}

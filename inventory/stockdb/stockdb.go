@@ -382,23 +382,8 @@ func (s *Store) All(ctx context.Context) ([]inventory.Stock, error) {
 // ReservationCounts returns how many reservations have each status, for
 // tests and status reports.
 func (s *Store) ReservationCounts(ctx context.Context) (map[inventory.ReservationStatus]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT status, COUNT(*) FROM reservations GROUP BY status`)
+	out, err := sqldb.CountGroups[inventory.ReservationStatus](ctx, s.db, `SELECT status, COUNT(*) FROM reservations GROUP BY status`)
 	if err != nil {
-		return nil, fmt.Errorf("stockdb: reservation counts: %w", err)
-	}
-	defer rows.Close()
-	out := map[inventory.ReservationStatus]int{}
-	for rows.Next() {
-		var (
-			st string
-			n  int
-		)
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("stockdb: reservation counts: %w", err)
-		}
-		out[inventory.ReservationStatus(st)] = n
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("stockdb: reservation counts: %w", err)
 	}
 	return out, nil

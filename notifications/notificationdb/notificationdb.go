@@ -198,23 +198,8 @@ func (s *Store) List(ctx context.Context, orderID string) ([]*notifications.Noti
 // status reports: a PENDING count that does not fall means delivery is
 // stuck.
 func (s *Store) Counts(ctx context.Context) (map[notifications.State]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM notifications GROUP BY state`)
+	out, err := sqldb.CountGroups[notifications.State](ctx, s.db, `SELECT state, COUNT(*) FROM notifications GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("notificationdb: counts: %w", err)
-	}
-	defer rows.Close()
-	out := map[notifications.State]int{}
-	for rows.Next() {
-		var (
-			st string
-			n  int
-		)
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("notificationdb: counts: %w", err)
-		}
-		out[notifications.State(st)] = n
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("notificationdb: counts: %w", err)
 	}
 	return out, nil

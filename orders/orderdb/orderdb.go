@@ -149,21 +149,9 @@ func (s *Store) update(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
 // Counts returns how many orders have each status, for tests and status
 // reports.
 func (s *Store) Counts(ctx context.Context) (map[orders.Status]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT status, COUNT(*) FROM orders GROUP BY status`)
+	out, err := sqldb.CountGroups[orders.Status](ctx, s.db, `SELECT status, COUNT(*) FROM orders GROUP BY status`)
 	if err != nil {
 		return nil, fmt.Errorf("orderdb: counts: %w", err)
 	}
-	defer rows.Close()
-	out := map[orders.Status]int{}
-	for rows.Next() {
-		var (
-			st string
-			n  int
-		)
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("orderdb: counts: %w", err)
-		}
-		out[orders.Status(st)] = n
-	}
-	return out, rows.Err()
+	return out, nil
 }
