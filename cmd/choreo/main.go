@@ -52,6 +52,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = runServe(ctx, args[1:], stdout, stderr, getenv)
 	case "provider":
 		err = runProvider(ctx, args[1:], stdout, stderr, getenv)
+	case "trace":
+		err = runTrace(ctx, args[1:], stdout, stderr, getenv)
+	case "replay":
+		err = runReplay(ctx, args[1:], stdout, stderr, getenv)
+	case "dlq":
+		err = runDlq(ctx, args[1:], stdout, stderr, getenv)
+	case "status":
+		err = runStatus(ctx, args[1:], stdout, stderr, getenv)
+	case "events":
+		err = runEvents(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
