@@ -2,11 +2,408 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
-// runReplay is not built yet.
+const replayExample = `choreo replay --stream ORDERS --since 10m --subject 'orders.*.0193b3c4-0000-7000-8000-000000000001' --into inventory --db data/inventory.db`
+
+// replayed is one stream message as replay prints it.
+type replayed struct {
+	Stream   string          `json:"stream"`
+	Sequence uint64          `json:"sequence"`
+	Time     time.Time       `json:"time"`
+	Subject  string          `json:"subject"`
+	Type     string          `json:"type,omitempty"`
+	ID       string          `json:"id,omitempty"`
+	Data     json.RawMessage `json:"data,omitempty"`
+	// With --into: what the service's handler made of it.
+	Outcome string `json:"outcome,omitempty"`
+
+	header nats.Header // the original headers, for the handlers
+}
+
+// wouldPublish is an event the service would have published.
+type wouldPublish struct {
+	Subject string          `json:"subject"`
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	Data    json.RawMessage `json:"data"`
+}
+
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	return fmt.Errorf("%w: choreo replay is not built yet", errUsage)
+	t := newToolFlags("replay", "replay --stream NAME [--from-seq N | --since 10m|RFC3339] [--subject FILTER] [--into SERVICE [--db FILE]]",
+		replayExample, stderr, getenv)
+	stream := t.fs.String("stream", "", "the streams to read, comma-separated, merged by time: ORDERS, INVENTORY, PAYMENTS, NOTIFICATIONS, COMMANDS, DLQ (default with --into: every stream the service consumes)")
+	fromSeq := t.fs.Uint64("from-seq", 0, "start at this stream sequence")
+	since := t.fs.String("since", "", "start at this time: a duration ago (10m, 2h) or an RFC 3339 time")
+	subject := t.fs.String("subject", "", "only messages whose subject matches one of these comma-separated filters (NATS wildcards)")
+	into := t.fs.String("into", "", "re-run this service's handlers on the messages against a scratch store, publishing nothing")
+	dbFile := t.fs.String("db", "", "with --into: start the scratch store as a copy of this SQLite file (default: empty)")
+	timeout := t.fs.Duration("order-timeout", 2*time.Minute, "with --into orders: the deadline the live service runs with")
+	pos, err := t.parse(args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	case *stream == "" && *into == "":
+		return fmt.Errorf("%w: --stream is required without --into, e.g. %s", errUsage, replayExample)
+	case *fromSeq > 0 && *since != "":
+		return fmt.Errorf("%w: give --from-seq or --since, not both", errUsage)
+	case *dbFile != "" && *into == "":
+		return fmt.Errorf("%w: --db only makes sense with --into", errUsage)
+	}
+	start, err := parseSince(*since, time.Now())
+	if err != nil {
+		return fmt.Errorf("%w: --since %q: %v", errUsage, *since, err)
+	}
+	var target *module
+	if *into != "" {
+		m, ok := findModule(*into)
+		if !ok {
+			return fmt.Errorf("%w: --into %q: no such service", errUsage, *into)
+		}
+		target = &m
+	}
+
+	names := splitList(*stream)
+	if len(names) == 0 && target != nil {
+		names = consumedStreams(*target)
+	}
+	if len(names) > 1 && *fromSeq > 0 {
+		return fmt.Errorf("%w: --from-seq names a position in one stream; give one --stream", errUsage)
+	}
+	filters := splitList(*subject)
+
+	nc, js, err := t.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var msgs []replayed
+	for _, name := range names {
+		got, err := readStream(ctx, js, name, *fromSeq, start)
+		if err != nil {
+			return err
+		}
+		for _, m := range got {
+			if len(filters) == 0 || slices.ContainsFunc(filters, func(f string) bool { return subjectMatches(f, m.Subject) }) {
+				msgs = append(msgs, m)
+			}
+		}
+	}
+	// Streams are merged in the order the server stored their messages:
+	// the order the live services could have seen them in.
+	slices.SortStableFunc(msgs, func(a, b replayed) int { return a.Time.Compare(b.Time) })
+	if target == nil {
+		return printReplayed(stdout, t.json, msgs, nil)
+	}
+	out, err := replayInto(ctx, *target, *dbFile, msgs, serviceOptions{offline: true, orderDeadline: *timeout})
+	if err != nil {
+		return err
+	}
+	return printReplayed(stdout, t.json, msgs, out)
+}
+
+// parseSince reads "10m" (that long before now) or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, errors.New("a duration ago cannot be negative")
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, errors.New("want a duration like 10m or a time like 2026-11-25T14:00:00Z")
+	}
+	return t, nil
+}
+
+// readStream reads the stream's messages from a sequence or a time up to
+// its last sequence at the start, with an ordered consumer: nothing is
+// acknowledged, no durable state is left behind.
+func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSeq uint64, since time.Time) ([]replayed, error) {
+	s, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("no stream %q (choreo has ORDERS, INVENTORY, PAYMENTS, NOTIFICATIONS, COMMANDS and DLQ)", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	last := info.State.LastSeq
+	if fromSeq > last {
+		return nil, fmt.Errorf("stream %s ends at sequence %d; --from-seq %d is past the end", name, last, fromSeq)
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case fromSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fromSeq
+	case !since.IsZero():
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	var out []replayed
+	for {
+		// Fetch in batches until the last sequence the stream had when we
+		// started, or until nothing more matches.
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		n := 0
+		done := false
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			r := replayed{Stream: name, Sequence: meta.Sequence.Stream, Time: meta.Timestamp.UTC(), Subject: m.Subject(),
+				Data: json.RawMessage(m.Data()), header: m.Headers()}
+			if env, err := events.Decode(m.Data()); err == nil {
+				r.Type, r.ID = env.Type, env.ID
+			}
+			if !json.Valid(m.Data()) {
+				r.Data, _ = json.Marshal(string(m.Data()))
+			}
+			out = append(out, r)
+			if meta.Sequence.Stream >= last || meta.NumPending == 0 {
+				done = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		if done || n == 0 {
+			return out, nil
+		}
+	}
+}
+
+// replayInto runs the service's real handlers on msgs against a scratch
+// SQLite store — empty, or a consistent copy of dbFile — with every
+// external system replaced by an in-process stand-in and no relay: the
+// events the handlers produce stay in the scratch outbox, where they are
+// read back. Nothing is published.
+func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, opts serviceOptions) ([]wouldPublish, error) {
+	dir, err := os.MkdirTemp("", "choreo-replay-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	scratch := filepath.Join(dir, m.name+".db")
+	if dbFile != "" {
+		if _, err := os.Stat(dbFile); err != nil {
+			return nil, fmt.Errorf("--db %s: %w", dbFile, err)
+		}
+		src, err := sqldb.Open(ctx, dbFile)
+		if err != nil {
+			return nil, err
+		}
+		// VACUUM INTO takes a consistent snapshot, even of a database a
+		// running service is writing to (WAL included).
+		_, err = src.ExecContext(ctx, "VACUUM INTO ?", scratch)
+		src.Close()
+		if err != nil {
+			return nil, fmt.Errorf("copy %s: %w", dbFile, err)
+		}
+	}
+	db, err := sqldb.Open(ctx, scratch)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	if err := m.migrate(ctx, db); err != nil {
+		return nil, err
+	}
+	built, err := m.build(db, slog.New(slog.DiscardHandler), opts)
+	if err != nil {
+		return nil, err
+	}
+	before, err := built.outbox.Pending(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, p := range before {
+		seen[p.EventID] = true
+	}
+	for i := range msgs {
+		r := &msgs[i]
+		sub, ok := subscriptionFor(built, r.Stream, r.Subject)
+		if !ok {
+			r.Outcome = "not consumed by " + m.name
+			continue
+		}
+		err := sub.Handler(ctx, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
+			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time})
+		switch {
+		case err == nil:
+			r.Outcome = "handled"
+		case events.IsPermanent(err):
+			r.Outcome = "would be dead-lettered: " + err.Error()
+		default:
+			r.Outcome = "would be retried: " + err.Error()
+		}
+	}
+	after, err := built.outbox.Pending(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []wouldPublish
+	for _, p := range after {
+		if seen[p.EventID] {
+			continue // was already waiting in the copied database
+		}
+		w := wouldPublish{Subject: p.Subject, ID: p.EventID, Data: json.RawMessage(p.Data)}
+		if env, err := events.Decode(p.Data); err == nil {
+			w.Type, w.Data = env.Type, env.Data
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// consumedStreams lists the streams a service reads, in a stable order.
+func consumedStreams(m module) []string {
+	built, err := m.build(nil, slog.New(slog.DiscardHandler), serviceOptions{offline: true})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, s := range built.subs {
+		if !slices.Contains(names, s.Config.Stream) {
+			names = append(names, s.Config.Stream)
+		}
+	}
+	return names
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// subscriptionFor finds the service's subscription that would receive a
+// message on subject in stream.
+func subscriptionFor(b builtService, stream, subject string) (consumerSub, bool) {
+	for _, s := range b.subs {
+		if s.Config.Stream != stream {
+			continue
+		}
+		if len(s.Config.FilterSubjects) == 0 || slices.ContainsFunc(s.Config.FilterSubjects, func(f string) bool { return subjectMatches(f, subject) }) {
+			return consumerSub{Handler: s.Handler}, true
+		}
+	}
+	return consumerSub{}, false
+}
+
+type consumerSub struct{ Handler consumer.Handler }
+
+// subjectMatches reports whether subject matches a NATS filter with the *
+// and > wildcards.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
+func printReplayed(w io.Writer, asJSON bool, msgs []replayed, out []wouldPublish) error {
+	if asJSON {
+		if err := writeJSONLines(w, msgs); err != nil {
+			return err
+		}
+		if out != nil {
+			type published struct {
+				Kind string `json:"kind"`
+				wouldPublish
+			}
+			items := make([]published, len(out))
+			for i, o := range out {
+				items[i] = published{Kind: "would_publish", wouldPublish: o}
+			}
+			return writeJSONLines(w, items)
+		}
+		return nil
+	}
+	if len(msgs) == 0 {
+		fmt.Fprintln(w, "no messages match")
+		return nil
+	}
+	header := []string{"STREAM:SEQ", "TIME", "SUBJECT", "TYPE"}
+	if out != nil {
+		header = append(header, "OUTCOME")
+	}
+	tb := newTable(w, header...)
+	for _, m := range msgs {
+		cells := []any{fmt.Sprintf("%s:%d", m.Stream, m.Sequence), m.Time.Format("2006-01-02T15:04:05.000Z"), m.Subject, orDash(m.Type)}
+		if out != nil {
+			cells = append(cells, m.Outcome)
+		}
+		tb.row(cells...)
+	}
+	if err := tb.flush(); err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	fmt.Fprintf(w, "\nwould publish %d event(s) (nothing was published):\n", len(out))
+	tb = newTable(w, "SUBJECT", "TYPE", "ID", "DATA")
+	for _, o := range out {
+		tb.row(o.Subject, o.Type, o.ID, string(o.Data))
+	}
+	return tb.flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

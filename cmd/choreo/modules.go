@@ -38,6 +38,10 @@ type serviceOptions struct {
 	orderDeadline time.Duration      // orders: how long an order may stay pending
 	providerURL   string             // payments: the payment provider's API
 	smtp          *sender.SMTPConfig // notifications: nil means the log sink
+	// offline replaces every external system with an in-process stand-in
+	// (an always-approving provider, a log sink), for choreo replay: a
+	// replayed event must never charge a card or send an email.
+	offline bool
 }
 
 // module is how cmd builds one service. Each service stays self-contained;
@@ -76,11 +80,15 @@ func buildInventory(db *sqldb.DB, log *slog.Logger, _ serviceOptions) (builtServ
 
 func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error) {
 	store := paymentdb.New(db)
-	client, err := provider.NewHTTP(provider.HTTPConfig{BaseURL: opts.providerURL, Logger: log})
-	if err != nil {
-		return builtService{}, err
+	var pay payments.Provider = provider.NewAlwaysApprove()
+	if !opts.offline {
+		client, err := provider.NewHTTP(provider.HTTPConfig{BaseURL: opts.providerURL, Logger: log})
+		if err != nil {
+			return builtService{}, err
+		}
+		pay = client
 	}
-	svc, err := payments.New(payments.Config{Store: store, Provider: client, Logger: log})
+	svc, err := payments.New(payments.Config{Store: store, Provider: pay, Logger: log})
 	if err != nil {
 		return builtService{}, err
 	}
@@ -94,7 +102,7 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 func buildNotifications(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error) {
 	store := notificationdb.New(db)
 	var send notifications.Sender = sender.NewLog(log)
-	if opts.smtp != nil {
+	if opts.smtp != nil && !opts.offline {
 		cfg := *opts.smtp
 		cfg.Logger = log
 		smtp, err := sender.NewSMTP(cfg)

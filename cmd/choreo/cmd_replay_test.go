@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natstest"
+)
+
+func runTool(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut strings.Builder
+	code = run(context.Background(), args, &out, &errOut, func(string) string { return "" })
+	return out.String(), errOut.String(), code
+}
+
+// TestReplayIntoReproducesTheLiveRun re-runs each service's real handlers
+// on the events of a confirmed order, against an empty scratch store: what
+// they would publish is what the live services did publish — the same
+// event ids on the same subjects — and nothing is published.
+func TestReplayIntoReproducesTheLiveRun(t *testing.T) {
+	c := startUp(t)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, c.natsURL)
+	restock(t, ctx, js, "SKU-RP", 10)
+	id := events.NewID()
+	if _, err := js.Publish(ctx, catalog.SubjectPlaceOrder, placeBody(id, "SKU-RP", 2)); err != nil {
+		t.Fatal(err)
+	}
+	waitConfirmed(t, ctx, c, id)
+	settled(t, ctx, c, js, id, 1000)
+	wantStock(t, ctx, c, "SKU-RP", 8, 0, 2)
+
+	lastSeqs := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, s := range catalog.Streams {
+			st, err := js.Stream(ctx, s.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[s.Name] = info.State.LastSeq
+		}
+		return out
+	}
+	before := lastSeqs()
+
+	for _, tc := range []struct {
+		service string
+		stream  string // the stream its output lands on
+	}{
+		{catalog.Inventory, catalog.StreamInventory},
+		{catalog.Payments, catalog.StreamPayments},
+		{catalog.Notifications, catalog.StreamNotifications},
+		{catalog.Orders, catalog.StreamOrders},
+	} {
+		t.Run(tc.service, func(t *testing.T) {
+			stdout, stderr, code := runTool(t, "replay", "--nats-url", c.natsURL, "--into", tc.service, "--json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var would []string
+			sc := bufio.NewScanner(strings.NewReader(stdout))
+			for sc.Scan() {
+				var line struct {
+					Kind    string `json:"kind"`
+					Subject string `json:"subject"`
+					ID      string `json:"id"`
+					Outcome string `json:"outcome"`
+				}
+				if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+					t.Fatalf("line %q: %v", sc.Text(), err)
+				}
+				if line.Kind == "would_publish" && strings.HasSuffix(line.Subject, "."+id) {
+					would = append(would, line.Subject+" "+line.ID)
+				}
+				if line.Kind == "" && strings.HasPrefix(line.Outcome, "would be") {
+					t.Errorf("%s: %s", line.Subject, line.Outcome)
+				}
+			}
+			live := liveEvents(t, ctx, c, tc.stream, id)
+			slices.Sort(would)
+			if !slices.Equal(would, live) {
+				t.Errorf("replay would publish\n  %v\nthe live run published\n  %v", would, live)
+			}
+		})
+	}
+	if after := lastSeqs(); !maps.Equal(before, after) {
+		t.Errorf("stream last sequences changed: before %v, after %v — replay published something", before, after)
+	}
+
+	// For people: a table, and the outcome of each message.
+	stdout, _, code := runTool(t, "replay", "--nats-url", c.natsURL, "--stream", "ORDERS", "--subject", "orders.*."+id, "--into", "inventory")
+	if code != 0 || !strings.Contains(stdout, "OUTCOME") || !strings.Contains(stdout, "handled") || !strings.Contains(stdout, "nothing was published") {
+		t.Errorf("table output (exit %d):\n%s", code, stdout)
+	}
+}
+
+// liveEvents lists "subject id" of the events the live run published on
+// stream about order id, sorted.
+func liveEvents(t *testing.T, ctx context.Context, c *runningChoreo, stream, id string) []string {
+	t.Helper()
+	stdout, stderr, code := runTool(t, "replay", "--nats-url", c.natsURL, "--stream", stream, "--subject", "*.*."+id, "--json")
+	if code != 0 {
+		t.Fatalf("replay --stream %s: exit %d: %s", stream, code, stderr)
+	}
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		var m struct{ Subject, ID string }
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m.Subject+" "+m.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestReplayBadInput(t *testing.T) {
+	c := startUp(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"replay"}, 2, "--stream is required"},
+		{[]string{"replay", "--stream", "NOPE"}, 1, `no stream "NOPE"`},
+		{[]string{"replay", "--stream", "ORDERS", "--from-seq", "999999"}, 1, "past the end"},
+		{[]string{"replay", "--stream", "ORDERS", "--since", "yesterday"}, 2, "--since"},
+		{[]string{"replay", "--into", "billing"}, 2, "no such service"},
+		{[]string{"replay", "--stream", "ORDERS", "--db", "x.db"}, 2, "--db only makes sense with --into"},
+	} {
+		args := append(tc.args, "--nats-url", c.natsURL)
+		_, stderr, code := runTool(t, args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("choreo %v: exit %d, stderr %q; want exit %d and one line containing %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+	_, stderr, code := runTool(t, "replay", "--stream", "ORDERS", "--nats-url", "nats://127.0.0.1:1")
+	if code != 1 || !strings.Contains(stderr, "no NATS server") {
+		t.Errorf("no server: exit %d, stderr %q", code, stderr)
+	}
+}
