@@ -32,12 +32,24 @@ func placeBody(orderID, sku string, qty int64) []byte {
 	return b
 }
 
+// restock receives stock and waits until inventory has applied it. An
+// order placed right after a restock reaches inventory through another
+// stream (ORDERS, not COMMANDS) and may overtake it — legitimately out of
+// stock — so tests that mean "there is stock" must wait. The
+// inventory.restocked event leaves the outbox only after the restock
+// committed.
 func restock(t *testing.T, ctx context.Context, js jetstream.JetStream, sku string, qty int64) {
 	t.Helper()
+	subject := "inventory.restocked." + sku
+	before, _ := countSubjects(ctx, js, catalog.StreamInventory, subject)
 	body := fmt.Sprintf(`{"command_id":"restock-%s-%d","sku":%q,"quantity":%d}`, sku, qty, sku, qty)
 	if _, err := js.Publish(ctx, catalog.SubjectRestock, []byte(body)); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, ctx, "restock of "+sku+" applied", func() (bool, string) {
+		after, err := countSubjects(ctx, js, catalog.StreamInventory, subject)
+		return err == nil && after[subject] > before[subject], fmt.Sprintf("%v", after)
+	})
 }
 
 func waitConfirmed(t *testing.T, ctx context.Context, c *runningChoreo, ids ...string) {
