@@ -2,11 +2,677 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 )
 
-// runTrace is not built yet.
+const traceSynopsis = `trace <order-id> [--json] [--follow] [--nats-url URL]
+
+The saga of one order across every stream (ORDERS, INVENTORY, PAYMENTS,
+NOTIFICATIONS, COMMANDS and DLQ), oldest first: one row per message with
+TIME (UTC), GAP (since the previous row), SERVICE, SUBJECT, STREAM:SEQ,
+TYPE (CloudEvents type, "command" or "dead letter") and a SUMMARY, then
+the order's state folded from its events:
+  state: CONFIRMED | CANCELLED (<reason>) | PENDING | UNKNOWN (no valid orders.placed event)
+
+--follow keeps printing new messages live until the order is final and its
+customer notification was sent (plus a second of quiet for trailing
+compensations), or until Ctrl-C. The order need not exist yet.
+
+--json prints one object per line instead: first one per message
+  {"kind":"event","time","gap_ms","service","subject","stream","sequence",
+   "type","id","summary","data","dlq_reason"}
+(data is the event's data, a command's body or a dead letter's body, as
+JSON; dlq_reason only on dead letters), then exactly one last line
+  {"kind":"state","order_id","state","reason"}.
+
+An order with no message anywhere exits 1 ("no events for order <id>").`
+
+// traceSettle is how long --follow waits for trailing messages (commit,
+// release, refund) once the order is final and notified.
+const traceSettle = time.Second
+
+// traceSource is one stream trace reads and the subjects that may concern
+// the order there.
+type traceSource struct {
+	stream  string
+	filters []string
+	// byBody: the subject does not name the order, so keep only messages
+	// whose body's order_id is the order (commands and their dead letters).
+	byBody bool
+}
+
+func traceSources(id string) []traceSource {
+	return []traceSource{
+		{stream: catalog.StreamOrders, filters: []string{"orders.*." + id}},
+		{stream: catalog.StreamInventory, filters: []string{"inventory.*." + id}},
+		{stream: catalog.StreamPayments, filters: []string{"payments.*." + id}},
+		{stream: catalog.StreamNotifications, filters: []string{"notifications.*." + id}},
+		// Commands carry the order id only in their body, so trace reads
+		// every order command and keeps the order's own: O(commands in the
+		// stream) per trace. Acceptable while COMMANDS is bounded by its
+		// retention; an index (or the id in the subject) would fix it.
+		{stream: catalog.StreamCommands, filters: []string{"cmd.orders.>"}, byBody: true},
+		// Dead letters: "dlq.<service>.<original subject>".
+		{stream: catalog.StreamDLQ, filters: []string{"dlq.*.*.*." + id}},
+		{stream: catalog.StreamDLQ, filters: []string{"dlq.*.cmd.orders.>"}, byBody: true},
+	}
+}
+
+// traceRow is one message of the timeline; it is also the --json shape of
+// an event line.
+type traceRow struct {
+	Kind      string          `json:"kind"`
+	Time      time.Time       `json:"time"`
+	GapMS     int64           `json:"gap_ms"`
+	Service   string          `json:"service"`
+	Subject   string          `json:"subject"`
+	Stream    string          `json:"stream"`
+	Sequence  uint64          `json:"sequence"`
+	Type      string          `json:"type"`
+	ID        string          `json:"id"`
+	Summary   string          `json:"summary"`
+	Data      json.RawMessage `json:"data"`
+	DLQReason string          `json:"dlq_reason,omitempty"`
+
+	gap time.Duration
+}
+
+// traceState is the --json shape of the last line.
+type traceState struct {
+	Kind    string `json:"kind"`
+	OrderID string `json:"order_id"`
+	State   string `json:"state"`
+	Reason  string `json:"reason"`
+}
+
 func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	return fmt.Errorf("%w: choreo trace is not built yet", errUsage)
+	tf := newToolFlags("trace", traceSynopsis, "choreo trace 0195f3a2-7c1e-7b9a-8f00-2d1c3e4f5a6b --follow", stderr, getenv)
+	var follow bool
+	tf.fs.BoolVar(&follow, "follow", false, "keep printing new messages until the order is final and notified (or Ctrl-C)")
+	pos, err := tf.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: choreo trace takes exactly one order id, got %d (see choreo trace -h)", errUsage, len(pos))
+	}
+	id := pos[0]
+	if id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
+		return fmt.Errorf("%w: order id %q must be non-empty, without '.', '*', '>' or whitespace", errUsage, id)
+	}
+	nc, js, err := tf.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	sources := traceSources(id)
+	rows, next, err := traceHistory(ctx, js, id, sources)
+	if err != nil {
+		return err
+	}
+	sortRows(rows)
+	if len(rows) == 0 && !follow {
+		return fmt.Errorf("no events for order %s", id)
+	}
+
+	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout)}
+	st := &traceFold{}
+	for _, r := range rows {
+		st.add(r)
+	}
+	if err := p.history(rows); err != nil {
+		return err
+	}
+	if follow {
+		if err := traceFollow(ctx, js, id, sources, next, p, st); err != nil {
+			return err
+		}
+	}
+	if p.count == 0 {
+		return fmt.Errorf("no events for order %s", id)
+	}
+	return p.state(id, st)
+}
+
+// traceHistory reads every message of the order stored when it starts and
+// returns them with, per stream, the sequence to follow from.
+func traceHistory(ctx context.Context, js jetstream.JetStream, id string, sources []traceSource) ([]traceRow, map[string]uint64, error) {
+	var rows []traceRow
+	next := map[string]uint64{}
+	for _, src := range sources {
+		s, err := js.Stream(ctx, src.stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("stream %s: %w", src.stream, err)
+		}
+		var last, count uint64
+		for _, f := range src.filters {
+			info, err := s.Info(ctx, jetstream.WithSubjectFilter(f))
+			if err != nil {
+				return nil, nil, fmt.Errorf("stream %s: %w", src.stream, err)
+			}
+			last = info.State.LastSeq
+			for _, n := range info.State.Subjects {
+				count += n
+			}
+		}
+		if _, ok := next[src.stream]; !ok || next[src.stream] > last+1 {
+			next[src.stream] = last + 1
+		}
+		if count == 0 {
+			continue
+		}
+		got, err := traceRead(ctx, s, src, id, last)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, got...)
+	}
+	return rows, next, nil
+}
+
+// traceRead reads src's messages up to sequence last with an ordered
+// consumer.
+func traceRead(ctx context.Context, s jetstream.Stream, src traceSource, id string, last uint64) ([]traceRow, error) {
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: src.filters,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", src.stream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", src.stream, err)
+	}
+	defer it.Stop()
+	var rows []traceRow
+	for {
+		// A message counted by the stream info may be gone by now (a
+		// deadline that fired), so a quiet second also ends the read.
+		nctx, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+			return rows, nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("stream %s: %w", src.stream, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", src.stream, err)
+		}
+		if meta.Sequence.Stream > last {
+			return rows, nil
+		}
+		if r, ok := traceMakeRow(src, id, m.Subject(), m.Headers(), m.Data(), meta); ok {
+			rows = append(rows, r)
+		}
+		if meta.NumPending == 0 || meta.Sequence.Stream == last {
+			return rows, nil
+		}
+	}
+}
+
+// traceFollow prints the order's new messages as they are stored, from the
+// sequences history stopped at, until the order is final and notified (and
+// quiet for traceSettle) or ctx ends.
+func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources []traceSource, next map[string]uint64, p *tracePrinter, st *traceFold) error {
+	ctx, cancel := context.WithCancel(ctx)
+	live := make(chan traceRow, 64)
+	var stops []jetstream.ConsumeContext
+	defer func() {
+		cancel() // first: it unblocks a handler waiting to hand over a row
+		for _, cc := range stops {
+			cc.Stop()
+			<-cc.Closed()
+		}
+	}()
+	for _, src := range sources {
+		start, ok := next[src.stream]
+		if !ok {
+			continue
+		}
+		cons, err := js.OrderedConsumer(ctx, src.stream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: src.filters,
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    start,
+		})
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", src.stream, err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			meta, err := m.Metadata()
+			if err != nil {
+				return
+			}
+			if r, ok := traceMakeRow(src, id, m.Subject(), m.Headers(), m.Data(), meta); ok {
+				select {
+				case live <- r:
+				case <-ctx.Done():
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", src.stream, err)
+		}
+		stops = append(stops, cc)
+	}
+	var settle <-chan time.Time
+	if st.final() && st.notified {
+		settle = time.After(traceSettle)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-settle:
+			return nil
+		case r := <-live:
+			st.add(r)
+			if err := p.live(r); err != nil {
+				return err
+			}
+			if st.final() && st.notified {
+				settle = time.After(traceSettle)
+			}
+		}
+	}
+}
+
+// traceMakeRow turns a stored message into a row; ok is false for a
+// command (or its dead letter) about another order.
+func traceMakeRow(src traceSource, id, subject string, hdr nats.Header, body []byte, meta *jetstream.MsgMetadata) (traceRow, bool) {
+	r := traceRow{
+		Kind:     "event",
+		Time:     meta.Timestamp.UTC(),
+		Subject:  subject,
+		Stream:   meta.Stream,
+		Sequence: meta.Sequence.Stream,
+	}
+	tokens := strings.Split(subject, ".")
+	switch {
+	case src.stream == catalog.StreamDLQ:
+		if src.byBody && commandOrderID(body) != id {
+			return r, false
+		}
+		if len(tokens) > 1 {
+			r.Service = tokens[1]
+		}
+		r.Type = "dead letter"
+		r.DLQReason = hdr.Get(consumer.HeaderDLQReason)
+		r.Summary = r.DLQReason
+		r.ID = hdr.Get(jetstream.MsgIDHeader)
+		if env, err := events.Decode(body); err == nil {
+			r.ID = env.ID
+		}
+		r.Data = rawOrString(body)
+	case src.byBody:
+		if commandOrderID(body) != id {
+			return r, false
+		}
+		if len(tokens) > 1 {
+			r.Service = tokens[1]
+		}
+		r.Type = "command"
+		data := body
+		if events.LooksLikeCloudEvent(body) {
+			if env, err := events.Decode(body); err == nil {
+				data, r.ID = env.Data, env.ID
+			}
+		}
+		var cmd struct {
+			CommandID string `json:"command_id"`
+		}
+		_ = json.Unmarshal(data, &cmd)
+		if r.ID == "" {
+			r.ID = cmd.CommandID
+		}
+		action := tokens[len(tokens)-1]
+		r.Summary = action
+		if action == "place" {
+			var po catalog.PlaceOrder
+			if json.Unmarshal(data, &po) == nil {
+				r.Summary = "place: " + po.CustomerID + ", " + plural(len(po.Items), "line") + ", total " + formatMoney(po.Total())
+			}
+		}
+		r.Data = rawOrString(data)
+	default:
+		r.Service = tokens[0]
+		env, err := events.Decode(body)
+		if err != nil {
+			r.Type = "invalid"
+			r.Summary = err.Error()
+			r.Data = rawOrString(body)
+			return r, true
+		}
+		r.Type, r.ID, r.Data = env.Type, env.ID, rawOrString(env.Data)
+		r.Summary = summarize(env.Type, env.Data)
+	}
+	return r, true
+}
+
+// commandOrderID is the order_id of a command body, bare JSON or a
+// CloudEvent around it.
+func commandOrderID(body []byte) string {
+	var v struct {
+		OrderID string          `json:"order_id"`
+		Spec    string          `json:"specversion"`
+		Data    json.RawMessage `json:"data"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return ""
+	}
+	if v.Spec != "" {
+		var d struct {
+			OrderID string `json:"order_id"`
+		}
+		_ = json.Unmarshal(v.Data, &d)
+		return d.OrderID
+	}
+	return v.OrderID
+}
+
+// summarize is one line about an event's data.
+func summarize(typ string, data []byte) string {
+	switch typ {
+	case catalog.TypeOrderPlaced:
+		var e catalog.OrderPlaced
+		if json.Unmarshal(data, &e) == nil {
+			return e.CustomerID + ", " + plural(len(e.Items), "line") + ", total " + formatMoney(e.Total)
+		}
+	case catalog.TypeOrderConfirmed:
+		var e catalog.OrderConfirmed
+		if json.Unmarshal(data, &e) == nil {
+			return "total " + formatMoney(e.Total)
+		}
+	case catalog.TypeOrderCancelled:
+		var e catalog.OrderCancelled
+		if json.Unmarshal(data, &e) == nil {
+			return e.Reason
+		}
+	case catalog.TypeOrderCancelRejected:
+		var e catalog.OrderCancelRejected
+		if json.Unmarshal(data, &e) == nil {
+			return e.Status + ": " + e.Reason
+		}
+	case catalog.TypeOrderDeadline:
+		var e catalog.OrderDeadline
+		if json.Unmarshal(data, &e) == nil {
+			return "deadline " + e.Deadline.UTC().Format(traceTimeFormat)
+		}
+	case catalog.TypeStockReserved, catalog.TypeReservationCommitted, catalog.TypeReservationReleased:
+		var e struct {
+			Items []catalog.StockLine `json:"items"`
+		}
+		if json.Unmarshal(data, &e) == nil {
+			return stockLines(e.Items)
+		}
+	case catalog.TypeStockReservationFailed:
+		var e catalog.StockReservationFailed
+		if json.Unmarshal(data, &e) == nil {
+			parts := make([]string, len(e.Shortages))
+			for i, s := range e.Shortages {
+				parts[i] = fmt.Sprintf("%s requested %d, available %d", s.SKU, s.Requested, s.Available)
+			}
+			out := strings.Join(parts, "; ")
+			if e.Reason != "" {
+				out = e.Reason + ": " + out
+			}
+			return out
+		}
+	case catalog.TypePaymentCaptured, catalog.TypePaymentRefunded:
+		var e catalog.PaymentCaptured
+		if json.Unmarshal(data, &e) == nil {
+			return formatMoney(e.Amount) + " (payment " + e.PaymentID + ")"
+		}
+	case catalog.TypePaymentDeclined:
+		var e catalog.PaymentDeclined
+		if json.Unmarshal(data, &e) == nil {
+			return e.Reason
+		}
+	case catalog.TypePaymentVoided:
+		return "voided"
+	case catalog.TypeNotificationSent:
+		var e catalog.NotificationSent
+		if json.Unmarshal(data, &e) == nil {
+			out := e.Channel + ", " + e.Status
+			if e.Reason != "" {
+				out += " (" + e.Reason + ")"
+			}
+			return out
+		}
+	}
+	return ""
+}
+
+func stockLines(items []catalog.StockLine) string {
+	parts := make([]string, len(items))
+	for i, it := range items {
+		parts[i] = fmt.Sprintf("%s×%d", it.SKU, it.Quantity)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// formatMoney shows minor units with two decimals: "25.98 EUR".
+func formatMoney(m catalog.Money) string {
+	sign, a := "", m.Amount
+	if a < 0 {
+		sign, a = "-", -a
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, a/100, a%100, m.Currency)
+}
+
+// rawOrString is b as JSON when it is valid JSON, else b as a JSON string.
+func rawOrString(b []byte) json.RawMessage {
+	if len(b) > 0 && json.Valid(b) {
+		return json.RawMessage(b)
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// streamRank orders rows with the same timestamp: the saga's own streams
+// first, then commands and dead letters.
+var streamRank = map[string]int{
+	catalog.StreamCommands: 0, catalog.StreamOrders: 1, catalog.StreamInventory: 2,
+	catalog.StreamPayments: 3, catalog.StreamNotifications: 4, catalog.StreamDLQ: 5,
+}
+
+func sortRows(rows []traceRow) {
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if !a.Time.Equal(b.Time) {
+			return a.Time.Before(b.Time)
+		}
+		if a.Stream != b.Stream {
+			return streamRank[a.Stream] < streamRank[b.Stream]
+		}
+		return a.Sequence < b.Sequence
+	})
+}
+
+// traceFold is the order's state folded from its events.
+type traceFold struct {
+	placed   bool
+	status   string
+	reason   string
+	notified bool
+}
+
+func (f *traceFold) add(r traceRow) {
+	switch r.Type {
+	case catalog.TypeOrderPlaced:
+		f.placed = true
+	case catalog.TypeOrderConfirmed:
+		if !f.final() {
+			f.status = catalog.StatusConfirmed
+		}
+	case catalog.TypeOrderCancelled:
+		if !f.final() {
+			f.status, f.reason = catalog.StatusCancelled, r.Summary
+		}
+	case catalog.TypeNotificationSent:
+		f.notified = true
+	}
+}
+
+func (f *traceFold) final() bool { return f.status != "" }
+
+func (f *traceFold) result() (state, reason string) {
+	switch {
+	case f.final():
+		return f.status, f.reason
+	case f.placed:
+		return catalog.StatusPending, ""
+	default:
+		return "UNKNOWN", "no valid orders.placed event"
+	}
+}
+
+const traceTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+var traceHeader = []string{"TIME", "GAP", "SERVICE", "SUBJECT", "STREAM:SEQ", "TYPE", "SUMMARY"}
+
+// tracePrinter writes rows as a table or JSON lines and keeps the gap.
+type tracePrinter struct {
+	w      io.Writer
+	json   bool
+	colour bool
+	count  int
+	prev   time.Time
+	widths []int // column widths of the history table, for live rows
+}
+
+func (p *tracePrinter) stamp(r *traceRow) {
+	if p.count > 0 {
+		r.gap = r.Time.Sub(p.prev)
+		r.GapMS = r.gap.Milliseconds()
+	}
+	p.prev = r.Time
+	p.count++
+}
+
+func (p *tracePrinter) cells(r traceRow) []string {
+	return []string{
+		r.Time.Format(traceTimeFormat),
+		formatGap(r.gap),
+		r.Service,
+		r.Subject,
+		fmt.Sprintf("%s:%d", r.Stream, r.Sequence),
+		r.Type,
+		r.Summary,
+	}
+}
+
+// formatGap is "+1.234s"; a live row stored before the previous one
+// (streams deliver independently under --follow) shows "-12ms".
+func formatGap(d time.Duration) string {
+	if d = d.Round(time.Millisecond); d < 0 {
+		return "-" + (-d).String()
+	}
+	return "+" + d.String()
+}
+
+func (p *tracePrinter) history(rows []traceRow) error {
+	for i := range rows {
+		p.stamp(&rows[i])
+	}
+	if p.json {
+		return writeJSONLines(p.w, rows)
+	}
+	p.widths = make([]int, len(traceHeader))
+	all := [][]string{traceHeader}
+	for _, r := range rows {
+		all = append(all, p.cells(r))
+	}
+	for _, cs := range all {
+		for i, c := range cs {
+			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(c)+2)
+		}
+	}
+	t := newTable(p.w, traceHeader...)
+	for _, r := range rows {
+		cs := p.cells(r)
+		if r.Type == "dead letter" || r.Type == "invalid" {
+			cs[len(cs)-1] = colour(p.colour, "31", cs[len(cs)-1])
+		}
+		t.row(toAny(cs)...)
+	}
+	return t.flush()
+}
+
+// live prints a row of --follow, aligned with the history table.
+func (p *tracePrinter) live(r traceRow) error {
+	p.stamp(&r)
+	if p.json {
+		return writeJSONLines(p.w, []traceRow{r})
+	}
+	cs := p.cells(r)
+	var b strings.Builder
+	for i, c := range cs {
+		if i == len(cs)-1 {
+			if r.Type == "dead letter" || r.Type == "invalid" {
+				c = colour(p.colour, "31", c)
+			}
+			b.WriteString(c)
+			break
+		}
+		b.WriteString(c)
+		if pad := p.widths[i] - utf8.RuneCountInString(c); pad > 0 {
+			b.WriteString(strings.Repeat(" ", pad))
+		} else {
+			b.WriteString("  ")
+		}
+	}
+	_, err := fmt.Fprintln(p.w, b.String())
+	return err
+}
+
+func (p *tracePrinter) state(id string, f *traceFold) error {
+	state, reason := f.result()
+	if p.json {
+		return writeJSONLines(p.w, []traceState{{Kind: "state", OrderID: id, State: state, Reason: reason}})
+	}
+	line := state
+	if reason != "" {
+		line += " (" + reason + ")"
+	}
+	code := "33"
+	switch state {
+	case catalog.StatusConfirmed:
+		code = "32"
+	case catalog.StatusCancelled:
+		code = "31"
+	}
+	_, err := fmt.Fprintf(p.w, "\nstate: %s\n", colour(p.colour, code, line))
+	return err
 }
