@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -42,6 +43,7 @@ type system struct {
 	ncClosed chan struct{}
 	dbs      []*sqldb.DB
 	workers  []*worker.Worker
+	micro    []micro.Service // one per service, see micro.go
 	http     *http.Server
 	httpAddr string
 	httpDone chan struct{}
@@ -109,6 +111,11 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.workers = append(s.workers, w)
+		ms, err := startMicro(s.nc, m.name, db.URL, built.outbox.Backlog, log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		s.micro = append(s.micro, ms)
 		built.routes(mux)
 		ob := built.outbox
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -188,6 +195,9 @@ func (s *system) stop() {
 	}
 	for _, w := range s.workers {
 		w.Stop()
+	}
+	for _, ms := range s.micro {
+		_ = ms.Stop()
 	}
 	if s.nc != nil {
 		if err := s.nc.Drain(); err != nil {
