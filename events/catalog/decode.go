@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/choreo-dev/choreo/events"
 )
@@ -26,11 +27,15 @@ func DecodeCommand[T Validator](body []byte) (T, string, error) {
 		}
 		data, envID = env.Data, env.ID
 	}
+	// The Go checks run first so that their messages (which name the
+	// problem in the domain's words) lead the reason; the schema's
+	// violations follow.
+	serr := schemaCheck(reflect.TypeFor[T](), data)
 	var cmd T
 	if err := events.DecodeData(data, &cmd); err != nil {
-		return zero, "", err
+		return zero, "", withSchemaProblems(err, serr)
 	}
-	if err := cmd.Validate(); err != nil {
+	if err := joinProblems(cmd.Validate(), serr); err != nil {
 		return zero, "", events.Permanent(fmt.Errorf("invalid command: %w", err))
 	}
 	return cmd, envID, nil
@@ -49,16 +54,39 @@ func DecodeEvent[T any](body []byte, wantType string) (events.Envelope, T, error
 	if env.Type != wantType {
 		return env, zero, events.Permanent(fmt.Errorf("event type %q, want %q", env.Type, wantType))
 	}
+	serr := schemaCheck(reflect.TypeFor[T](), env.Data)
 	var v T
 	if err := json.Unmarshal(env.Data, &v); err != nil {
-		return env, zero, events.Permanent(fmt.Errorf("malformed %s data: %w", env.Type, err))
+		return env, zero, withSchemaProblems(events.Permanent(fmt.Errorf("malformed %s data: %w", env.Type, err)), serr)
 	}
+	var verr error
 	if val, ok := any(v).(Validator); ok {
-		if err := val.Validate(); err != nil {
-			return env, zero, events.Permanent(fmt.Errorf("invalid %s: %w", env.Type, err))
-		}
+		verr = val.Validate()
+	}
+	if err := joinProblems(verr, serr); err != nil {
+		return env, zero, events.Permanent(fmt.Errorf("invalid %s: %w", env.Type, err))
 	}
 	return env, v, nil
+}
+
+// schemaCheck validates data against the schema registered for Go type t.
+// A type without a registered schema passes; data that is not JSON passes
+// too, since the Go decoder reports it in its own words.
+func schemaCheck(t reflect.Type, data []byte) error {
+	name := schemaNameOf(t)
+	if name == "" || !json.Valid(data) {
+		return nil
+	}
+	return ValidateSchema(name, data)
+}
+
+// withSchemaProblems appends the schema's violations to a decoding error,
+// keeping it Permanent and on one line.
+func withSchemaProblems(err, serr error) error {
+	if serr == nil {
+		return err
+	}
+	return events.Permanent(fmt.Errorf("%w; %v", err, serr))
 }
 
 // ErrUnknownSubject is returned (Permanent) for a message on a subject a
