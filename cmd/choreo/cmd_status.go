@@ -182,6 +182,11 @@ func statusStreams(ctx context.Context, js jetstream.JetStream, stderr io.Writer
 		var cs []statusConsumer
 		lister := st.ListConsumers(ctx)
 		for ci := range lister.Info() {
+			if ci.Config.Durable == "" {
+				// Ephemeral: a tool's ordered consumer (trace, replay),
+				// gone by itself in seconds. Operators watch the durables.
+				continue
+			}
 			cs = append(cs, statusConsumer{
 				Kind: "consumer", Stream: spec.Name, Consumer: ci.Name,
 				Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,

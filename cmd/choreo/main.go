@@ -3,6 +3,7 @@
 //	choreo up                 all four services, an embedded NATS server, SQLite under ./data
 //	choreo serve <service>    one service, configured from the environment
 //	choreo provider           the payment provider simulator
+//	choreo trace|replay|dlq|status|events   the operator's tools
 //
 // Run "choreo help" for the flags of each command.
 package main
@@ -32,6 +33,14 @@ Usage:
   choreo up [flags]                 start everything in one process (embedded NATS, SQLite under ./data)
   choreo serve <service> [flags]    run one service: orders, inventory, payments or notifications
   choreo provider [flags]           run the payment provider simulator
+
+Operator tools (each takes --nats-url, default $NATS_URL or nats://127.0.0.1:4222, and --json):
+  choreo trace <order-id>           the saga's timeline across every stream, DLQ included (--follow)
+  choreo replay --stream S ...      a stream's events from a sequence or time; --into <service> re-runs its handlers offline
+  choreo dlq ls|show|retry|discard  the dead-letter workflow
+  choreo status                     streams, consumers, outbox backlogs, DLQ depth
+  choreo events                     every command and event type, its schema and a nats pub example
+
   choreo help                       show this help
 
 Run "choreo <command> -h" for the flags of a command.
