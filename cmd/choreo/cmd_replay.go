@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,16 @@ type replayed struct {
 	Outcome string `json:"outcome,omitempty"`
 
 	header nats.Header // the original headers, for the handlers
+}
+
+// stateChange is a row of the service's own tables that the replay
+// added, changed or removed in the scratch store.
+type stateChange struct {
+	Kind   string            `json:"kind"` // "state_change"
+	Table  string            `json:"table"`
+	Change string            `json:"change"` // added, changed, removed
+	Before map[string]string `json:"before,omitempty"`
+	After  map[string]string `json:"after,omitempty"`
 }
 
 // wouldPublish is an event the service would have published.
@@ -115,11 +126,14 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if target == nil {
 		return printReplayed(stdout, t.json, msgs, nil)
 	}
-	out, err := replayInto(ctx, *target, *dbFile, msgs, serviceOptions{offline: true, orderDeadline: *timeout})
+	out, changes, err := replayInto(ctx, *target, *dbFile, msgs, serviceOptions{offline: true, orderDeadline: *timeout})
 	if err != nil {
 		return err
 	}
-	return printReplayed(stdout, t.json, msgs, out)
+	if err := printReplayed(stdout, t.json, msgs, out); err != nil {
+		return err
+	}
+	return printChanges(stdout, t.json, changes)
 }
 
 // parseSince reads "10m" (that long before now) or an RFC 3339 time.
@@ -216,44 +230,48 @@ func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSe
 // external system replaced by an in-process stand-in and no relay: the
 // events the handlers produce stay in the scratch outbox, where they are
 // read back. Nothing is published.
-func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, opts serviceOptions) ([]wouldPublish, error) {
+func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, opts serviceOptions) ([]wouldPublish, []stateChange, error) {
 	dir, err := os.MkdirTemp("", "choreo-replay-*")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	scratch := filepath.Join(dir, m.name+".db")
 	if dbFile != "" {
 		if _, err := os.Stat(dbFile); err != nil {
-			return nil, fmt.Errorf("--db %s: %w", dbFile, err)
+			return nil, nil, fmt.Errorf("--db %s: %w", dbFile, err)
 		}
 		src, err := sqldb.Open(ctx, dbFile)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		// VACUUM INTO takes a consistent snapshot, even of a database a
 		// running service is writing to (WAL included).
 		_, err = src.ExecContext(ctx, "VACUUM INTO ?", scratch)
 		src.Close()
 		if err != nil {
-			return nil, fmt.Errorf("copy %s: %w", dbFile, err)
+			return nil, nil, fmt.Errorf("copy %s: %w", dbFile, err)
 		}
 	}
 	db, err := sqldb.Open(ctx, scratch)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer db.Close()
 	if err := m.migrate(ctx, db); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	built, err := m.build(db, slog.New(slog.DiscardHandler), opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	before, err := built.outbox.Pending(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	stateBefore, err := snapshotTables(ctx, db)
+	if err != nil {
+		return nil, nil, err
 	}
 	seen := map[string]bool{}
 	for _, p := range before {
@@ -279,7 +297,7 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	}
 	after, err := built.outbox.Pending(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []wouldPublish
 	for _, p := range after {
@@ -292,7 +310,11 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 		}
 		out = append(out, w)
 	}
-	return out, nil
+	stateAfter, err := snapshotTables(ctx, db)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, diffTables(stateBefore, stateAfter), nil
 }
 
 // consumedStreams lists the streams a service reads, in a stable order.
@@ -406,4 +428,119 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// platformTables hold delivery bookkeeping, not the service's state.
+var platformTables = map[string]bool{"outbox": true, "inbox": true, "schema_migrations": true, "sqlite_sequence": true}
+
+// snapshotTables reads every row of the service's own tables in the
+// scratch SQLite store, keyed by table and rowid.
+func snapshotTables(ctx context.Context, db *sqldb.DB) (map[string]map[int64]map[string]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("replay: list tables: %w", err)
+	}
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if !platformTables[name] {
+			tables = append(tables, name)
+		}
+	}
+	rows.Close()
+	out := map[string]map[int64]map[string]string{}
+	for _, table := range tables {
+		rs, err := db.QueryContext(ctx, `SELECT rowid, * FROM "`+table+`"`)
+		if err != nil {
+			return nil, fmt.Errorf("replay: read %s: %w", table, err)
+		}
+		cols, _ := rs.Columns()
+		out[table] = map[int64]map[string]string{}
+		for rs.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rs.Scan(ptrs...); err != nil {
+				rs.Close()
+				return nil, err
+			}
+			row := map[string]string{}
+			for i, c := range cols[1:] {
+				v := vals[i+1]
+				if b, ok := v.([]byte); ok {
+					v = string(b)
+				}
+				row[c] = fmt.Sprint(v)
+			}
+			out[table][vals[0].(int64)] = row
+		}
+		rs.Close()
+	}
+	return out, nil
+}
+
+// diffTables lists the rows added, changed and removed between two
+// snapshots, table by table in name order.
+func diffTables(before, after map[string]map[int64]map[string]string) []stateChange {
+	var out []stateChange
+	tables := slices.Sorted(maps.Keys(after))
+	for _, table := range tables {
+		b, a := before[table], after[table]
+		ids := slices.Sorted(maps.Keys(a))
+		for _, id := range ids {
+			switch old, ok := b[id]; {
+			case !ok:
+				out = append(out, stateChange{Kind: "state_change", Table: table, Change: "added", After: a[id]})
+			case !maps.Equal(old, a[id]):
+				out = append(out, stateChange{Kind: "state_change", Table: table, Change: "changed", Before: old, After: a[id]})
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(b)) {
+			if _, ok := a[id]; !ok {
+				out = append(out, stateChange{Kind: "state_change", Table: table, Change: "removed", Before: b[id]})
+			}
+		}
+	}
+	return out
+}
+
+func printChanges(w io.Writer, asJSON bool, changes []stateChange) error {
+	if asJSON {
+		return writeJSONLines(w, changes)
+	}
+	fmt.Fprintf(w, "\nstate would change in %d row(s) of the scratch store:\n", len(changes))
+	for _, c := range changes {
+		switch c.Change {
+		case "added":
+			fmt.Fprintf(w, "  + %s %s\n", c.Table, formatRow(c.After, nil))
+		case "removed":
+			fmt.Fprintf(w, "  - %s %s\n", c.Table, formatRow(c.Before, nil))
+		default:
+			fmt.Fprintf(w, "  ~ %s %s\n", c.Table, formatRow(c.After, c.Before))
+		}
+	}
+	return nil
+}
+
+// formatRow prints a row's columns in name order; with before, only the
+// columns that changed, as old→new.
+func formatRow(row, before map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(row)) {
+		switch {
+		case before == nil:
+			parts = append(parts, k+"="+row[k])
+		case before[k] != row[k]:
+			parts = append(parts, k+"="+before[k]+"→"+row[k])
+		case k == "sku" || strings.HasSuffix(k, "_id"):
+			parts = append(parts, k+"="+row[k]) // which row it is
+		}
+	}
+	return strings.Join(parts, " ")
 }

@@ -89,6 +89,9 @@ func TestReplayIntoReproducesTheLiveRun(t *testing.T) {
 					t.Errorf("%s: %s", line.Subject, line.Outcome)
 				}
 			}
+			if tc.service == catalog.Inventory {
+				wantStockChange(t, stdout)
+			}
 			live := liveEvents(t, ctx, c, tc.stream, id)
 			slices.Sort(would)
 			if !slices.Equal(would, live) {
@@ -102,9 +105,31 @@ func TestReplayIntoReproducesTheLiveRun(t *testing.T) {
 
 	// For people: a table, and the outcome of each message.
 	stdout, _, code := runTool(t, "replay", "--nats-url", c.natsURL, "--stream", "ORDERS", "--subject", "orders.*."+id, "--into", "inventory")
-	if code != 0 || !strings.Contains(stdout, "OUTCOME") || !strings.Contains(stdout, "handled") || !strings.Contains(stdout, "nothing was published") {
+	if code != 0 || !strings.Contains(stdout, "OUTCOME") || !strings.Contains(stdout, "handled") || !strings.Contains(stdout, "nothing was published") ||
+		!strings.Contains(stdout, "state would change") {
 		t.Errorf("table output (exit %d):\n%s", code, stdout)
 	}
+}
+
+// wantStockChange checks that replaying into inventory reports how the
+// stock would change: from an empty store, SKU-RP restocked 10, 2 reserved
+// and then sold.
+func wantStockChange(t *testing.T, stdout string) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		var c struct {
+			Kind, Table, Change string
+			After               map[string]string
+		}
+		if json.Unmarshal(sc.Bytes(), &c) == nil && c.Kind == "state_change" && c.Table == "stock" && c.After["sku"] == "SKU-RP" {
+			if c.Change != "added" || c.After["available"] != "8" || c.After["reserved"] != "0" || c.After["sold"] != "2" {
+				t.Errorf("stock change: %+v, want SKU-RP added with available 8, reserved 0, sold 2", c)
+			}
+			return
+		}
+	}
+	t.Errorf("no state_change for stock SKU-RP in:\n%s", stdout)
 }
 
 // liveEvents lists "subject id" of the events the live run published on
