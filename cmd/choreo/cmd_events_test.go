@@ -126,7 +126,7 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 		got := map[string]bool{}
 		for _, c := range consumers[ti.Stream] {
 			durable, filter, _ := strings.Cut(c, " ")
-			if eventsFilterMatches(filter, ti.ExampleSubject) {
+			if subjectMatches(filter, ti.ExampleSubject) {
 				got[durable] = true
 			}
 		}
@@ -204,22 +204,6 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 			}
 		}
 	}
-}
-
-// eventsFilterMatches reports whether subject matches the NATS filter.
-func eventsFilterMatches(filter, subject string) bool {
-	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, tok := range f {
-		switch {
-		case tok == ">":
-			return len(s) > i
-		case i >= len(s):
-			return false
-		case tok != "*" && tok != s[i]:
-			return false
-		}
-	}
-	return len(f) == len(s)
 }
 
 func mustUnmarshal(t *testing.T, body string, v any) {
