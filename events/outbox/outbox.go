@@ -54,8 +54,7 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 		return nil
 	}
 	now := time.Now()
-	stmt := o.db.Dialect.Rebind(`INSERT INTO outbox (event_id, subject, headers, payload, created_unix_ms)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`)
+	stmts := o.db.In(tx)
 	for _, e := range evts {
 		env, err := e.Envelope()
 		if err != nil {
@@ -75,7 +74,9 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 		if e.TraceParent != "" {
 			headers.Set(events.HeaderTraceParent, e.TraceParent)
 		}
-		if _, err := tx.ExecContext(ctx, stmt, e.ID, e.Subject, encodeHeaders(headers), payload, now.UnixMilli()); err != nil {
+		if _, err := stmts.Exec(ctx, `INSERT INTO outbox (event_id, subject, headers, payload, created_unix_ms)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
+			e.ID, e.Subject, encodeHeaders(headers), payload, now.UnixMilli()); err != nil {
 			return fmt.Errorf("outbox: insert event %s: %w", e.ID, err)
 		}
 	}

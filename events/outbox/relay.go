@@ -315,8 +315,7 @@ wait:
 
 // load returns up to one batch of the oldest rows with an id above after.
 func (r *Relay) load(ctx context.Context, after int64) ([]row, error) {
-	q := r.ob.db.Dialect.Rebind(`SELECT id, event_id, subject, headers, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?`)
-	rs, err := r.ob.db.QueryContext(ctx, q, after, r.batch)
+	rs, err := r.ob.db.In(nil).Query(ctx, `SELECT id, event_id, subject, headers, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?`, after, r.batch)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: load pending: %w", err)
 	}
@@ -342,24 +341,23 @@ func (r *Relay) delete(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	var (
-		q    string
-		args []any
-	)
+	var err error
 	if first, last := ids[0], ids[len(ids)-1]; last-first+1 == int64(len(ids)) {
 		// The usual case: ids ascend without a gap, so every id in the
 		// range is one of ours, and a range is far cheaper than binding a
 		// list. A gap may be a row whose transaction commits later; it
-		// must survive, so gaps take the list below.
-		q, args = `DELETE FROM outbox WHERE id BETWEEN ? AND ?`, []any{first, last}
+		// must survive, so gaps take the list below (not kept prepared:
+		// its text changes with the list's length).
+		_, err = r.ob.db.In(nil).Exec(ctx, `DELETE FROM outbox WHERE id BETWEEN ? AND ?`, first, last)
 	} else {
-		args = make([]any, len(ids))
+		args := make([]any, len(ids))
 		for i, id := range ids {
 			args[i] = id
 		}
-		q = `DELETE FROM outbox WHERE id IN (?` + strings.Repeat(", ?", len(ids)-1) + `)`
+		q := `DELETE FROM outbox WHERE id IN (?` + strings.Repeat(", ?", len(ids)-1) + `)`
+		_, err = r.ob.db.ExecContext(ctx, r.ob.db.Dialect.Rebind(q), args...)
 	}
-	if _, err := r.ob.db.ExecContext(ctx, r.ob.db.Dialect.Rebind(q), args...); err != nil {
+	if err != nil {
 		return fmt.Errorf("outbox: delete %d published rows: %w", len(ids), err)
 	}
 	return nil

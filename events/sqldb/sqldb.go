@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -71,15 +73,40 @@ type DB struct {
 	// URL is the location it was opened from, with any password masked;
 	// safe to log.
 	URL string
+	// stmts caches prepared statements by their '?' query text; see In.
+	stmts     sync.Map
+	preparers sync.WaitGroup
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	durable bool
+}
+
+// WithDurable selects the durability profile. The default (false) survives
+// any crash of the process: SQLite in WAL mode with synchronous=NORMAL
+// (an OS crash or power loss may lose the last commits, never corrupt the
+// file), PostgreSQL with the server's own settings. Durable (true) also
+// survives an OS crash or power loss on one machine: SQLite
+// synchronous=FULL (an fsync on every commit) and PostgreSQL
+// synchronous_commit=on for the session, whatever the server's default.
+func WithDurable(durable bool) Option {
+	return func(o *options) { o.durable = durable }
 }
 
 // Open opens a store from a URL: a "postgres://" or "postgresql://" URL
 // opens PostgreSQL through pgx; anything else is a SQLite file path
 // (optionally prefixed "sqlite:" or "file:"), opened in WAL mode with a busy
 // timeout, its directory created if needed.
-func Open(ctx context.Context, rawURL string) (*DB, error) {
+func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 	if rawURL == "" {
 		return nil, errors.New("sqldb: empty database url")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	var (
 		db  *sql.DB
@@ -88,7 +115,13 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 	)
 	if strings.HasPrefix(rawURL, "postgres://") || strings.HasPrefix(rawURL, "postgresql://") {
 		d = Dialect{Engine: Postgres}
-		db, err = sql.Open("pgx", rawURL)
+		connURL := rawURL
+		if o.durable {
+			if connURL, err = withQueryParam(rawURL, "synchronous_commit", "on"); err != nil {
+				return nil, fmt.Errorf("sqldb: postgres url %s: %w", Mask(rawURL), err)
+			}
+		}
+		db, err = sql.Open("pgx", connURL)
 		if err != nil {
 			return nil, fmt.Errorf("sqldb: open postgres %s: %w", Mask(rawURL), err)
 		}
@@ -96,7 +129,7 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 		db.SetMaxIdleConns(16)
 	} else {
 		d = Dialect{Engine: SQLite}
-		db, err = openSQLite(rawURL)
+		db, err = openSQLite(rawURL, o.durable)
 		if err != nil {
 			return nil, err
 		}
@@ -108,7 +141,7 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 	return &DB{DB: db, Dialect: d, URL: Mask(rawURL)}, nil
 }
 
-func openSQLite(rawURL string) (*sql.DB, error) {
+func openSQLite(rawURL string, durable bool) (*sql.DB, error) {
 	path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "file:")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
@@ -121,12 +154,17 @@ func openSQLite(rawURL string) (*sql.DB, error) {
 	}
 	// WAL lets readers proceed while a writer commits; synchronous=NORMAL is
 	// durable across process crashes in WAL mode (only an OS crash can lose
-	// the last commits); BEGIN IMMEDIATE takes the write lock up front, so
+	// the last commits), FULL syncs the WAL on every commit so that an OS
+	// crash cannot either; BEGIN IMMEDIATE takes the write lock up front, so
 	// two transactions never deadlock upgrading a read lock.
+	sync := "NORMAL"
+	if durable {
+		sync = "FULL"
+	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+filepath.ToSlash(path)+"?"+q.Encode())
@@ -140,6 +178,18 @@ func openSQLite(rawURL string) (*sql.DB, error) {
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxLifetime(0)
 	return db, nil
+}
+
+// withQueryParam returns rawURL with the query parameter key set to value.
+func withQueryParam(rawURL, key, value string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // Mask hides the password of a URL so it can be logged.
@@ -191,4 +241,145 @@ func CountGroups[K ~string](ctx context.Context, db *DB, query string, args ...a
 		out[K(key)] = n
 	}
 	return out, rows.Err()
+}
+
+// In returns a handle that runs statements inside tx, or on the database
+// itself when tx is nil, each prepared once and reused: parsing and
+// planning the same SQL on every call was the largest single cost of a
+// unit of work on SQLite. Statements use '?' placeholders (see Rebind).
+func (db *DB) In(tx *sql.Tx) Stmts { return Stmts{db: db, tx: tx} }
+
+// Stmts runs cached prepared statements; see DB.In.
+type Stmts struct {
+	db *DB
+	tx *sql.Tx
+}
+
+// preparing marks a statement being prepared in the background.
+type preparing struct{}
+
+// stmt returns the statement for query prepared on the database and bound
+// to the transaction if there is one, or nil when it is not prepared yet.
+//
+// A statement is prepared on the database, outside any transaction:
+// inside one, on SQLite's single connection, preparing would wait for the
+// very connection the transaction holds. So a statement first met inside a
+// transaction runs unprepared that time, and is prepared in the
+// background as soon as a connection is free. database/sql prepares it
+// again only on a connection that has not seen it yet.
+func (s Stmts) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	p, ok := s.db.stmts.Load(query)
+	switch {
+	case !ok && s.tx == nil:
+		prepared, err := s.db.PrepareContext(ctx, s.db.Dialect.Rebind(query))
+		if err != nil {
+			return nil, err
+		}
+		if p, ok = s.db.stmts.LoadOrStore(query, prepared); ok {
+			if _, pending := p.(preparing); !pending {
+				prepared.Close() // another goroutine prepared it first
+				break
+			}
+			s.db.stmts.Store(query, prepared)
+		}
+		p = prepared
+	case !ok:
+		if _, loaded := s.db.stmts.LoadOrStore(query, preparing{}); !loaded {
+			s.db.prepareLater(query)
+		}
+		return nil, nil
+	}
+	st, ok := p.(*sql.Stmt)
+	if !ok {
+		return nil, nil // still being prepared
+	}
+	if s.tx != nil {
+		// Closed with the transaction; the statement it came from stays.
+		st = s.tx.StmtContext(ctx, st)
+	}
+	return st, nil
+}
+
+// prepareLater prepares query in the background; Close waits for it.
+func (db *DB) prepareLater(query string) {
+	db.preparers.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		prepared, err := db.PrepareContext(ctx, db.Dialect.Rebind(query))
+		if err != nil {
+			// Closed, or a statement the database refuses: leave it
+			// unprepared, as it ran before (its error reaches the caller
+			// there).
+			db.stmts.Delete(query)
+			return
+		}
+		db.stmts.Store(query, prepared)
+	})
+}
+
+// Exec runs a statement that returns no rows.
+func (s Stmts) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := s.stmt(ctx, query)
+	switch {
+	case err != nil:
+		return nil, err
+	case st != nil:
+		return st.ExecContext(ctx, args...)
+	case s.tx != nil:
+		return s.tx.ExecContext(ctx, s.db.Dialect.Rebind(query), args...)
+	}
+	return s.db.ExecContext(ctx, s.db.Dialect.Rebind(query), args...)
+}
+
+// Query runs a statement that returns rows.
+func (s Stmts) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.stmt(ctx, query)
+	switch {
+	case err != nil:
+		return nil, err
+	case st != nil:
+		return st.QueryContext(ctx, args...)
+	case s.tx != nil:
+		return s.tx.QueryContext(ctx, s.db.Dialect.Rebind(query), args...)
+	}
+	return s.db.QueryContext(ctx, s.db.Dialect.Rebind(query), args...)
+}
+
+// QueryRow runs a statement that returns at most one row. A statement that
+// cannot be prepared is run unprepared, so that its error reaches Scan.
+func (s Stmts) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st, err := s.stmt(ctx, query); err == nil && st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	if s.tx != nil {
+		return s.tx.QueryRowContext(ctx, s.db.Dialect.Rebind(query), args...)
+	}
+	return s.db.QueryRowContext(ctx, s.db.Dialect.Rebind(query), args...)
+}
+
+// Prepared returns how many statements are prepared and cached.
+func (db *DB) Prepared() int {
+	n := 0
+	db.stmts.Range(func(_, v any) bool {
+		if _, ok := v.(*sql.Stmt); ok {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// Close closes the database and its cached statements, once the
+// statements being prepared in the background have given up.
+func (db *DB) Close() error {
+	err := db.DB.Close()
+	db.preparers.Wait()
+	db.stmts.Range(func(k, v any) bool {
+		if st, ok := v.(*sql.Stmt); ok {
+			st.Close()
+		}
+		db.stmts.Delete(k)
+		return true
+	})
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
@@ -311,5 +312,101 @@ func TestInTx(t *testing.T) {
 				t.Errorf("rows: got %d, want 1 (the failed transaction rolled back)", n)
 			}
 		})
+	}
+}
+
+// Statements run through In are prepared once and reused, also when they
+// are first met inside a transaction — which, on SQLite's single
+// connection, must not wait for the connection the transaction holds.
+func TestStmts(t *testing.T) {
+	for _, b := range sqltest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := b.Open(t)
+			if _, err := db.ExecContext(ctx, `CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`); err != nil {
+				t.Fatal(err)
+			}
+			const insert = `INSERT INTO kv (k, v) VALUES (?, ?)`
+			const get = `SELECT v FROM kv WHERE k = ?`
+			for i := range 3 {
+				err := db.InTx(ctx, func(tx *sql.Tx) error {
+					if _, err := db.In(tx).Exec(ctx, insert, "k"+string(rune('a'+i)), i); err != nil {
+						return err
+					}
+					var v int
+					return db.In(tx).QueryRow(ctx, get, "k"+string(rune('a'+i))).Scan(&v)
+				})
+				if err != nil {
+					t.Fatalf("transaction %d: %v", i, err)
+				}
+			}
+			// Prepared in the background once the connection was free.
+			deadline := time.Now().Add(10 * time.Second)
+			for db.Prepared() < 2 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got := db.Prepared(); got != 2 {
+				t.Fatalf("prepared statements: got %d, want 2", got)
+			}
+			var v int
+			if err := db.In(nil).QueryRow(ctx, get, "kc").Scan(&v); err != nil || v != 2 {
+				t.Errorf("QueryRow outside a transaction: got (%d, %v), want (2, nil)", v, err)
+			}
+			rows, err := db.In(nil).Query(ctx, `SELECT k FROM kv ORDER BY k`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			rows.Close()
+			if n != 3 {
+				t.Errorf("Query: got %d rows, want 3", n)
+			}
+			if got := db.Prepared(); got != 3 {
+				t.Errorf("prepared statements: got %d, want 3 (outside a transaction they are prepared at once)", got)
+			}
+			// SQL the database refuses reports its error where it is used.
+			if err := db.In(nil).QueryRow(ctx, `SELECT nope FROM kv`).Scan(&v); err == nil {
+				t.Error("QueryRow of a bad statement: got nil error, want one")
+			}
+			if err := db.InTx(ctx, func(tx *sql.Tx) error {
+				_, err := db.In(tx).Exec(ctx, `INSERT INTO nope VALUES (?)`, 1)
+				return err
+			}); err == nil {
+				t.Error("Exec of a bad statement in a transaction: got nil error, want one")
+			}
+		})
+	}
+}
+
+// The durable profile asks each engine to sync every commit.
+func TestOpenDurable(t *testing.T) {
+	ctx := context.Background()
+	lite := sqltest.SQLiteURL(t)
+	for _, c := range []struct {
+		durable bool
+		want    int
+	}{{false, 1}, {true, 2}} { // NORMAL, FULL
+		db, err := sqldb.Open(ctx, lite, sqldb.WithDurable(c.durable))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&got); err != nil || got != c.want {
+			t.Errorf("sqlite durable=%v: synchronous = %d (%v), want %d", c.durable, got, err, c.want)
+		}
+		db.Close()
+	}
+	url := sqltest.PostgresURL(t)
+	db, err := sqldb.Open(ctx, url, sqldb.WithDurable(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var got string
+	if err := db.QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&got); err != nil || got != "on" {
+		t.Errorf("postgres durable: synchronous_commit = %q (%v), want on", got, err)
 	}
 }
