@@ -2,17 +2,17 @@ package inventory
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/worker"
+	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // Store persists stock and reservations. stockdb implements it on SQLite
@@ -29,22 +29,36 @@ type Store interface {
 	// ApplySKU runs fn on the stock of one SKU (zeros when the SKU was
 	// never stocked) and saves the stock fn leaves.
 	ApplySKU(ctx context.Context, key inbox.Key, sku string, fn func(st *Stock) ([]events.Outgoing, error)) (applied bool, err error)
+	// SKUWork is ApplySKU's unit of work for the consumer to carry out,
+	// batched with the work of other messages in one transaction.
+	SKUWork(key inbox.Key, sku string, fn func(st *Stock) ([]events.Outgoing, error)) consumer.Work
 	// ApplyOrder runs fn on the reservation of orderID (nil when the order
 	// has none) and the stock of skus plus the SKUs of that reservation,
 	// keyed by SKU (zeros for a SKU never stocked). It saves the stock fn
 	// leaves and the reservation fn returns (nil: no change to it); a
 	// reservation that fails Validate is refused with a Permanent error.
-	ApplyOrder(ctx context.Context, key inbox.Key, orderID string, skus []string,
-		fn func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error)) (applied bool, err error)
+	ApplyOrder(ctx context.Context, key inbox.Key, orderID string, skus []string, fn OrderTransition) (applied bool, err error)
+	// OrderWork is ApplyOrder's unit of work for the consumer to carry
+	// out, batched with the work of other messages in one transaction.
+	OrderWork(key inbox.Key, orderID string, skus []string, fn OrderTransition) consumer.Work
 	// Get returns the stock of sku: zeros for a SKU never stocked.
 	Get(ctx context.Context, sku string) (Stock, error)
+	// Outbox returns the outbox in the store's database.
+	Outbox() *outbox.Outbox
 }
+
+// OrderTransition is a unit of work on one order's reservation and the
+// stock it touches: it gets the reservation as stored (nil when there is
+// none) and the locked stock by SKU, may change the stock, and returns
+// the reservation to save (nil: no change) and the events to publish.
+type OrderTransition func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error)
 
 // Service handles the inventory service's commands and events.
 type Service struct {
-	store Store
-	log   *slog.Logger
-	now   func() time.Time
+	store  Store
+	log    *slog.Logger
+	now    func() time.Time
+	router *consumer.Router
 }
 
 // Config configures a Service.
@@ -65,7 +79,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now}, nil
+	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now}
+	s.router = s.routes()
+	return s, nil
 }
 
 // Get returns the stock of sku: zeros for a SKU never restocked. An invalid
@@ -93,11 +109,7 @@ func (s *Service) Restock(ctx context.Context, key inbox.Key, cmd catalog.Restoc
 		return Stock{}, events.Permanent(fmt.Errorf("inventory: invalid restock: %w", err))
 	}
 	var result Stock
-	applied, err := s.store.ApplySKU(ctx, key, cmd.SKU, func(st *Stock) ([]events.Outgoing, error) {
-		out, err := st.Restock(cmd, key.EventID, s.now(), events.TraceParentFrom(ctx))
-		result = *st
-		return out, err
-	})
+	applied, err := s.store.ApplySKU(ctx, key, cmd.SKU, s.restock(ctx, key, cmd, &result))
 	if err != nil {
 		return Stock{}, fmt.Errorf("inventory: restock %s: %w", cmd.SKU, err)
 	}
@@ -107,57 +119,74 @@ func (s *Service) Restock(ctx context.Context, key inbox.Key, cmd catalog.Restoc
 	return result, nil
 }
 
+// restock is the unit of work of a restock; it leaves the stock it
+// saves in result.
+func (s *Service) restock(ctx context.Context, key inbox.Key, cmd catalog.Restock, result *Stock) func(st *Stock) ([]events.Outgoing, error) {
+	tp := events.TraceParentFrom(ctx)
+	return func(st *Stock) ([]events.Outgoing, error) {
+		out, err := st.Restock(cmd, key.EventID, s.now(), tp)
+		*result = *st
+		return out, err
+	}
+}
+
+// restockWork is a restock command's work.
+func (s *Service) restockWork(ctx context.Context, key inbox.Key, cmd catalog.Restock) consumer.Work {
+	var result Stock
+	w := s.store.SKUWork(key, cmd.SKU, s.restock(ctx, key, cmd, &result))
+	apply := w.Apply
+	w.Apply = func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := apply(ctx, tx)
+		if err != nil {
+			return nil, fmt.Errorf("inventory: restock %s: %w", cmd.SKU, err)
+		}
+		return out, nil
+	}
+	return w
+}
+
 // OnOrderPlaced reserves every line of a placed order or none, once per
 // order (see OnPlaced): a placement seen before changes nothing, one after
 // the order's confirmation also commits, and one after its cancellation
 // reserves nothing.
-func (s *Service) OnOrderPlaced(ctx context.Context, key inbox.Key, e catalog.OrderPlaced) error {
-	lines := Lines(e.Items)
-	err := s.applyOrder(ctx, key, e.OrderID, catalog.EventPlaced, SKUs(lines), func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		return OnPlaced(res, e.OrderID, lines, stock, s.now(), events.TraceParentFrom(ctx))
+func (s *Service) OnOrderPlaced(ctx context.Context, key inbox.Key, e catalog.OrderPlaced) consumer.Work {
+	lines, tp := Lines(e.Items), events.TraceParentFrom(ctx)
+	return s.orderWork(key, e.OrderID, catalog.EventPlaced, "reserve", SKUs(lines), func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		return OnPlaced(res, e.OrderID, lines, stock, s.now(), tp)
 	})
-	if err != nil {
-		return fmt.Errorf("inventory: reserve order %s: %w", e.OrderID, err)
-	}
-	return nil
 }
 
 // OnOrderConfirmed sells the stock a confirmed order holds (see
 // OnConfirmed). A confirmation that arrives before its order's placement is
 // recorded, not retried: the placement then reserves and commits at once.
-func (s *Service) OnOrderConfirmed(ctx context.Context, key inbox.Key, e catalog.OrderConfirmed) error {
-	err := s.applyOrder(ctx, key, e.OrderID, catalog.EventConfirmed, nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		return OnConfirmed(res, e.OrderID, stock, s.now(), events.TraceParentFrom(ctx))
+func (s *Service) OnOrderConfirmed(ctx context.Context, key inbox.Key, e catalog.OrderConfirmed) consumer.Work {
+	tp := events.TraceParentFrom(ctx)
+	return s.orderWork(key, e.OrderID, catalog.EventConfirmed, "commit", nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		return OnConfirmed(res, e.OrderID, stock, s.now(), tp)
 	})
-	if err != nil {
-		return fmt.Errorf("inventory: commit order %s: %w", e.OrderID, err)
-	}
-	return nil
 }
 
 // OnOrderCancelled gives back the stock a cancelled order holds, whatever
 // the reason (see OnCancelled). A cancellation that arrives before its
 // order's placement leaves a tombstone, so that the placement reserves
 // nothing.
-func (s *Service) OnOrderCancelled(ctx context.Context, key inbox.Key, e catalog.OrderCancelled) error {
-	err := s.applyOrder(ctx, key, e.OrderID, catalog.EventCancelled, nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		return OnCancelled(res, e.OrderID, stock, s.now(), events.TraceParentFrom(ctx))
+func (s *Service) OnOrderCancelled(ctx context.Context, key inbox.Key, e catalog.OrderCancelled) consumer.Work {
+	tp := events.TraceParentFrom(ctx)
+	return s.orderWork(key, e.OrderID, catalog.EventCancelled, "release", nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+		return OnCancelled(res, e.OrderID, stock, s.now(), tp)
 	})
-	if err != nil {
-		return fmt.Errorf("inventory: release order %s (%s): %w", e.OrderID, e.Reason, err)
-	}
-	return nil
 }
 
-// applyOrder runs one of the order transitions in the store and logs, once,
-// an input that makes the order anomalous (see Reservation.Anomaly). The
-// log line is written only after the unit of work committed, so a retried
-// or duplicate delivery does not repeat it.
-func (s *Service) applyOrder(ctx context.Context, key inbox.Key, orderID, input string, skus []string,
-	fn func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error)) error {
-	var anomaly string
-	var status ReservationStatus
-	_, err := s.store.ApplyOrder(ctx, key, orderID, skus, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
+// orderWork is the work of one of the order transitions. It logs, once,
+// an input that makes the order anomalous (see Reservation.Anomaly): only
+// after the unit of work committed, so a retried or duplicate delivery
+// does not repeat it.
+func (s *Service) orderWork(key inbox.Key, orderID, input, verb string, skus []string, fn OrderTransition) consumer.Work {
+	var (
+		anomaly string
+		status  ReservationStatus
+	)
+	w := s.store.OrderWork(key, orderID, skus, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
 		before := res.Anomaly()
 		next, out, err := fn(res, stock)
 		anomaly = ""
@@ -166,77 +195,80 @@ func (s *Service) applyOrder(ctx context.Context, key inbox.Key, orderID, input 
 		}
 		return next, out, err
 	})
-	if err == nil && anomaly != "" {
-		s.log.Error("inventory: "+anomaly+"; stock left as it is", "order_id", orderID, "input", input, "status", status)
+	apply := w.Apply
+	w.Apply = func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := apply(ctx, tx)
+		if err != nil {
+			return nil, fmt.Errorf("inventory: %s order %s: %w", verb, orderID, err)
+		}
+		return out, nil
 	}
-	return err
+	w.After = func(context.Context, bool) (consumer.Work, error) {
+		if anomaly != "" {
+			s.log.Error("inventory: "+anomaly+"; stock left as it is", "order_id", orderID, "input", input, "status", status)
+		}
+		return consumer.Work{}, nil
+	}
+	return w
 }
 
 // Durable consumer name of the inventory service on every stream it reads.
 const consumerName = catalog.Inventory
 
-// Subscriptions returns the service's consumers for a worker.
-func (s *Service) Subscriptions() []worker.Subscription {
-	sub := func(stream string, filters ...string) worker.Subscription {
-		return worker.Subscription{
-			Config: consumer.Config{
-				Stream:         stream,
-				Durable:        consumerName,
-				FilterSubjects: filters,
-				DLQSubject:     catalog.DLQSubject(catalog.Inventory),
-				Logger:         s.log,
-			},
-			Handler: s.Handle,
-		}
+// Consumer returns the configuration of the service's consumer: the
+// streams it reads and its handler.
+func (s *Service) Consumer() consumer.Config {
+	src := func(stream string, filters ...string) consumer.Source {
+		return consumer.Source{Stream: stream, Durable: consumerName, FilterSubjects: filters}
 	}
-	return []worker.Subscription{
-		sub(catalog.StreamCommands, "cmd.inventory.>"),
-		sub(catalog.StreamOrders,
-			catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
-			catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"),
-			catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")),
+	return consumer.Config{
+		Sources: []consumer.Source{
+			src(catalog.StreamCommands, "cmd.inventory.>"),
+			src(catalog.StreamOrders,
+				catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
+				catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"),
+				catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")),
+		},
+		Handler:    s.router.Handle,
+		DLQSubject: catalog.DLQSubject(catalog.Inventory),
+		Logger:     s.log,
 	}
 }
 
-// Handle dispatches one message by subject. Errors keep their kind: a
-// Permanent error sends the message to the dead-letter queue, any other is
-// retried.
+// Handle handles one message to the end, in a transaction of its own: what
+// the consumer does with it, for tests and tools. Errors keep their kind: a
+// Permanent error is one the consumer dead-letters.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
-	switch {
-	case m.Subject == catalog.SubjectRestock:
-		cmd, envID, err := catalog.DecodeCommand[catalog.Restock](m.Data)
-		if err != nil {
-			return err
-		}
-		_, err = s.Restock(ctx, commandKey(m, cmd.CommandID, envID), cmd)
-		return err
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventPlaced+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderPlaced](m.Data, catalog.TypeOrderPlaced)
-		if err != nil {
-			return err
-		}
-		return s.OnOrderPlaced(ctx, eventKey(env), e)
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventConfirmed+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderConfirmed](m.Data, catalog.TypeOrderConfirmed)
-		if err != nil {
-			return err
-		}
-		return s.OnOrderConfirmed(ctx, eventKey(env), e)
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventCancelled+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderCancelled](m.Data, catalog.TypeOrderCancelled)
-		if err != nil {
-			return err
-		}
-		return s.OnOrderCancelled(ctx, eventKey(env), e)
-	}
-	return events.Permanent(fmt.Errorf("inventory: %q: %w", m.Subject, catalog.ErrUnknownSubject))
+	return consumer.HandleOne(ctx, s.store.Outbox(), s.router.Handle, m)
+}
+
+func (s *Service) routes() *consumer.Router {
+	r := consumer.NewRouter(catalog.Inventory)
+	consumer.Route(r, catalog.SubjectRestock, catalog.CommandOf[catalog.Restock],
+		func(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.Restock]) (consumer.Work, error) {
+			return s.restockWork(ctx, commandKey(c.Key), c.Body), nil
+		})
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"), catalog.EventOf[catalog.OrderPlaced](catalog.TypeOrderPlaced),
+		func(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderPlaced]) (consumer.Work, error) {
+			return s.OnOrderPlaced(ctx, eventKey(e.Envelope), e.Data), nil
+		})
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"), catalog.EventOf[catalog.OrderConfirmed](catalog.TypeOrderConfirmed),
+		func(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderConfirmed]) (consumer.Work, error) {
+			return s.OnOrderConfirmed(ctx, eventKey(e.Envelope), e.Data), nil
+		})
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"), catalog.EventOf[catalog.OrderCancelled](catalog.TypeOrderCancelled),
+		func(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderCancelled]) (consumer.Work, error) {
+			return s.OnOrderCancelled(ctx, eventKey(e.Envelope), e.Data), nil
+		})
+	return r
 }
 
 func eventKey(env events.Envelope) inbox.Key {
 	return inbox.Key{Consumer: consumerName, EventID: env.ID}
 }
 
-// commandKey is the inbox key of a command (see consumer.Message.CommandKey).
-func commandKey(m *consumer.Message, commandID, envelopeID string) inbox.Key {
-	return inbox.Key{Consumer: consumerName, EventID: m.CommandKey(commandID, envelopeID)}
+// commandKey is the inbox key of a command with the given idempotency key
+// (see catalog.Command).
+func commandKey(key string) inbox.Key {
+	return inbox.Key{Consumer: consumerName, EventID: key}
 }

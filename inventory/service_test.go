@@ -480,9 +480,9 @@ func testBadInput(t *testing.T, h *harness) {
 	}
 }
 
-func TestSubscriptions(t *testing.T) {
+func TestConsumer(t *testing.T) {
 	h := newHarness(t, sqltest.MustOpen(t, sqltest.SQLiteURL(t)))
-	subs := h.svc.Subscriptions()
+	c := h.svc.Consumer()
 	type want struct {
 		stream  string
 		filters []string
@@ -491,17 +491,17 @@ func TestSubscriptions(t *testing.T) {
 		{catalog.StreamCommands, []string{"cmd.inventory.>"}},
 		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}},
 	}
-	if len(subs) != len(wants) {
-		t.Fatalf("%d subscriptions, want %d", len(subs), len(wants))
+	if len(c.Sources) != len(wants) {
+		t.Fatalf("%d sources, want %d", len(c.Sources), len(wants))
 	}
 	for i, w := range wants {
-		c := subs[i].Config
-		if c.Stream != w.stream || c.Durable != "inventory" || c.DLQSubject != "dlq.inventory" || !slices.Equal(c.FilterSubjects, w.filters) {
-			t.Errorf("subscription %d = %+v, want stream %s, durable inventory, DLQ dlq.inventory, filters %v", i, c, w.stream, w.filters)
+		s := c.Sources[i]
+		if s.Stream != w.stream || s.Durable != "inventory" || !slices.Equal(s.FilterSubjects, w.filters) {
+			t.Errorf("source %d = %+v, want stream %s, durable inventory, filters %v", i, s, w.stream, w.filters)
 		}
-		if subs[i].Handler == nil {
-			t.Errorf("subscription %d has no handler", i)
-		}
+	}
+	if c.DLQSubject != "dlq.inventory" || c.Handler == nil {
+		t.Errorf("consumer: DLQ subject %q, handler set %v; want dlq.inventory and a handler", c.DLQSubject, c.Handler != nil)
 	}
 }
 

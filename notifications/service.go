@@ -2,17 +2,17 @@ package notifications
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/worker"
+	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // Store persists notifications. notificationdb implements it on SQLite and
@@ -25,11 +25,21 @@ type Store interface {
 	// calls fn, saves the notification fn returns (nil: no change) and
 	// queues the events fn returns in the outbox. Any error rolls all of
 	// it back.
-	Apply(ctx context.Context, key inbox.Key, notificationID string, fn func(n *Notification) (*Notification, []events.Outgoing, error)) (applied bool, err error)
+	Apply(ctx context.Context, key inbox.Key, notificationID string, fn Transition) (applied bool, err error)
+	// Work is Apply's unit of work for the consumer to carry out, batched
+	// with the work of other messages in one transaction.
+	Work(key inbox.Key, notificationID string, fn Transition) consumer.Work
 	// List returns the notifications of an order, oldest first; none is
 	// not an error.
 	List(ctx context.Context, orderID string) ([]*Notification, error)
+	// Outbox returns the outbox in the store's database.
+	Outbox() *outbox.Outbox
 }
+
+// Transition is a unit of work on one notification: it gets the
+// notification as stored (nil when there is none) and returns the
+// notification to save (nil: no change) and the events to publish.
+type Transition func(n *Notification) (*Notification, []events.Outgoing, error)
 
 // Config configures a Service.
 type Config struct {
@@ -45,6 +55,7 @@ type Service struct {
 	sender Sender
 	log    *slog.Logger
 	now    func() time.Time
+	router *consumer.Router
 }
 
 // New returns a Service.
@@ -61,7 +72,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{store: cfg.Store, sender: cfg.Sender, log: cfg.Logger, now: cfg.Now}, nil
+	s := &Service{store: cfg.Store, sender: cfg.Sender, log: cfg.Logger, now: cfg.Now}
+	s.router = s.routes()
+	return s, nil
 }
 
 // List returns the notifications of an order, oldest first.
@@ -72,76 +85,82 @@ func (s *Service) List(ctx context.Context, orderID string) ([]*Notification, er
 // Durable consumer name of the notifications service.
 const consumerName = catalog.Notifications
 
-// Subscriptions returns the service's consumers for a worker.
-func (s *Service) Subscriptions() []worker.Subscription {
-	return []worker.Subscription{{
-		Config: consumer.Config{
+// Consumer returns the configuration of the service's consumer: the
+// stream it reads and its handler. A sender failure is returned as
+// events.Transient, so the message comes back after a back-off and the
+// delivery is tried again.
+func (s *Service) Consumer() consumer.Config {
+	return consumer.Config{
+		Sources: []consumer.Source{{
 			Stream:  catalog.StreamOrders,
 			Durable: consumerName,
 			FilterSubjects: []string{
 				catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"),
 				catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"),
 			},
-			DLQSubject: catalog.DLQSubject(catalog.Notifications),
-			Logger:     s.log,
-		},
-		Handler: s.Handle,
-	}}
+		}},
+		Handler:    s.router.Handle,
+		DLQSubject: catalog.DLQSubject(catalog.Notifications),
+		Logger:     s.log,
+	}
 }
 
-// Handle dispatches one message by subject. Errors keep their kind: a
-// Permanent error sends the message to the dead-letter queue; a sender
-// failure is returned as events.Transient, so the message comes back after a
-// back-off and the delivery is tried again.
+// Handle handles one message to the end, in a transaction of its own: what
+// the consumer does with it, for tests and tools. Errors keep their kind: a
+// Permanent error is one the consumer dead-letters.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
-	switch {
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventConfirmed+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderConfirmed](m.Data, catalog.TypeOrderConfirmed)
-		if err != nil {
-			return err
-		}
-		return s.record(ctx, env, ForConfirmed(e, s.now()))
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventCancelled+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderCancelled](m.Data, catalog.TypeOrderCancelled)
-		if err != nil {
-			return err
-		}
-		return s.record(ctx, env, ForCancelled(e, s.now()))
-	}
-	return events.Permanent(fmt.Errorf("notifications: %q: %w", m.Subject, catalog.ErrUnknownSubject))
+	return consumer.HandleOne(ctx, s.store.Outbox(), s.router.Handle, m)
+}
+
+func (s *Service) routes() *consumer.Router {
+	r := consumer.NewRouter(catalog.Notifications)
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"), catalog.EventOf[catalog.OrderConfirmed](catalog.TypeOrderConfirmed),
+		func(_ context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderConfirmed]) (consumer.Work, error) {
+			return s.record(e.Envelope, ForConfirmed(e.Data, s.now())), nil
+		})
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"), catalog.EventOf[catalog.OrderCancelled](catalog.TypeOrderCancelled),
+		func(_ context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderCancelled]) (consumer.Work, error) {
+			return s.record(e.Envelope, ForCancelled(e.Data, s.now())), nil
+		})
+	return r
 }
 
 // record is step 1: claim the event and record the notification as
 // PENDING in one transaction; a notification already recorded for the
-// same order and status is kept as it is. It then delivers outside that
-// transaction. A duplicate delivers too: the first delivery of the event
-// may have committed step 1 and failed (or crashed) before the
+// same order and status is kept as it is. Its After then delivers outside
+// that transaction. A duplicate delivers too: the first delivery of the
+// event may have committed step 1 and failed (or crashed) before the
 // notification was sent, and this redelivery is what finishes it.
-func (s *Service) record(ctx context.Context, env events.Envelope, n *Notification) error {
-	_, err := s.store.Apply(ctx, inbox.Key{Consumer: consumerName, EventID: env.ID}, n.ID,
+func (s *Service) record(env events.Envelope, n *Notification) consumer.Work {
+	w := s.store.Work(inbox.Key{Consumer: consumerName, EventID: env.ID}, n.ID,
 		func(existing *Notification) (*Notification, []events.Outgoing, error) {
 			if existing != nil {
 				return nil, nil, nil
 			}
 			return n, nil, nil
 		})
-	if err != nil {
-		return err
-	}
-	return s.deliver(ctx, n.OrderID)
+	w.After = func(ctx context.Context, _ bool) (consumer.Work, error) { return s.deliver(ctx, n.OrderID) }
+	return w
 }
 
-// deliver sends the order's pending notifications: step 2, the sender
-// call, outside any transaction; step 3, marking it SENT and queueing
-// notifications.sent, in a transaction of its own. Running it twice, or on
-// two replicas at once, publishes once: step 3 finds the notification
-// already sent. The sender may be called twice in that race, with the
-// same idempotency key.
-func (s *Service) deliver(ctx context.Context, orderID string) error {
+// deliver sends the order's pending notifications (step 2, the sender
+// call, outside any transaction) and returns the work of step 3: marking
+// them SENT and queueing notifications.sent, in a transaction the consumer
+// shares with other messages' follow-ups. Running it twice, or on two
+// replicas at once, publishes once: step 3 finds the notification already
+// sent. The sender may be called twice in that race, with the same
+// idempotency key. When a send fails, the ones sent before it are still
+// marked, and the message is retried for the rest.
+func (s *Service) deliver(ctx context.Context, orderID string) (consumer.Work, error) {
 	list, err := s.store.List(ctx, orderID)
 	if err != nil {
-		return err
+		return consumer.Work{}, err
 	}
+	tp := events.TraceParentFrom(ctx)
+	var (
+		marks   []consumer.Work
+		sendErr error
+	)
 	for _, n := range list {
 		if n.State != Pending {
 			continue
@@ -150,24 +169,39 @@ func (s *Service) deliver(ctx context.Context, orderID string) error {
 		if err != nil {
 			// Transient whatever the sender said: the message is
 			// redelivered and this runs again for the same notification id.
-			return events.Transient(fmt.Errorf("notifications: send %s for order %s: %w", n.ID, orderID, err))
+			sendErr = events.Transient(fmt.Errorf("notifications: send %s for order %s: %w", n.ID, orderID, err))
+			break
 		}
 		// No inbox key: step 3 is idempotent by itself (MarkSent ignores
 		// a notification already sent) and the event's claim was taken
 		// in step 1.
-		_, err = s.store.Apply(ctx, inbox.Key{}, n.ID, func(cur *Notification) (*Notification, []events.Outgoing, error) {
+		marks = append(marks, s.store.Work(inbox.Key{}, n.ID, func(cur *Notification) (*Notification, []events.Outgoing, error) {
 			if cur == nil {
 				return nil, nil, fmt.Errorf("notifications: mark %s sent: %w", n.ID, ErrNotFound)
 			}
-			out, err := cur.MarkSent(res, s.now(), events.TraceParentFrom(ctx))
+			out, err := cur.MarkSent(res, s.now(), tp)
 			if err != nil || len(out) == 0 {
 				return nil, nil, err
 			}
 			return cur, out, nil
-		})
-		if err != nil {
-			return err
-		}
+		}))
 	}
-	return nil
+	if len(marks) == 0 {
+		return consumer.Work{}, sendErr
+	}
+	w := consumer.Work{Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		var out []events.Outgoing
+		for _, m := range marks {
+			o, err := m.Apply(ctx, tx)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, o...)
+		}
+		return out, nil
+	}}
+	if sendErr != nil {
+		w.After = func(context.Context, bool) (consumer.Work, error) { return consumer.Work{}, sendErr }
+	}
+	return w, nil
 }

@@ -230,18 +230,18 @@ func TestNewRequiresStoreAndSender(t *testing.T) {
 	}
 }
 
-func TestSubscriptions(t *testing.T) {
+func TestConsumer(t *testing.T) {
 	h := newHarness(t, sqltest.Backends()[0])
-	subs := h.svc.Subscriptions()
-	if len(subs) != 1 {
-		t.Fatalf("subscriptions: got %d, want 1", len(subs))
+	c := h.svc.Consumer()
+	if len(c.Sources) != 1 {
+		t.Fatalf("sources: got %d, want 1", len(c.Sources))
 	}
-	c := subs[0].Config
-	if c.Stream != catalog.StreamOrders || c.Durable != catalog.Notifications ||
-		c.DLQSubject != catalog.DLQSubject(catalog.Notifications) || subs[0].Handler == nil {
-		t.Errorf("subscription: got %+v, want ORDERS/notifications with dlq.notifications and a handler", c)
+	src := c.Sources[0]
+	if src.Stream != catalog.StreamOrders || src.Durable != catalog.Notifications ||
+		c.DLQSubject != catalog.DLQSubject(catalog.Notifications) || c.Handler == nil {
+		t.Errorf("consumer: got %+v (DLQ %q), want ORDERS/notifications with dlq.notifications and a handler", src, c.DLQSubject)
 	}
-	if got, want := fmt.Sprint(c.FilterSubjects), "[orders.confirmed.* orders.cancelled.*]"; got != want {
+	if got, want := fmt.Sprint(src.FilterSubjects), "[orders.confirmed.* orders.cancelled.*]"; got != want {
 		t.Errorf("filters: got %s, want %s", got, want)
 	}
 }

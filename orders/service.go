@@ -5,30 +5,38 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/worker"
+	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // ErrNotFound is returned for an order id the service does not know.
 var ErrNotFound = errors.New("order not found")
 
+// Transition is a unit of work on one order: it gets the order as stored
+// (nil when there is none), and returns the order to save (nil: no change)
+// and the events the change publishes.
+type Transition func(o *Order) (*Order, []events.Outgoing, error)
+
 // Store persists orders. orderdb implements it on SQLite and PostgreSQL.
 type Store interface {
-	// Apply runs one unit of work on the order id in one transaction: it
-	// claims key in the inbox (a duplicate returns applied=false and changes
-	// nothing), loads the order (nil when absent) locked against concurrent
-	// applies, calls fn, saves the order fn returns (nil: no change) and
-	// queues the events fn returns in the outbox. Any error rolls all of it
-	// back.
-	Apply(ctx context.Context, key inbox.Key, orderID string, fn func(o *Order) (*Order, []events.Outgoing, error)) (applied bool, err error)
+	// Apply runs fn on the order id in one transaction: it claims key in
+	// the inbox (a duplicate returns applied=false and changes nothing),
+	// loads the order (nil when absent) locked against concurrent
+	// applies, calls fn, saves the order fn returns and queues the events
+	// fn returns in the outbox. Any error rolls all of it back.
+	Apply(ctx context.Context, key inbox.Key, orderID string, fn Transition) (applied bool, err error)
+	// Work is the same unit of work for the consumer to carry out,
+	// batched with the work of other messages in one transaction.
+	Work(key inbox.Key, orderID string, fn Transition) consumer.Work
 	// Get returns the order or an error wrapping ErrNotFound.
 	Get(ctx context.Context, orderID string) (*Order, error)
+	// Outbox returns the outbox in the store's database.
+	Outbox() *outbox.Outbox
 }
 
 // Service handles the orders service's commands and events.
@@ -37,6 +45,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	deadline time.Duration
+	router   *consumer.Router
 }
 
 // Config configures a Service.
@@ -63,7 +72,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Deadline < 0 {
 		return nil, fmt.Errorf("orders: negative deadline %s", cfg.Deadline)
 	}
-	return &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline}, nil
+	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline}
+	s.router = s.routes()
+	return s, nil
 }
 
 // Get returns an order.
@@ -79,28 +90,7 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 		return nil, false, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
 	var result *Order
-	_, err = s.store.Apply(ctx, key, cmd.OrderID, func(existing *Order) (*Order, []events.Outgoing, error) {
-		// The store may run fn again (after losing a race to create the
-		// order): only the last, committed run may decide the result.
-		result, created = nil, false
-		if existing != nil {
-			if !existing.SameRequest(cmd) {
-				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w", cmd.OrderID, ErrDifferentOrder))
-			}
-			result = existing
-			return nil, nil, nil
-		}
-		now, tp := s.now(), events.TraceParentFrom(ctx)
-		o, out, err := Place(cmd, now, tp)
-		if err != nil {
-			return nil, nil, err
-		}
-		if s.deadline > 0 {
-			out = append(out, o.DeadlineEvent(now.Add(s.deadline), tp))
-		}
-		result, created = o, true
-		return o, out, nil
-	})
+	_, err = s.store.Apply(ctx, key, cmd.OrderID, s.place(ctx, cmd, func(o *Order, c bool) { result, created = o, c }))
 	if err != nil {
 		return nil, false, err
 	}
@@ -108,6 +98,34 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 		result, err = s.store.Get(ctx, cmd.OrderID)
 	}
 	return result, created, err
+}
+
+// place is the transition that places cmd. It reports the order it leaves
+// and whether it created it to decided; the store may run it more than
+// once (after losing a race to create the order), and only the last, the
+// committed, run counts.
+func (s *Service) place(ctx context.Context, cmd catalog.PlaceOrder, decided func(o *Order, created bool)) Transition {
+	tp := events.TraceParentFrom(ctx)
+	return func(existing *Order) (*Order, []events.Outgoing, error) {
+		decided(nil, false)
+		if existing != nil {
+			if !existing.SameRequest(cmd) {
+				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w", cmd.OrderID, ErrDifferentOrder))
+			}
+			decided(existing, false)
+			return nil, nil, nil
+		}
+		now := s.now()
+		o, out, err := Place(cmd, now, tp)
+		if err != nil {
+			return nil, nil, err
+		}
+		if s.deadline > 0 {
+			out = append(out, o.DeadlineEvent(now.Add(s.deadline), tp))
+		}
+		decided(o, true)
+		return o, out, nil
+	}
 }
 
 // Cancel handles a customer's request to cancel an order. It returns the
@@ -119,15 +137,7 @@ func (s *Service) Cancel(ctx context.Context, key inbox.Key, orderID string) (*O
 		result   *Order
 		rejected bool
 	)
-	applied, err := s.store.Apply(ctx, key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
-		if o == nil {
-			return nil, nil, events.NotFound(fmt.Errorf("cancel order %s: %w", orderID, ErrNotFound))
-		}
-		var out []events.Outgoing
-		out, rejected = o.RequestCancel(s.now(), events.TraceParentFrom(ctx))
-		result = o
-		return o, out, nil
-	})
+	applied, err := s.store.Apply(ctx, key, orderID, s.cancel(ctx, orderID, func(o *Order, r bool) { result, rejected = o, r }))
 	if err != nil {
 		return nil, err
 	}
@@ -143,127 +153,143 @@ func (s *Service) Cancel(ctx context.Context, key inbox.Key, orderID string) (*O
 	return result, nil
 }
 
-// update applies a transition to an existing order.
-func (s *Service) update(ctx context.Context, key inbox.Key, orderID string, transition func(o *Order, now time.Time, tp string) []events.Outgoing) error {
-	_, err := s.store.Apply(ctx, key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
+// cancel is the transition of a customer's cancel; it reports the order
+// it leaves and whether the cancel was rejected to decided.
+func (s *Service) cancel(ctx context.Context, orderID string, decided func(o *Order, rejected bool)) Transition {
+	tp := events.TraceParentFrom(ctx)
+	return func(o *Order) (*Order, []events.Outgoing, error) {
+		if o == nil {
+			return nil, nil, events.NotFound(fmt.Errorf("cancel order %s: %w", orderID, ErrNotFound))
+		}
+		out, rejected := o.RequestCancel(s.now(), tp)
+		decided(o, rejected)
+		return o, out, nil
+	}
+}
+
+// update is the work of an event that moves an existing order on.
+func (s *Service) update(ctx context.Context, key inbox.Key, orderID string, transition func(o *Order, now time.Time, tp string) []events.Outgoing) consumer.Work {
+	tp := events.TraceParentFrom(ctx)
+	return s.store.Work(key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		if o == nil {
 			// Orders creates every order before anything can refer to it,
 			// so this is an event from elsewhere or a lost database.
 			return nil, nil, events.Permanent(fmt.Errorf("order %s: %w", orderID, ErrNotFound))
 		}
-		out := transition(o, s.now(), events.TraceParentFrom(ctx))
-		return o, out, nil
+		return o, transition(o, s.now(), tp), nil
 	})
-	return err
 }
 
 // Durable consumer name of the orders service on every stream it reads.
 const consumerName = catalog.Orders
 
-// Subscriptions returns the service's consumers for a worker.
-func (s *Service) Subscriptions() []worker.Subscription {
-	sub := func(stream string, filters ...string) worker.Subscription {
-		return worker.Subscription{
-			Config: consumer.Config{
-				Stream:         stream,
-				Durable:        consumerName,
-				FilterSubjects: filters,
-				DLQSubject:     catalog.DLQSubject(catalog.Orders),
-				Logger:         s.log,
-			},
-			Handler: s.Handle,
-		}
+// Consumer returns the configuration of the service's consumer: the
+// streams it reads and its handler.
+func (s *Service) Consumer() consumer.Config {
+	src := func(stream string, filters ...string) consumer.Source {
+		return consumer.Source{Stream: stream, Durable: consumerName, FilterSubjects: filters}
 	}
-	return []worker.Subscription{
-		sub(catalog.StreamCommands, "cmd.orders.>"),
-		sub(catalog.StreamInventory,
-			catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"),
-			catalog.EventSubject(catalog.Inventory, catalog.EventReservationFailed, "*")),
-		sub(catalog.StreamPayments,
-			catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*"),
-			catalog.EventSubject(catalog.Payments, catalog.EventDeclined, "*")),
-		// Its own stream: the deadlines it scheduled come back from there.
-		sub(catalog.StreamOrders, catalog.EventSubject(catalog.Orders, catalog.EventDeadline, "*")),
+	return consumer.Config{
+		Sources: []consumer.Source{
+			src(catalog.StreamCommands, "cmd.orders.>"),
+			src(catalog.StreamInventory,
+				catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"),
+				catalog.EventSubject(catalog.Inventory, catalog.EventReservationFailed, "*")),
+			src(catalog.StreamPayments,
+				catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*"),
+				catalog.EventSubject(catalog.Payments, catalog.EventDeclined, "*")),
+			// Its own stream: the deadlines it scheduled come back from there.
+			src(catalog.StreamOrders, catalog.EventSubject(catalog.Orders, catalog.EventDeadline, "*")),
+		},
+		Handler:    s.router.Handle,
+		DLQSubject: catalog.DLQSubject(catalog.Orders),
+		Logger:     s.log,
 	}
 }
 
-// Handle dispatches one message by subject. Errors keep their kind: a
-// Permanent error sends the message to the dead-letter queue.
+// Handle handles one message to the end, in a transaction of its own: what
+// the consumer does with it, for tests and tools. Errors keep their kind: a
+// Permanent error is one the consumer dead-letters.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
-	switch {
-	case m.Subject == catalog.SubjectPlaceOrder:
-		cmd, envID, err := catalog.DecodeCommand[catalog.PlaceOrder](m.Data)
-		if err != nil {
-			return err
-		}
-		_, _, err = s.Place(ctx, commandKey(m, cmd.CommandID, envID), cmd)
-		return err
-	case m.Subject == catalog.SubjectCancelOrder:
-		cmd, envID, err := catalog.DecodeCommand[catalog.CancelOrder](m.Data)
-		if err != nil {
-			return err
-		}
-		_, err = s.Cancel(ctx, commandKey(m, cmd.CommandID, envID), cmd.OrderID)
-		switch {
-		case errors.Is(err, ErrNotCancellable):
-			return nil // answered with orders.cancel_rejected; nothing to retry
-		case errors.Is(err, ErrNotFound):
-			// The place command may still be on its way (both travel on
-			// COMMANDS and are handled concurrently): retry, and let the
-			// delivery bound dead-letter a cancel for an order that never
-			// comes.
-			return events.Transient(err)
-		}
-		return err
-	case strings.HasPrefix(m.Subject, "orders.deadline."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderDeadline](m.Data, catalog.TypeOrderDeadline)
-		if err != nil {
-			return err
-		}
-		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-			return o.OnDeadline(e, now, tp)
-		})
-	case strings.HasPrefix(m.Subject, "payments.declined."):
-		env, e, err := catalog.DecodeEvent[catalog.PaymentDeclined](m.Data, catalog.TypePaymentDeclined)
-		if err != nil {
-			return err
-		}
-		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-			return o.OnPaymentDeclined(e, now, tp)
-		})
-	case strings.HasPrefix(m.Subject, "inventory.reserved."):
-		env, e, err := catalog.DecodeEvent[catalog.StockReserved](m.Data, catalog.TypeStockReserved)
-		if err != nil {
-			return err
-		}
-		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, _ string) []events.Outgoing {
-			return o.OnStockReserved(e, now)
-		})
-	case strings.HasPrefix(m.Subject, "inventory.reservation_failed."):
-		env, e, err := catalog.DecodeEvent[catalog.StockReservationFailed](m.Data, catalog.TypeStockReservationFailed)
-		if err != nil {
-			return err
-		}
-		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-			return o.OnStockReservationFailed(e, now, tp)
-		})
-	case strings.HasPrefix(m.Subject, "payments.captured."):
-		env, e, err := catalog.DecodeEvent[catalog.PaymentCaptured](m.Data, catalog.TypePaymentCaptured)
-		if err != nil {
-			return err
-		}
-		return s.update(ctx, eventKey(env), e.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-			return o.OnPaymentCaptured(e, now, tp)
-		})
+	return consumer.HandleOne(ctx, s.store.Outbox(), s.router.Handle, m)
+}
+
+func (s *Service) routes() *consumer.Router {
+	r := consumer.NewRouter(catalog.Orders)
+	consumer.Route(r, catalog.SubjectPlaceOrder, catalog.CommandOf[catalog.PlaceOrder], s.onPlace)
+	consumer.Route(r, catalog.SubjectCancelOrder, catalog.CommandOf[catalog.CancelOrder], s.onCancel)
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventDeadline, "*"),
+		catalog.EventOf[catalog.OrderDeadline](catalog.TypeOrderDeadline), s.onDeadline)
+	consumer.Route(r, catalog.EventSubject(catalog.Payments, catalog.EventDeclined, "*"),
+		catalog.EventOf[catalog.PaymentDeclined](catalog.TypePaymentDeclined), s.onPaymentDeclined)
+	consumer.Route(r, catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"),
+		catalog.EventOf[catalog.StockReserved](catalog.TypeStockReserved), s.onStockReserved)
+	consumer.Route(r, catalog.EventSubject(catalog.Inventory, catalog.EventReservationFailed, "*"),
+		catalog.EventOf[catalog.StockReservationFailed](catalog.TypeStockReservationFailed), s.onStockReservationFailed)
+	consumer.Route(r, catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*"),
+		catalog.EventOf[catalog.PaymentCaptured](catalog.TypePaymentCaptured), s.onPaymentCaptured)
+	return r
+}
+
+func (s *Service) onPlace(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.PlaceOrder]) (consumer.Work, error) {
+	if err := c.Body.Validate(); err != nil {
+		return consumer.Work{}, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
-	return events.Permanent(fmt.Errorf("orders: %q: %w", m.Subject, catalog.ErrUnknownSubject))
+	return s.store.Work(commandKey(c.Key), c.Body.OrderID, s.place(ctx, c.Body, func(*Order, bool) {})), nil
+}
+
+func (s *Service) onCancel(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.CancelOrder]) (consumer.Work, error) {
+	cancel := s.cancel(ctx, c.Body.OrderID, func(*Order, bool) {})
+	return s.store.Work(commandKey(c.Key), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
+		next, out, err := cancel(o)
+		if errors.Is(err, ErrNotFound) {
+			// The place command may still be on its way (both travel on
+			// COMMANDS and may be handled in either order): retry, and
+			// let the delivery bound dead-letter a cancel for an order
+			// that never comes. A rejected cancel is answered with
+			// orders.cancel_rejected: nothing to retry.
+			return nil, nil, events.Transient(err)
+		}
+		return next, out, err
+	}), nil
+}
+
+func (s *Service) onDeadline(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderDeadline]) (consumer.Work, error) {
+	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
+		return o.OnDeadline(e.Data, now, tp)
+	}), nil
+}
+
+func (s *Service) onPaymentDeclined(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.PaymentDeclined]) (consumer.Work, error) {
+	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
+		return o.OnPaymentDeclined(e.Data, now, tp)
+	}), nil
+}
+
+func (s *Service) onStockReserved(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.StockReserved]) (consumer.Work, error) {
+	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, _ string) []events.Outgoing {
+		return o.OnStockReserved(e.Data, now)
+	}), nil
+}
+
+func (s *Service) onStockReservationFailed(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.StockReservationFailed]) (consumer.Work, error) {
+	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
+		return o.OnStockReservationFailed(e.Data, now, tp)
+	}), nil
+}
+
+func (s *Service) onPaymentCaptured(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.PaymentCaptured]) (consumer.Work, error) {
+	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
+		return o.OnPaymentCaptured(e.Data, now, tp)
+	}), nil
 }
 
 func eventKey(env events.Envelope) inbox.Key {
 	return inbox.Key{Consumer: consumerName, EventID: env.ID}
 }
 
-// commandKey is the inbox key of a command (see consumer.Message.CommandKey).
-func commandKey(m *consumer.Message, commandID, envelopeID string) inbox.Key {
-	return inbox.Key{Consumer: consumerName, EventID: m.CommandKey(commandID, envelopeID)}
+// commandKey is the inbox key of a command with the given idempotency key
+// (see catalog.Command).
+func commandKey(key string) inbox.Key {
+	return inbox.Key{Consumer: consumerName, EventID: key}
 }

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/worker"
+	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // Store persists payments. paymentdb implements it on SQLite and
@@ -25,10 +24,20 @@ type Store interface {
 	// the payment (nil when absent) locked against concurrent applies,
 	// calls fn, saves the payment fn returns (nil: no change) and queues
 	// the events fn returns in the outbox. Any error rolls all of it back.
-	Apply(ctx context.Context, key inbox.Key, orderID string, fn func(p *Payment) (*Payment, []events.Outgoing, error)) (applied bool, err error)
+	Apply(ctx context.Context, key inbox.Key, orderID string, fn Transition) (applied bool, err error)
+	// Work is Apply's unit of work for the consumer to carry out, batched
+	// with the work of other messages in one transaction.
+	Work(key inbox.Key, orderID string, fn Transition) consumer.Work
 	// Get returns the payment of an order or an error wrapping ErrNotFound.
 	Get(ctx context.Context, orderID string) (*Payment, error)
+	// Outbox returns the outbox in the store's database.
+	Outbox() *outbox.Outbox
 }
+
+// Transition is a unit of work on one order's payment: it gets the
+// payment as stored (nil when there is none) and returns the payment to
+// save (nil: no change) and the events the change publishes.
+type Transition func(p *Payment) (*Payment, []events.Outgoing, error)
 
 // Config configures a Service.
 type Config struct {
@@ -50,6 +59,7 @@ type Service struct {
 	log       *slog.Logger
 	now       func() time.Time
 	keepAlive time.Duration
+	router    *consumer.Router
 }
 
 // New returns a Service.
@@ -72,7 +82,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.KeepAlive < 0 {
 		return nil, fmt.Errorf("payments: keep-alive interval %s is negative", cfg.KeepAlive)
 	}
-	return &Service{store: cfg.Store, provider: cfg.Provider, log: cfg.Logger, now: cfg.Now, keepAlive: cfg.KeepAlive}, nil
+	s := &Service{store: cfg.Store, provider: cfg.Provider, log: cfg.Logger, now: cfg.Now, keepAlive: cfg.KeepAlive}
+	s.router = s.routes()
+	return s, nil
 }
 
 // Get returns the payment of an order, or an error wrapping ErrNotFound.
@@ -83,105 +95,101 @@ func (s *Service) Get(ctx context.Context, orderID string) (*Payment, error) {
 // Durable consumer name of the payments service on every stream it reads.
 const consumerName = catalog.Payments
 
-// Subscriptions returns the service's consumers for a worker.
-func (s *Service) Subscriptions() []worker.Subscription {
-	sub := func(stream string, filters ...string) worker.Subscription {
-		return worker.Subscription{
-			Config: consumer.Config{
-				Stream:         stream,
-				Durable:        consumerName,
-				FilterSubjects: filters,
-				DLQSubject:     catalog.DLQSubject(catalog.Payments),
-				Logger:         s.log,
-			},
-			Handler: s.Handle,
-		}
-	}
-	return []worker.Subscription{
-		sub(catalog.StreamOrders,
-			catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
-			catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")),
-		sub(catalog.StreamInventory, catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*")),
+// Consumer returns the configuration of the service's consumer: the
+// streams it reads and its handler. A provider outage is returned as
+// events.Unavailable, so the message backs off and comes back for as long
+// as the outage lasts, never to the dead-letter queue; any other provider
+// failure is events.Transient.
+func (s *Service) Consumer() consumer.Config {
+	return consumer.Config{
+		Sources: []consumer.Source{
+			{Stream: catalog.StreamOrders, Durable: consumerName, FilterSubjects: []string{
+				catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
+				catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")}},
+			{Stream: catalog.StreamInventory, Durable: consumerName, FilterSubjects: []string{
+				catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*")}},
+		},
+		Handler:    s.router.Handle,
+		DLQSubject: catalog.DLQSubject(catalog.Payments),
+		Logger:     s.log,
 	}
 }
 
-// Handle dispatches one message by subject. Errors keep their kind: a
-// Permanent error sends the message to the dead-letter queue; a provider
-// outage is returned as events.Unavailable, so the message backs off and
-// comes back for as long as the outage lasts, never to the dead-letter
-// queue; any other provider failure is events.Transient.
+// Handle handles one message to the end, in a transaction of its own: what
+// the consumer does with it, for tests and tools. Errors keep their kind: a
+// Permanent error is one the consumer dead-letters.
 func (s *Service) Handle(ctx context.Context, m *consumer.Message) error {
-	switch {
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventPlaced+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderPlaced](m.Data, catalog.TypeOrderPlaced)
-		if err != nil {
-			return err
-		}
-		return s.record(ctx, m, env, e.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
-			return nil, p.OnOrderPlaced(e, now)
+	return consumer.HandleOne(ctx, s.store.Outbox(), s.router.Handle, m)
+}
+
+func (s *Service) routes() *consumer.Router {
+	r := consumer.NewRouter(catalog.Payments)
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"), catalog.EventOf[catalog.OrderPlaced](catalog.TypeOrderPlaced),
+		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.OrderPlaced]) (consumer.Work, error) {
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time, _ string) ([]events.Outgoing, error) {
+				return nil, p.OnOrderPlaced(e.Data, now)
+			}), nil
 		})
-	case strings.HasPrefix(m.Subject, catalog.Inventory+"."+catalog.EventReserved+"."):
-		env, e, err := catalog.DecodeEvent[catalog.StockReserved](m.Data, catalog.TypeStockReserved)
-		if err != nil {
-			return err
-		}
-		return s.record(ctx, m, env, e.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
-			return nil, p.OnStockReserved(e, now)
+	consumer.Route(r, catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"), catalog.EventOf[catalog.StockReserved](catalog.TypeStockReserved),
+		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.StockReserved]) (consumer.Work, error) {
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time, _ string) ([]events.Outgoing, error) {
+				return nil, p.OnStockReserved(e.Data, now)
+			}), nil
 		})
-	case strings.HasPrefix(m.Subject, catalog.Orders+"."+catalog.EventCancelled+"."):
-		env, e, err := catalog.DecodeEvent[catalog.OrderCancelled](m.Data, catalog.TypeOrderCancelled)
-		if err != nil {
-			return err
-		}
-		return s.record(ctx, m, env, e.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
-			return p.OnOrderCancelled(e, now, events.TraceParentFrom(ctx))
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"), catalog.EventOf[catalog.OrderCancelled](catalog.TypeOrderCancelled),
+		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.OrderCancelled]) (consumer.Work, error) {
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time, tp string) ([]events.Outgoing, error) {
+				return p.OnOrderCancelled(e.Data, now, tp)
+			}), nil
 		})
-	}
-	return events.Permanent(fmt.Errorf("payments: %q: %w", m.Subject, catalog.ErrUnknownSubject))
+	return r
 }
 
 // record is step 1: claim the event and update the payment in one
 // transaction, which may decide a provider call (CAPTURE_PENDING or
-// CANCEL_PENDING). It then settles the payment outside that transaction.
-// A duplicate settles too: the first delivery may have committed step 1
-// and failed (or crashed) before the provider's answer was recorded, and
-// this redelivery is what finishes it.
+// CANCEL_PENDING). Its After then settles the payment outside that
+// transaction. A duplicate settles too: the first delivery may have
+// committed step 1 and failed (or crashed) before the provider's answer
+// was recorded, and this redelivery is what finishes it.
 func (s *Service) record(ctx context.Context, m *consumer.Message, env events.Envelope, orderID string,
-	transition func(p *Payment, now time.Time) ([]events.Outgoing, error)) error {
+	transition func(p *Payment, now time.Time, tp string) ([]events.Outgoing, error)) consumer.Work {
+	tp := events.TraceParentFrom(ctx)
 	var pending bool
-	applied, err := s.store.Apply(ctx, inbox.Key{Consumer: consumerName, EventID: env.ID}, orderID,
-		func(p *Payment) (*Payment, []events.Outgoing, error) {
-			now := s.now()
-			if p == nil {
-				p = NewPayment(orderID, now)
-			}
-			out, err := transition(p, now)
-			if err != nil {
-				return nil, nil, err
-			}
-			pending = p.Status.Pending()
-			return p, out, nil
-		})
-	if err != nil {
-		return err
+	w := s.store.Work(inbox.Key{Consumer: consumerName, EventID: env.ID}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
+		pending = false
+		now := s.now()
+		if p == nil {
+			p = NewPayment(orderID, now)
+		}
+		out, err := transition(p, now, tp)
+		if err != nil {
+			return nil, nil, err
+		}
+		pending = p.Status.Pending()
+		return p, out, nil
+	})
+	w.After = func(ctx context.Context, applied bool) (consumer.Work, error) {
+		if applied && !pending {
+			return consumer.Work{}, nil // waiting for more events, or nothing owed to the provider
+		}
+		return s.settle(ctx, m, orderID, 0)
 	}
-	if applied && !pending {
-		return nil // waiting for more events, or nothing owed to the provider
-	}
-	return s.settle(ctx, m, orderID)
+	return w
 }
 
-// maxSettleSteps bounds the settle loop. Each step either records a final
-// status or finds the payment moved on by a concurrent cancellation
-// (CAPTURE_PENDING → CANCEL_PENDING), which happens at most once; the
-// last step only observes the final status.
+// maxSettleSteps bounds the settle steps of one message. Each step either
+// records a final status or finds the payment moved on by a concurrent
+// cancellation (CAPTURE_PENDING → CANCEL_PENDING), which happens at most
+// once; the last step only observes the final status.
 const maxSettleSteps = 4
 
-// settle makes the provider calls a payment owes, until it owes none:
-// while it is CAPTURE_PENDING, Capture; while it is CANCEL_PENDING,
-// Cancel. Each call is made outside any transaction (step 2), and its
-// answer recorded, with the events it causes, in a transaction of its own
-// (step 3). A payment in any other status is left alone.
+// settle takes one step towards a payment that owes no provider call:
+// while it is CAPTURE_PENDING, it calls Capture; while it is
+// CANCEL_PENDING, Cancel. The call is made outside any transaction (step
+// 2); the work it returns records the answer, with the events it causes,
+// in a transaction (step 3: the consumer applies it together with the
+// answers of other messages), and that work's After takes the next step.
+// A payment in any other status is left alone.
 //
 // Running it twice, or on two replicas at once, is safe: both calls carry
 // the order id as idempotency key, so a second call returns the first
@@ -190,88 +198,78 @@ const maxSettleSteps = 4
 // safe as well: the next step calls Cancel, which refunds the charge if
 // the capture went through and otherwise voids the key, so the capture,
 // if it is still to reach the provider, is declined.
-func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID string) error {
-	for range maxSettleSteps {
-		p, err := s.store.Get(ctx, orderID)
-		if errors.Is(err, ErrNotFound) {
-			return nil // nothing was ever recorded, so nothing is owed
-		}
-		if err != nil {
-			return err
-		}
-		switch p.Status {
-		case CapturePending:
-			err = s.capture(ctx, m, p)
-		case CancelPending:
-			err = s.cancel(ctx, m, p)
-		default:
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID string, step int) (consumer.Work, error) {
+	if step == maxSettleSteps {
+		return consumer.Work{}, events.Transient(fmt.Errorf("payments: order %s still owes a provider call after %d steps", orderID, maxSettleSteps))
 	}
-	return events.Transient(fmt.Errorf("payments: order %s still owes a provider call after %d steps", orderID, maxSettleSteps))
-}
-
-// capture calls Capture for a CAPTURE_PENDING payment and records the
-// answer.
-func (s *Service) capture(ctx context.Context, m *consumer.Message, p *Payment) error {
-	stop := s.keepAliveWhile(m)
-	res, err := s.provider.Capture(ctx, p.CaptureRequest())
-	stop()
+	p, err := s.store.Get(ctx, orderID)
+	if errors.Is(err, ErrNotFound) {
+		return consumer.Work{}, nil // nothing was ever recorded, so nothing is owed
+	}
 	if err != nil {
-		return providerFailure("capture", p.OrderID, err)
+		return consumer.Work{}, err
 	}
-	recorded, err := s.recordAnswer(ctx, p.OrderID, func(p *Payment) ([]events.Outgoing, error) {
-		return p.OnCaptureResult(res, s.now(), events.TraceParentFrom(ctx))
-	})
-	switch {
-	case err != nil:
-		return err
-	case recorded == nil:
-	case recorded.Status == Declined:
-		s.log.Info("payments: declined", "order_id", p.OrderID, "reason", recorded.DeclineReason)
+	tp := events.TraceParentFrom(ctx)
+	var (
+		answer func(p *Payment) ([]events.Outgoing, error)
+		report func(recorded *Payment)
+	)
+	switch p.Status {
+	case CapturePending:
+		stop := s.keepAliveWhile(m)
+		res, err := s.provider.Capture(ctx, p.CaptureRequest())
+		stop()
+		if err != nil {
+			return consumer.Work{}, providerFailure("capture", p.OrderID, err)
+		}
+		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCaptureResult(res, s.now(), tp) }
+		report = func(recorded *Payment) {
+			if recorded.Status == Declined {
+				s.log.Info("payments: declined", "order_id", orderID, "reason", recorded.DeclineReason)
+				return
+			}
+			s.log.Info("payments: captured", "order_id", orderID, "payment_id", recorded.PaymentID,
+				"amount", recorded.Amount.Amount, "currency", recorded.Amount.Currency)
+		}
+	case CancelPending:
+		stop := s.keepAliveWhile(m)
+		res, err := s.provider.Cancel(ctx, p.CancelRequest())
+		stop()
+		if err != nil {
+			return consumer.Work{}, providerFailure("cancel", p.OrderID, err)
+		}
+		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCancelResult(res, s.now(), tp) }
+		report = func(recorded *Payment) {
+			if recorded.Status == Refunded {
+				s.log.Info("payments: refunded", "order_id", orderID, "payment_id", recorded.PaymentID,
+					"amount", recorded.RefundedAmount, "currency", recorded.Amount.Currency)
+				return
+			}
+			s.log.Info("payments: voided", "order_id", orderID)
+		}
 	default:
-		s.log.Info("payments: captured", "order_id", p.OrderID, "payment_id", recorded.PaymentID,
-			"amount", recorded.Amount.Amount, "currency", recorded.Amount.Currency)
+		return consumer.Work{}, nil
 	}
-	return nil
-}
-
-// cancel calls Cancel for a CANCEL_PENDING payment and records the
-// answer.
-func (s *Service) cancel(ctx context.Context, m *consumer.Message, p *Payment) error {
-	stop := s.keepAliveWhile(m)
-	res, err := s.provider.Cancel(ctx, p.CancelRequest())
-	stop()
-	if err != nil {
-		return providerFailure("cancel", p.OrderID, err)
+	w, recorded := s.recordAnswer(orderID, answer)
+	w.After = func(ctx context.Context, _ bool) (consumer.Work, error) {
+		if *recorded != nil {
+			report(*recorded)
+		}
+		return s.settle(ctx, m, orderID, step+1)
 	}
-	recorded, err := s.recordAnswer(ctx, p.OrderID, func(p *Payment) ([]events.Outgoing, error) {
-		return p.OnCancelResult(res, s.now(), events.TraceParentFrom(ctx))
-	})
-	switch {
-	case err != nil:
-		return err
-	case recorded == nil:
-	case recorded.Status == Refunded:
-		s.log.Info("payments: refunded", "order_id", p.OrderID, "payment_id", recorded.PaymentID,
-			"amount", recorded.RefundedAmount, "currency", recorded.Amount.Currency)
-	default:
-		s.log.Info("payments: voided", "order_id", p.OrderID)
-	}
-	return nil
+	return w, nil
 }
 
 // recordAnswer is step 3: apply a provider's answer to the payment and
 // queue the events it causes, in one transaction. It takes no inbox key:
 // the message's claim was taken in step 1, and the answer is idempotent by
-// itself (a payment that moved past it ignores it). It returns the
-// payment when the answer changed it, nil when it was stale.
-func (s *Service) recordAnswer(ctx context.Context, orderID string, apply func(p *Payment) ([]events.Outgoing, error)) (*Payment, error) {
-	var changed *Payment
-	_, err := s.store.Apply(ctx, inbox.Key{}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
+// itself (a payment that moved past it ignores it). Once the work has
+// committed, *recorded is the payment when the answer changed it, nil when
+// it was stale.
+func (s *Service) recordAnswer(orderID string, apply func(p *Payment) ([]events.Outgoing, error)) (consumer.Work, **Payment) {
+	recorded := new(*Payment)
+	w := s.store.Work(inbox.Key{}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
+		*recorded = nil
 		if p == nil {
 			return nil, nil, fmt.Errorf("payments: record provider answer for order %s: %w", orderID, ErrNotFound)
 		}
@@ -279,13 +277,10 @@ func (s *Service) recordAnswer(ctx context.Context, orderID string, apply func(p
 		if err != nil || len(out) == 0 {
 			return nil, nil, err
 		}
-		changed = p
+		*recorded = p
 		return p, out, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return changed, nil
+	return w, recorded
 }
 
 // keepAliveWhile keeps m in progress until the returned function is

@@ -260,23 +260,25 @@ func TestNewRequiresStoreAndProvider(t *testing.T) {
 	}
 }
 
-func TestSubscriptions(t *testing.T) {
+func TestConsumer(t *testing.T) {
 	h := newHarness(t, sqltest.Backends()[0])
-	subs := h.svc.Subscriptions()
+	c := h.svc.Consumer()
+	if c.DLQSubject != catalog.DLQSubject(catalog.Payments) || c.Handler == nil {
+		t.Errorf("consumer: DLQ subject %q, handler set %v; want %q and a handler", c.DLQSubject, c.Handler != nil, catalog.DLQSubject(catalog.Payments))
+	}
 	got := map[string][]string{}
-	for _, s := range subs {
-		if s.Config.Durable != catalog.Payments || s.Config.DLQSubject != catalog.DLQSubject(catalog.Payments) || s.Handler == nil {
-			t.Errorf("subscription %s: got durable %q dlq %q, want %q %q and a handler",
-				s.Config.Stream, s.Config.Durable, s.Config.DLQSubject, catalog.Payments, catalog.DLQSubject(catalog.Payments))
+	for _, s := range c.Sources {
+		if s.Durable != catalog.Payments {
+			t.Errorf("source %s: got durable %q, want %q", s.Stream, s.Durable, catalog.Payments)
 		}
-		got[s.Config.Stream] = s.Config.FilterSubjects
+		got[s.Stream] = s.FilterSubjects
 	}
 	want := map[string][]string{
 		catalog.StreamOrders:    {"orders.placed.*", "orders.cancelled.*"},
 		catalog.StreamInventory: {"inventory.reserved.*"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("subscriptions: got %v, want %v", got, want)
+		t.Errorf("sources: got %v, want %v", got, want)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/natstest"
 )
 
@@ -126,7 +127,7 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 		got := map[string]bool{}
 		for _, c := range consumers[ti.Stream] {
 			durable, filter, _ := strings.Cut(c, " ")
-			if subjectMatches(filter, ti.ExampleSubject) {
+			if consumer.MatchSubject(filter, ti.ExampleSubject) {
 				got[durable] = true
 			}
 		}

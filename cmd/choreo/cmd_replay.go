@@ -115,7 +115,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 			return err
 		}
 		for _, m := range got {
-			if len(filters) == 0 || slices.ContainsFunc(filters, func(f string) bool { return subjectMatches(f, m.Subject) }) {
+			if len(filters) == 0 || slices.ContainsFunc(filters, func(f string) bool { return consumer.MatchSubject(f, m.Subject) }) {
 				msgs = append(msgs, m)
 			}
 		}
@@ -279,12 +279,11 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	}
 	for i := range msgs {
 		r := &msgs[i]
-		sub, ok := subscriptionFor(built, r.Stream, r.Subject)
-		if !ok {
+		if !consumes(built.consumer, r.Stream, r.Subject) {
 			r.Outcome = "not consumed by " + m.name
 			continue
 		}
-		err := sub.Handler(ctx, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
+		err := consumer.HandleOne(ctx, built.outbox, built.consumer.Handler, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
 			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time})
 		switch {
 		case err == nil:
@@ -324,9 +323,9 @@ func consumedStreams(m module) []string {
 		return nil
 	}
 	var names []string
-	for _, s := range built.subs {
-		if !slices.Contains(names, s.Config.Stream) {
-			names = append(names, s.Config.Stream)
+	for _, s := range built.consumer.Sources {
+		if !slices.Contains(names, s.Stream) {
+			names = append(names, s.Stream)
 		}
 	}
 	return names
@@ -342,37 +341,18 @@ func splitList(s string) []string {
 	return out
 }
 
-// subscriptionFor finds the service's subscription that would receive a
+// consumes reports whether the service's consumer would receive a
 // message on subject in stream.
-func subscriptionFor(b builtService, stream, subject string) (consumerSub, bool) {
-	for _, s := range b.subs {
-		if s.Config.Stream != stream {
+func consumes(c consumer.Config, stream, subject string) bool {
+	for _, s := range c.Sources {
+		if s.Stream != stream {
 			continue
 		}
-		if len(s.Config.FilterSubjects) == 0 || slices.ContainsFunc(s.Config.FilterSubjects, func(f string) bool { return subjectMatches(f, subject) }) {
-			return consumerSub{Handler: s.Handler}, true
+		if len(s.FilterSubjects) == 0 || slices.ContainsFunc(s.FilterSubjects, func(f string) bool { return consumer.MatchSubject(f, subject) }) {
+			return true
 		}
 	}
-	return consumerSub{}, false
-}
-
-type consumerSub struct{ Handler consumer.Handler }
-
-// subjectMatches reports whether subject matches a NATS filter with the *
-// and > wildcards.
-func subjectMatches(filter, subject string) bool {
-	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, tok := range f {
-		switch {
-		case tok == ">":
-			return len(s) > i
-		case i >= len(s):
-			return false
-		case tok != "*" && tok != s[i]:
-			return false
-		}
-	}
-	return len(f) == len(s)
+	return false
 }
 
 func printReplayed(w io.Writer, asJSON bool, msgs []replayed, out []wouldPublish) error {

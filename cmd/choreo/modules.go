@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
-	"github.com/choreo-dev/choreo/events/worker"
 	"github.com/choreo-dev/choreo/inventory"
 	"github.com/choreo-dev/choreo/inventory/inventoryhttp"
 	"github.com/choreo-dev/choreo/inventory/stockdb"
@@ -28,9 +28,9 @@ import (
 // builtService is one service wired to its store: what the worker runs and
 // the HTTP routes it serves.
 type builtService struct {
-	outbox *outbox.Outbox
-	subs   []worker.Subscription
-	routes func(mux *http.ServeMux)
+	outbox   *outbox.Outbox
+	consumer consumer.Config
+	routes   func(mux *http.ServeMux)
 }
 
 // serviceOptions are the settings some services need beyond a database.
@@ -38,6 +38,13 @@ type serviceOptions struct {
 	orderDeadline time.Duration      // orders: how long an order may stay pending
 	providerURL   string             // payments: the payment provider's API
 	smtp          *sender.SMTPConfig // notifications: nil means the log sink
+	// durable selects the durability profile of the stores (see
+	// sqldb.WithDurable) and of the embedded NATS server.
+	durable bool
+	// pprof is where net/http/pprof is served ("": nowhere).
+	pprof string
+	// batch is the most messages a consumer applies in one transaction.
+	batch int
 	// offline replaces every external system with an in-process stand-in
 	// (an always-approving provider, a log sink), for choreo replay: a
 	// replayed event must never charge a card or send an email.
@@ -59,9 +66,9 @@ func buildOrders(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtServ
 		return builtService{}, err
 	}
 	return builtService{
-		outbox: store.Outbox(),
-		subs:   svc.Subscriptions(),
-		routes: func(mux *http.ServeMux) { orderhttp.Register(mux, svc, log) },
+		outbox:   store.Outbox(),
+		consumer: svc.Consumer(),
+		routes:   func(mux *http.ServeMux) { orderhttp.Register(mux, svc, log) },
 	}, nil
 }
 
@@ -72,9 +79,9 @@ func buildInventory(db *sqldb.DB, log *slog.Logger, _ serviceOptions) (builtServ
 		return builtService{}, err
 	}
 	return builtService{
-		outbox: store.Outbox(),
-		subs:   svc.Subscriptions(),
-		routes: func(mux *http.ServeMux) { inventoryhttp.Register(mux, svc, log) },
+		outbox:   store.Outbox(),
+		consumer: svc.Consumer(),
+		routes:   func(mux *http.ServeMux) { inventoryhttp.Register(mux, svc, log) },
 	}, nil
 }
 
@@ -93,9 +100,9 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 		return builtService{}, err
 	}
 	return builtService{
-		outbox: store.Outbox(),
-		subs:   svc.Subscriptions(),
-		routes: func(mux *http.ServeMux) { paymenthttp.Register(mux, svc, log) },
+		outbox:   store.Outbox(),
+		consumer: svc.Consumer(),
+		routes:   func(mux *http.ServeMux) { paymenthttp.Register(mux, svc, log) },
 	}, nil
 }
 
@@ -116,9 +123,9 @@ func buildNotifications(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (bu
 		return builtService{}, err
 	}
 	return builtService{
-		outbox: store.Outbox(),
-		subs:   svc.Subscriptions(),
-		routes: func(mux *http.ServeMux) { notificationhttp.Register(mux, svc, log) },
+		outbox:   store.Outbox(),
+		consumer: svc.Consumer(),
+		routes:   func(mux *http.ServeMux) { notificationhttp.Register(mux, svc, log) },
 	}, nil
 }
 

@@ -47,6 +47,7 @@ type system struct {
 	http     *http.Server
 	httpAddr string
 	httpDone chan struct{}
+	pprof    *pprofServer
 	ready    atomic.Bool
 	log      *slog.Logger
 }
@@ -94,7 +95,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	mux := http.NewServeMux()
 	for _, m := range cfg.services {
 		log := cfg.log.With("service", m.name)
-		db, err := sqldb.Open(ctx, cfg.dbURL(m.name))
+		db, err := sqldb.Open(ctx, cfg.dbURL(m.name), sqldb.WithDurable(cfg.opts.durable))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
@@ -106,7 +107,8 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
-		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Subscriptions: built.subs, Logger: log})
+		built.consumer.Batch = cfg.opts.batch
+		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
@@ -155,8 +157,21 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			cfg.log.Error("http: serve", "err", err)
 		}
 	}()
+	if cfg.opts.pprof != "" {
+		if s.pprof, err = startPprof(cfg.opts.pprof, cfg.log); err != nil {
+			return nil, err
+		}
+	}
 	s.ready.Store(true)
 	return s, nil
+}
+
+// pprofLine is the line choreo up prints about the profiler, or "".
+func (s *system) pprofLine() string {
+	if s.pprof == nil {
+		return ""
+	}
+	return "\n  pprof    http://" + s.pprof.addr + "/debug/pprof/"
 }
 
 // readyz answers 200 only when the process can do its work: started, NATS
@@ -195,6 +210,9 @@ func (s *system) stop() {
 	}
 	for _, w := range s.workers {
 		w.Stop()
+	}
+	if s.pprof != nil {
+		s.pprof.stop()
 	}
 	for _, ms := range s.micro {
 		_ = ms.Stop()

@@ -95,7 +95,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	natsURL := cfg.natsURL
 	var embedded *server.Server
 	if natsURL == "" {
-		embedded, natsURL, err = startEmbeddedNATS(cfg.natsListen, filepath.Join(cfg.dataDir, "nats"))
+		embedded, natsURL, err = startEmbeddedNATS(cfg.natsListen, filepath.Join(cfg.dataDir, "nats"), opts.durable)
 		if err != nil {
 			return err
 		}
@@ -128,6 +128,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		store = "PostgreSQL " + sqldb.Mask(cfg.dbURL) + " (one schema per service)"
 	}
 	natsNote := "(embedded JetStream, store in " + filepath.Join(cfg.dataDir, "nats") + ")"
+	profile := "default: survives a crash of the process"
+	if opts.durable {
+		profile = "durable: survives an OS crash or power loss too"
+	}
+	if embedded == nil {
+		profile += "; the external NATS server keeps its own fsync setting"
+	}
 	if embedded == nil {
 		natsNote = "(external)"
 	}
@@ -137,9 +144,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
   metrics  http://%s/metrics
   provider %s %s
   data     %s
+  profile  %s%s
 Try:  go tool nats pub cmd.inventory.restock '{"command_id":"r-1","sku":"SKU-1","quantity":100}' --server %s
 Ctrl-C drains in-flight work and stops.
-`, natsURL, natsNote, sys.httpAddr, sys.httpAddr, opts.providerURL, providerNote, store, natsURL)
+`, natsURL, natsNote, sys.httpAddr, sys.httpAddr, opts.providerURL, providerNote, store, profile, sys.pprofLine(), natsURL)
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "choreo: draining…")
@@ -151,7 +159,7 @@ Ctrl-C drains in-flight work and stops.
 // startEmbeddedNATS starts a JetStream server listening on listen. A taken
 // port is the common failure here (a standalone NATS already on 4222), so
 // it gets a one-line message that names both ways out.
-func startEmbeddedNATS(listen, storeDir string) (*server.Server, string, error) {
+func startEmbeddedNATS(listen, storeDir string, durable bool) (*server.Server, string, error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: --nats-listen %q: %v", errUsage, listen, err)
@@ -182,6 +190,11 @@ func startEmbeddedNATS(listen, storeDir string) (*server.Server, string, error) 
 		StoreDir:   storeDir,
 		NoLog:      true,
 		NoSigs:     true,
+		// Durable: fsync every write before acknowledging it (the
+		// server's sync_interval: always), so an acknowledged event
+		// survives an OS crash or power loss. The default syncs every two
+		// minutes, which survives any crash of the process only.
+		SyncAlways: durable,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

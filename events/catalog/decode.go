@@ -2,11 +2,11 @@ package catalog
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
 )
 
 // Validator is implemented by every command and by the events whose
@@ -91,4 +91,48 @@ func withSchemaProblems(err, serr error) error {
 
 // ErrUnknownSubject is returned (Permanent) for a message on a subject a
 // consumer has no handler for.
-var ErrUnknownSubject = errors.New("no handler for subject")
+var ErrUnknownSubject = consumer.ErrUnknownSubject
+
+// Event is a decoded event: its CloudEvents envelope and its typed data.
+type Event[T any] struct {
+	Envelope events.Envelope
+	Data     T
+}
+
+// EventOf returns a consumer.Decoder of events of CloudEvents type typ
+// whose data is a T (see DecodeEvent).
+func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
+	return func(m *consumer.Message) (Event[T], error) {
+		env, v, err := DecodeEvent[T](m.Data, typ)
+		return Event[T]{Envelope: env, Data: v}, err
+	}
+}
+
+// Command is a decoded command: its body and its idempotency key.
+type Command[T any] struct {
+	Body T
+	// Key is the command's idempotency key: the Nats-Msg-Id header, else
+	// its command_id, else its CloudEvents id (see
+	// consumer.Message.CommandKey).
+	Key string
+}
+
+// commandBody is a command's Go type.
+type commandBody interface {
+	Validator
+	commandID() string
+}
+
+func (c PlaceOrder) commandID() string  { return c.CommandID }
+func (c CancelOrder) commandID() string { return c.CommandID }
+func (c Restock) commandID() string     { return c.CommandID }
+
+// CommandOf is a consumer.Decoder of commands of type T (see
+// DecodeCommand).
+func CommandOf[T commandBody](m *consumer.Message) (Command[T], error) {
+	body, envID, err := DecodeCommand[T](m.Data)
+	if err != nil {
+		return Command[T]{}, err
+	}
+	return Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID)}, nil
+}

@@ -1,11 +1,18 @@
-// Package consumer runs a handler over a durable JetStream pull consumer:
-// explicit acks, back-off on transient errors applied with NakWithDelay, a
-// bounded number of deliveries, and a dead-letter queue for messages that
-// cannot be handled.
+// Package consumer runs a service's handlers over its durable JetStream
+// pull consumers: explicit acks, back-off on transient errors applied with
+// NakWithDelay, a bounded number of deliveries, a dead-letter queue for
+// messages that cannot be handled, and batches — the messages fetched
+// together are applied in one database transaction (inbox claims, state
+// changes, outbox rows), falling back to one message per transaction when
+// one of them fails, so a poison message never holds its neighbours back.
+//
+// A Router sends each message to the handler of its subject; the handler
+// returns the Work that handles it and the runner carries the Work out.
 package consumer
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +24,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // Headers set on every dead letter, besides a copy of the original headers.
@@ -94,19 +103,25 @@ func (m *Message) CommandKey(commandID, envelopeID string) string {
 	return m.Subject + ":" + id
 }
 
-// Handler handles one message. It returns nil when the message is done
-// (handled, or a duplicate), a Permanent error (see package events) when it
-// can never be handled, and any other error to be retried after a back-off.
-type Handler func(ctx context.Context, m *Message) error
-
-// Config describes one durable consumer.
-type Config struct {
+// Source is one durable consumer a service reads: one per stream.
+type Source struct {
 	// Stream and Durable name the consumer; Durable is stable across
 	// releases (never derived from a Go type name).
 	Stream  string
 	Durable string
 	// FilterSubjects limits the subjects delivered (default: all).
 	FilterSubjects []string
+}
+
+// Config describes a service's consumer: the streams it reads, its
+// handler, and how it retries.
+type Config struct {
+	Sources []Source
+	Handler Handler
+	// Outbox is the service's outbox, in the database whose transactions
+	// apply Work (the inbox lives there too). Required when the handler
+	// returns Work with an inbox Key or an Apply.
+	Outbox *outbox.Outbox
 	// DLQSubject is the prefix dead letters are published under; the
 	// original subject is appended ("dlq.orders" + "." + subject).
 	DLQSubject string
@@ -119,13 +134,18 @@ type Config struct {
 	// AckWait is how long the server waits for an ack before redelivering
 	// (default 30s).
 	AckWait time.Duration
-	// Concurrency is how many messages are handled at once (default 4).
+	// Batch is the most messages applied in one transaction (default 1:
+	// one transaction per message). Messages are batched only when they
+	// are already fetched: a quiet consumer applies each at once.
+	Batch int
+	// Concurrency is how many messages' After run at once (default 4).
 	Concurrency int
-	// HandlerTimeout bounds one handler call (default: two thirds of
-	// AckWait, so a handler gives up before the server redelivers its
-	// message to another instance).
+	// HandlerTimeout bounds applying a batch and one message's After
+	// (default: two thirds of AckWait, so a handler gives up before the
+	// server redelivers its message to another instance).
 	HandlerTimeout time.Duration
-	// Logger receives one record per handled message (default: discard).
+	// Logger receives one record per message that failed (default:
+	// discard); handled messages are logged at debug level.
 	Logger *slog.Logger
 }
 
@@ -138,6 +158,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
+	}
+	if c.Batch == 0 {
+		c.Batch = 1
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 4
@@ -152,13 +175,23 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration that cannot work.
 func (c *Config) Validate() error {
+	if len(c.Sources) == 0 {
+		return fmt.Errorf("%w: no sources", ErrInvalidConfig)
+	}
+	for _, s := range c.Sources {
+		if s.Stream == "" || s.Durable == "" {
+			return fmt.Errorf("%w: a source needs a stream and a durable", ErrInvalidConfig)
+		}
+	}
 	switch {
-	case c.Stream == "" || c.Durable == "":
-		return fmt.Errorf("%w: stream and durable are required", ErrInvalidConfig)
+	case c.Handler == nil:
+		return fmt.Errorf("%w: no handler", ErrInvalidConfig)
 	case c.DLQSubject == "":
-		return fmt.Errorf("%w: %s/%s has no DLQ subject", ErrInvalidConfig, c.Stream, c.Durable)
+		return fmt.Errorf("%w: %s has no DLQ subject", ErrInvalidConfig, c.Sources[0].Durable)
 	case c.MaxDeliver < 1:
 		return fmt.Errorf("%w: max deliver %d < 1", ErrInvalidConfig, c.MaxDeliver)
+	case c.Batch < 1:
+		return fmt.Errorf("%w: batch %d < 1", ErrInvalidConfig, c.Batch)
 	case c.Concurrency < 1:
 		return fmt.Errorf("%w: concurrency %d < 1", ErrInvalidConfig, c.Concurrency)
 	}
@@ -178,110 +211,150 @@ func ExponentialBackoff(first, max time.Duration) func(int) time.Duration {
 
 // Consumer is a running consumer.
 type Consumer struct {
-	cfg      Config
-	js       jetstream.JetStream
-	handle   Handler
-	iter     jetstream.MessagesContext
-	baseCtx  context.Context
-	done     chan struct{}
-	stopping chan struct{} // closed by Stop
-	stop     sync.Once
+	cfg       Config
+	js        jetstream.JetStream
+	iters     []jetstream.MessagesContext
+	msgs      chan jetstream.Msg
+	after     chan struct{} // a slot per After running
+	finishing sync.WaitGroup
+	baseCtx   context.Context
+	done      chan struct{}
+	stopping  chan struct{} // closed by Stop
+	stop      sync.Once
 }
 
-// Start creates or updates the durable consumer and starts handling
-// messages in the background. The server's own MaxDeliver is unlimited on
-// purpose: the runner enforces the bound itself so that an exhausted
-// message always reaches the dead-letter queue, even when the process dies
-// during its last delivery.
-func Start(ctx context.Context, js jetstream.JetStream, cfg Config, h Handler) (*Consumer, error) {
+// Start creates or updates the durable consumer of every source and starts
+// handling messages in the background. The server's own MaxDeliver is
+// unlimited on purpose: the runner enforces the bound itself so that an
+// exhausted message always reaches the dead-letter queue, even when the
+// process dies during its last delivery. If a source cannot be started,
+// the ones started are stopped and the error is returned.
+func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cc := jetstream.ConsumerConfig{
-		Durable:       cfg.Durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 1000,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}
-	switch len(cfg.FilterSubjects) {
-	case 0:
-	case 1:
-		cc.FilterSubject = cfg.FilterSubjects[0]
-	default:
-		cc.FilterSubjects = cfg.FilterSubjects
-	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s/%s: create: %w", cfg.Stream, cfg.Durable, err)
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * cfg.Concurrency))
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s/%s: subscribe: %w", cfg.Stream, cfg.Durable, err)
-	}
 	c := &Consumer{
 		cfg:      cfg,
 		js:       js,
-		handle:   h,
-		iter:     iter,
+		msgs:     make(chan jetstream.Msg, cfg.Batch),
+		after:    make(chan struct{}, cfg.Concurrency),
 		baseCtx:  context.WithoutCancel(ctx),
 		done:     make(chan struct{}),
 		stopping: make(chan struct{}),
+	}
+	// Enough fetched ahead to fill a batch while the previous one commits,
+	// and to keep every After slot busy.
+	pull := max(2*cfg.Batch, 2*cfg.Concurrency)
+	for _, src := range cfg.Sources {
+		cc := jetstream.ConsumerConfig{
+			Durable:       src.Durable,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: 1000,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		}
+		switch len(src.FilterSubjects) {
+		case 0:
+		case 1:
+			cc.FilterSubject = src.FilterSubjects[0]
+		default:
+			cc.FilterSubjects = src.FilterSubjects
+		}
+		cons, err := js.CreateOrUpdateConsumer(ctx, src.Stream, cc)
+		if err != nil {
+			c.stopIters()
+			return nil, fmt.Errorf("consumer %s/%s: create: %w", src.Stream, src.Durable, err)
+		}
+		iter, err := cons.Messages(jetstream.PullMaxMessages(pull))
+		if err != nil {
+			c.stopIters()
+			return nil, fmt.Errorf("consumer %s/%s: subscribe: %w", src.Stream, src.Durable, err)
+		}
+		c.iters = append(c.iters, iter)
 	}
 	go c.run()
 	return c, nil
 }
 
-func (c *Consumer) run() {
-	defer close(c.done)
-	msgs := make(chan jetstream.Msg)
-	var wg sync.WaitGroup
-	for range c.cfg.Concurrency {
-		wg.Go(func() {
-			for m := range msgs {
-				c.process(m)
-			}
-		})
+func (c *Consumer) stopIters() {
+	for _, it := range c.iters {
+		it.Stop()
 	}
-	for {
-		m, err := c.iter.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				select {
-				case <-c.stopping:
-				default:
-					// Not our Stop: the server ended the subscription (the
-					// consumer was deleted, say). Say so loudly; nothing
-					// is consumed until the process restarts.
-					c.cfg.Logger.Error("consumer: stopped pulling unexpectedly", "stream", c.cfg.Stream, "consumer", c.cfg.Durable)
-				}
-				break
-			}
-			// Heartbeat misses and reconnects surface here; the iterator
-			// recovers by itself, so keep pulling — after a pause, so an
-			// error that repeats at once (a closed connection) cannot spin.
-			c.cfg.Logger.Debug("consumer: pull", "stream", c.cfg.Stream, "consumer", c.cfg.Durable, "err", err)
-			select {
-			case <-c.stopping:
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
-		msgs <- m
-	}
-	close(msgs)
-	wg.Wait()
 }
 
-// Stop stops pulling, lets the handlers finish the messages already
-// received, and returns when they have. Messages not yet acked are
-// redelivered to another instance or after restart.
+// run pulls from every source into one queue and applies what it finds
+// there in batches until Stop.
+func (c *Consumer) run() {
+	defer close(c.done)
+	var pullers sync.WaitGroup
+	for i, it := range c.iters {
+		src := c.cfg.Sources[i]
+		pullers.Go(func() { c.pull(src, it) })
+	}
+	go func() {
+		pullers.Wait()
+		close(c.msgs)
+	}()
+	batch := make([]jetstream.Msg, 0, c.cfg.Batch)
+	for m := range c.msgs {
+		batch = append(batch[:0], m)
+	fill:
+		for len(batch) < c.cfg.Batch {
+			select {
+			case m, ok := <-c.msgs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		c.handleBatch(batch)
+	}
+	c.finishing.Wait()
+}
+
+func (c *Consumer) pull(src Source, it jetstream.MessagesContext) {
+	for {
+		m, err := it.Next()
+		if err == nil {
+			c.msgs <- m
+			continue
+		}
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			select {
+			case <-c.stopping:
+			default:
+				// Not our Stop: the server ended the subscription (the
+				// consumer was deleted, say). Say so loudly; nothing is
+				// consumed from this stream until the process restarts.
+				c.cfg.Logger.Error("consumer: stopped pulling unexpectedly", "stream", src.Stream, "consumer", src.Durable)
+			}
+			return
+		}
+		// Heartbeat misses and reconnects surface here; the iterator
+		// recovers by itself, so keep pulling — after a pause, so an error
+		// that repeats at once (a closed connection) cannot spin.
+		c.cfg.Logger.Debug("consumer: pull", "stream", src.Stream, "consumer", src.Durable, "err", err)
+		select {
+		case <-c.stopping:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops pulling, lets the messages already received be handled, and
+// returns when they have. Messages not yet acked are redelivered to
+// another instance or after restart.
 func (c *Consumer) Stop() {
 	c.stop.Do(func() {
 		close(c.stopping)
-		c.iter.Drain()
+		for _, it := range c.iters {
+			it.Drain()
+		}
 	})
 	<-c.done
 }
@@ -289,14 +362,96 @@ func (c *Consumer) Stop() {
 // Done is closed once the consumer has stopped.
 func (c *Consumer) Done() <-chan struct{} { return c.done }
 
-func (c *Consumer) process(raw jetstream.Msg) {
+// item is one message of a batch on its way through.
+type item struct {
+	m       *Message
+	ctx     context.Context
+	work    Work
+	applied bool
+	err     error
+}
+
+// handleBatch plans every message and applies the batch's work in one
+// transaction (one per message when that fails). Messages with nothing
+// more to do are settled at once; the others finish — their After, and
+// the follow-up work those return — on a goroutine of their own while the
+// batcher moves on to the next batch.
+func (c *Consumer) handleBatch(raws []jetstream.Msg) {
+	items := make([]*item, 0, len(raws))
+	for _, raw := range raws {
+		m, ok := c.message(raw)
+		if !ok {
+			continue
+		}
+		it := &item{m: m, ctx: c.baseCtx}
+		if tp := m.Header.Get(events.HeaderTraceParent); tp != "" {
+			it.ctx = events.WithTraceParent(it.ctx, tp)
+		}
+		it.work, it.err = c.plan(it.ctx, m)
+		items = append(items, it)
+	}
+	c.apply(items)
+	var later []*item
+	for _, it := range items {
+		if it.err != nil || it.work.After == nil {
+			c.settle(it.ctx, it.m, it.err)
+			continue
+		}
+		later = append(later, it)
+	}
+	if len(later) > 0 {
+		c.finishing.Go(func() { c.finish(later) })
+	}
+}
+
+// finish runs the items' After calls, each on a slot of its own, applies
+// the follow-up work they return together, and repeats until no item has
+// more to do; then it settles each item.
+func (c *Consumer) finish(items []*item) {
+	round := items
+	for step := 0; len(round) > 0; step++ {
+		var calls sync.WaitGroup
+		for _, it := range round {
+			if step == maxFollowUps {
+				it.err = events.Permanent(fmt.Errorf("consumer: more than %d follow-ups for one message", maxFollowUps))
+				continue
+			}
+			c.after <- struct{}{}
+			calls.Go(func() {
+				defer func() { <-c.after }()
+				ctx, cancel := context.WithTimeout(it.ctx, c.cfg.HandlerTimeout)
+				defer cancel()
+				after := it.work.After
+				it.work = Work{}
+				it.err = safe(func() (err error) {
+					it.work, err = after(ctx, it.applied)
+					return err
+				})
+			})
+		}
+		calls.Wait()
+		c.apply(round)
+		next := round[:0:0]
+		for _, it := range round {
+			if it.err == nil && it.work.After != nil {
+				next = append(next, it)
+			}
+		}
+		round = next
+	}
+	for _, it := range items {
+		c.settle(it.ctx, it.m, it.err)
+	}
+}
+
+func (c *Consumer) message(raw jetstream.Msg) (*Message, bool) {
 	meta, err := raw.Metadata()
 	if err != nil {
 		// Not a JetStream message: nothing to ack.
 		c.cfg.Logger.Error("consumer: message without metadata", "subject", raw.Subject(), "err", err)
-		return
+		return nil, false
 	}
-	m := &Message{
+	return &Message{
 		Subject:   raw.Subject(),
 		Data:      raw.Data(),
 		Header:    raw.Headers(),
@@ -305,65 +460,158 @@ func (c *Consumer) process(raw jetstream.Msg) {
 		Delivered: meta.NumDelivered,
 		Time:      meta.Timestamp,
 		raw:       raw,
-	}
-	log := c.cfg.Logger.With("stream", m.Stream, "consumer", c.cfg.Durable, "subject", m.Subject,
-		"seq", m.Sequence, "delivered", m.Delivered)
-	if tp := m.Header.Get(events.HeaderTraceParent); tp != "" {
-		if id, ok := events.TraceID(tp); ok {
-			log = log.With("trace_id", id)
-		}
-	}
-
-	ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.HandlerTimeout)
-	defer cancel()
-	if tp := m.Header.Get(events.HeaderTraceParent); tp != "" {
-		ctx = events.WithTraceParent(ctx, tp)
-	}
-	start := time.Now()
-	herr := c.safeHandle(ctx, m)
-	switch {
-	case herr == nil:
-		if err := raw.Ack(); err != nil {
-			log.Warn("consumer: ack failed; the message will be redelivered and found in the inbox", "err", err)
-			return
-		}
-		log.Debug("consumer: handled", "took", time.Since(start))
-	case events.IsPermanent(herr):
-		c.deadLetter(m, herr, log)
-	case events.KindOf(herr) == events.KindUnavailable:
-		// A dependency is down, not the message: back off as long as it
-		// takes, at the longest back-off once past MaxDeliver.
-		delay := c.cfg.Backoff(min(int(m.Delivered), c.cfg.MaxDeliver))
-		log.Warn("consumer: dependency unavailable, will retry", "err", herr, "retry_in", delay)
-		if err := raw.NakWithDelay(delay); err != nil {
-			log.Warn("consumer: nak failed; the server redelivers after the ack wait", "err", err)
-		}
-	case int(m.Delivered) >= c.cfg.MaxDeliver:
-		c.deadLetter(m, fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr), log)
-	default:
-		delay := c.cfg.Backoff(int(m.Delivered))
-		log.Warn("consumer: handler failed, will retry", "err", herr, "retry_in", delay)
-		if err := raw.NakWithDelay(delay); err != nil {
-			log.Warn("consumer: nak failed; the server redelivers after the ack wait", "err", err)
-		}
-	}
+	}, true
 }
 
-// safeHandle turns a handler panic into a permanent error, so one poison
-// message cannot crash the process or loop forever.
-func (c *Consumer) safeHandle(ctx context.Context, m *Message) (err error) {
+// plan asks the handler for the message's Work; a panic is a permanent
+// failure, so one poison message cannot crash the process or loop forever.
+func (c *Consumer) plan(ctx context.Context, m *Message) (w Work, err error) {
+	err = safe(func() error {
+		w, err = c.cfg.Handler(ctx, m)
+		return err
+	})
+	return w, err
+}
+
+// safe runs f, turning a panic into a permanent error.
+func safe(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = events.Permanent(fmt.Errorf("handler panicked: %v", r))
 		}
 	}()
-	return c.handle(ctx, m)
+	return f()
+}
+
+// apply runs the inbox claims and Apply of the items' work: all in one
+// transaction, or — when that fails or there is only one — each in its own,
+// where a unit that lost a creation race is run again (inbox.Apply).
+func (c *Consumer) apply(items []*item) {
+	var todo []*item
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		if !it.work.needsDB() {
+			it.applied = true // nothing to claim or change
+			continue
+		}
+		todo = append(todo, it)
+	}
+	if len(todo) == 0 {
+		return
+	}
+	if c.cfg.Outbox == nil {
+		for _, it := range todo {
+			it.err = errNoOutbox
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.HandlerTimeout)
+	defer cancel()
+	if len(todo) > 1 {
+		units := make([]inbox.Unit, len(todo))
+		for i, it := range todo {
+			units[i] = inbox.Unit{Key: it.work.Key}
+			if apply := it.work.Apply; apply != nil {
+				// The batch's deadline, the message's own values (its
+				// trace context).
+				units[i].Fn = func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+					return apply(valuesOf{Context: ctx, values: it.ctx}, tx)
+				}
+			}
+		}
+		var applied []bool
+		err := safe(func() (err error) {
+			applied, err = inbox.ApplyAll(ctx, c.cfg.Outbox, units)
+			return err
+		})
+		if err == nil {
+			for i, it := range todo {
+				it.applied = applied[i]
+			}
+			return
+		}
+		c.cfg.Logger.Debug("consumer: batch failed, applying its messages one by one", "messages", len(todo), "err", err)
+	}
+	for _, it := range todo {
+		ictx, cancel := context.WithTimeout(it.ctx, c.cfg.HandlerTimeout)
+		it.err = safe(func() (err error) {
+			it.applied, err = inbox.Apply(ictx, c.cfg.Outbox, it.work.Key, inbox.Fn(it.work.Apply))
+			return err
+		})
+		cancel()
+	}
+}
+
+// valuesOf is a context with the deadline and cancellation of Context and
+// the values of values.
+type valuesOf struct {
+	context.Context
+	values context.Context
+}
+
+func (v valuesOf) Value(key any) any { return v.values.Value(key) }
+
+// settle acks, retries or dead-letters a message by the outcome of its
+// handling.
+func (c *Consumer) settle(ctx context.Context, m *Message, herr error) {
+	log := c.cfg.Logger
+	switch {
+	case herr == nil:
+		if err := m.raw.Ack(); err != nil {
+			log.Warn("consumer: ack failed; the message will be redelivered and found in the inbox", c.attrs(m, "err", err)...)
+			return
+		}
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("consumer: handled", c.attrs(m)...)
+		}
+	case events.IsPermanent(herr):
+		c.deadLetter(m, herr)
+	case events.KindOf(herr) == events.KindUnavailable:
+		// A dependency is down, not the message: back off as long as it
+		// takes, at the longest back-off once past MaxDeliver.
+		delay := c.cfg.Backoff(min(int(m.Delivered), c.cfg.MaxDeliver))
+		log.Warn("consumer: dependency unavailable, will retry", c.attrs(m, "err", herr, "retry_in", delay.String())...)
+		if err := m.raw.NakWithDelay(delay); err != nil {
+			log.Warn("consumer: nak failed; the server redelivers after the ack wait", c.attrs(m, "err", err)...)
+		}
+	case int(m.Delivered) >= c.cfg.MaxDeliver:
+		c.deadLetter(m, fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr))
+	default:
+		delay := c.cfg.Backoff(int(m.Delivered))
+		log.Warn("consumer: handler failed, will retry", c.attrs(m, "err", herr, "retry_in", delay.String())...)
+		if err := m.raw.NakWithDelay(delay); err != nil {
+			log.Warn("consumer: nak failed; the server redelivers after the ack wait", c.attrs(m, "err", err)...)
+		}
+	}
+}
+
+// attrs are the attributes of every record about a message, then extra.
+func (c *Consumer) attrs(m *Message, extra ...any) []any {
+	a := append(make([]any, 0, 12+len(extra)), "stream", m.Stream, "consumer", c.durable(m.Stream),
+		"subject", m.Subject, "seq", m.Sequence, "delivered", m.Delivered)
+	if id, ok := events.TraceID(m.Header.Get(events.HeaderTraceParent)); ok {
+		a = append(a, "trace_id", id)
+	}
+	return append(a, extra...)
+}
+
+// durable returns the durable consumer name that reads stream.
+func (c *Consumer) durable(stream string) string {
+	for _, s := range c.cfg.Sources {
+		if s.Stream == stream {
+			return s.Durable
+		}
+	}
+	return c.cfg.Sources[0].Durable
 }
 
 // deadLetter publishes the message with its reason to the DLQ and only then
 // terminates it. If the DLQ publish fails, the message is nak'ed and comes
 // back: it is never dropped.
-func (c *Consumer) deadLetter(m *Message, reason error, log *slog.Logger) {
+func (c *Consumer) deadLetter(m *Message, reason error) {
+	durable := c.durable(m.Stream)
 	dl := nats.NewMsg(c.cfg.DLQSubject + "." + m.Subject)
 	dl.Data = m.Data
 	for k, vs := range m.Header {
@@ -379,23 +627,23 @@ func (c *Consumer) deadLetter(m *Message, reason error, log *slog.Logger) {
 	dl.Header.Set(HeaderOriginalStream, m.Stream)
 	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(m.Sequence, 10))
 	dl.Header.Set(HeaderDeliveryCount, strconv.FormatUint(m.Delivered, 10))
-	dl.Header.Set(HeaderConsumer, c.cfg.Durable)
+	dl.Header.Set(HeaderConsumer, durable)
 	dl.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	// One dead letter per (stream, sequence, consumer), even if we crash
 	// between this publish and the Term below.
-	dl.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%s", m.Stream, m.Sequence, c.cfg.Durable))
+	dl.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%s", m.Stream, m.Sequence, durable))
 
 	ctx, cancel := context.WithTimeout(c.baseCtx, 10*time.Second)
 	defer cancel()
 	if _, err := c.js.PublishMsg(ctx, dl); err != nil {
-		log.Error("consumer: dead-letter publish failed, will retry", "reason", reason, "err", err)
+		c.cfg.Logger.Error("consumer: dead-letter publish failed, will retry", c.attrs(m, "reason", reason, "err", err)...)
 		_ = m.raw.NakWithDelay(c.cfg.Backoff(int(m.Delivered)))
 		return
 	}
 	if err := m.raw.TermWithReason(truncate(reason.Error(), 200)); err != nil {
-		log.Warn("consumer: term failed after dead-lettering", "err", err)
+		c.cfg.Logger.Warn("consumer: term failed after dead-lettering", c.attrs(m, "err", err)...)
 	}
-	log.Error("consumer: dead-lettered", "reason", reason, "dlq_subject", dl.Subject)
+	c.cfg.Logger.Error("consumer: dead-lettered", c.attrs(m, "reason", reason, "dlq_subject", dl.Subject)...)
 }
 
 func truncate(s string, n int) string {

@@ -50,8 +50,7 @@ func mustStreams(t testing.TB, js jetstream.JetStream, specs ...streams.Spec) {
 
 func config() consumer.Config {
 	return consumer.Config{
-		Stream:      "T",
-		Durable:     "svc",
+		Sources:     []consumer.Source{{Stream: "T", Durable: "svc"}},
 		DLQSubject:  "dlq.svc",
 		MaxDeliver:  3,
 		Backoff:     func(int) time.Duration { return 10 * time.Millisecond },
@@ -59,12 +58,21 @@ func config() consumer.Config {
 	}
 }
 
-// mustStart starts a consumer and stops it when the test ends.
-func mustStart(t testing.TB, js jetstream.JetStream, cfg consumer.Config, h consumer.Handler) *consumer.Consumer {
+// mustStart starts a consumer whose handler handles each message by
+// itself (no database) and stops it when the test ends.
+func mustStart(t testing.TB, js jetstream.JetStream, cfg consumer.Config, h func(context.Context, *consumer.Message) error) *consumer.Consumer {
+	t.Helper()
+	cfg.Handler = consumer.HandlerFunc(h)
+	return mustStartHandler(t, js, cfg)
+}
+
+// mustStartHandler starts a consumer with cfg's handler and stops it when
+// the test ends.
+func mustStartHandler(t testing.TB, js jetstream.JetStream, cfg consumer.Config) *consumer.Consumer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := consumer.Start(ctx, js, cfg, h)
+	c, err := consumer.Start(ctx, js, cfg)
 	if err != nil {
 		t.Fatalf("consumer.Start: %v", err)
 	}
@@ -193,17 +201,21 @@ func (r *recorder) list() []string {
 
 func TestStartRejectsInvalidConfig(t *testing.T) {
 	f := mustFixture(t)
-	noop := func(context.Context, *consumer.Message) error { return nil }
+	noop := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
 	for name, mut := range map[string]func(*consumer.Config){
-		"NoStream":            func(c *consumer.Config) { c.Stream = "" },
-		"NoDurable":           func(c *consumer.Config) { c.Durable = "" },
+		"NoSources":           func(c *consumer.Config) { c.Sources = nil },
+		"NoStream":            func(c *consumer.Config) { c.Sources[0].Stream = "" },
+		"NoDurable":           func(c *consumer.Config) { c.Sources[0].Durable = "" },
+		"NoHandler":           func(c *consumer.Config) { c.Handler = nil },
 		"NoDLQSubject":        func(c *consumer.Config) { c.DLQSubject = "" },
 		"NegativeMaxDeliver":  func(c *consumer.Config) { c.MaxDeliver = -1 },
+		"NegativeBatch":       func(c *consumer.Config) { c.Batch = -1 },
 		"NegativeConcurrency": func(c *consumer.Config) { c.Concurrency = -1 },
 	} {
 		cfg := config()
+		cfg.Handler = noop
 		mut(&cfg)
-		c, err := consumer.Start(context.Background(), f.js, cfg, noop)
+		c, err := consumer.Start(context.Background(), f.js, cfg)
 		if !errors.Is(err, consumer.ErrInvalidConfig) {
 			t.Errorf("%s: got %v, want ErrInvalidConfig", name, err)
 		}
@@ -212,8 +224,9 @@ func TestStartRejectsInvalidConfig(t *testing.T) {
 		}
 	}
 	cfg := config()
-	cfg.Stream = "NOPE"
-	if c, err := consumer.Start(context.Background(), f.js, cfg, noop); err == nil {
+	cfg.Handler = noop
+	cfg.Sources = append(cfg.Sources, consumer.Source{Stream: "NOPE", Durable: "svc"})
+	if c, err := consumer.Start(context.Background(), f.js, cfg); err == nil {
 		c.Stop()
 		t.Error("Start on a stream that does not exist: got nil error, want one")
 	}
@@ -270,7 +283,7 @@ func TestFilterSubjects(t *testing.T) {
 	f := mustFixture(t)
 	rec := &recorder{}
 	cfg := config()
-	cfg.FilterSubjects = []string{"t.a.>", "t.b.>"}
+	cfg.Sources[0].FilterSubjects = []string{"t.a.>", "t.b.>"}
 	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error { rec.add(m); return nil })
 	for _, s := range []string{"t.a.1", "t.c.1", "t.b.1"} {
 		mustPublish(t, f.js, s, "{}", nil)

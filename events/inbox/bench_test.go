@@ -78,7 +78,7 @@ func benchmarkApply(b *testing.B, be sqltest.Backend) {
 		start = time.Now()
 		for i := from; i < to; i++ {
 			id := "in-" + strconv.Itoa(i)
-			applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "bench", EventID: id}, func(tx *sql.Tx) ([]events.Outgoing, error) {
+			applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "bench", EventID: id}, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 				if _, err := tx.ExecContext(ctx, upsert, "k-"+strconv.Itoa(i%100)); err != nil {
 					return nil, err
 				}

@@ -55,12 +55,12 @@ const maxRuns = 4
 // Claim records that consumer has handled eventID, inside tx. It returns
 // true the first time and false for a duplicate; on a duplicate the caller
 // must not change any state. The claim only counts if tx commits.
-func Claim(ctx context.Context, tx *sql.Tx, d sqldb.Dialect, consumer, eventID string) (bool, error) {
+func Claim(ctx context.Context, tx *sql.Tx, db *sqldb.DB, consumer, eventID string) (bool, error) {
 	if consumer == "" || eventID == "" {
 		return false, events.Permanent(fmt.Errorf("inbox: claim needs a consumer and an event id (got %q, %q)", consumer, eventID))
 	}
-	res, err := tx.ExecContext(ctx, d.Rebind(
-		`INSERT INTO inbox (consumer, event_id, claimed_unix_ms) VALUES (?, ?, ?) ON CONFLICT (consumer, event_id) DO NOTHING`),
+	res, err := db.In(tx).Exec(ctx,
+		`INSERT INTO inbox (consumer, event_id, claimed_unix_ms) VALUES (?, ?, ?) ON CONFLICT (consumer, event_id) DO NOTHING`,
 		consumer, eventID, time.Now().UnixMilli())
 	if err != nil {
 		return false, fmt.Errorf("inbox: claim %s/%s: %w", consumer, eventID, err)
@@ -80,56 +80,136 @@ type Key struct {
 	EventID  string
 }
 
+// Fn is a unit of work's change inside its transaction: it reads and
+// writes through tx only and returns the events to publish.
+type Fn func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error)
+
 // Apply runs one unit of work in one transaction: claim key in the inbox,
 // run fn, add the events fn returns to ob, commit, and wake the relay.
 //
 // On a duplicate it commits nothing, does not call fn, and returns
 // applied=false with a nil error. When fn or any step fails, everything is
 // rolled back (the claim included, so a redelivery will try again) and the
-// error is returned with its kind intact. fn must do all its reads and
-// writes through tx. If fn's error wraps ErrRetry, the whole unit of work
-// runs again in a new transaction, a few times at most.
-func Apply(ctx context.Context, ob *outbox.Outbox, key Key, fn func(tx *sql.Tx) ([]events.Outgoing, error)) (applied bool, err error) {
+// error is returned with its kind intact. If fn's error wraps ErrRetry,
+// the whole unit of work runs again in a new transaction, a few times at
+// most.
+func Apply(ctx context.Context, ob *outbox.Outbox, key Key, fn Fn) (applied bool, err error) {
 	for run := 1; ; run++ {
-		applied, err = applyOnce(ctx, ob, key, fn)
+		var res []bool
+		res, err = ApplyAll(ctx, ob, []Unit{{Key: key, Fn: fn}})
+		if err == nil {
+			return res[0], nil
+		}
 		if !errors.Is(err, ErrRetry) || run == maxRuns {
-			return applied, err
+			return false, err
 		}
 	}
 }
 
-func applyOnce(ctx context.Context, ob *outbox.Outbox, key Key, fn func(tx *sql.Tx) ([]events.Outgoing, error)) (applied bool, err error) {
+// Unit is one unit of work of a batch: an inbox claim and the change it
+// guards. A nil Fn only takes the claim.
+type Unit struct {
+	Key Key
+	Fn  Fn
+}
+
+// ApplyAll runs units in one transaction, in order: for each, claim its
+// key and run its Fn, adding the events it returns to ob; then commit once
+// and wake the relay. One commit for many units is what makes a batch of
+// fetched messages cheap: a commit costs far more than the statements
+// before it. applied[i] is false for a unit whose claim was held already
+// (a duplicate: its Fn did not run), also when an earlier unit of the same
+// batch took it.
+//
+// If any unit fails, nothing is committed and the error (naming the unit)
+// is returned: the caller applies the units again one at a time, so that
+// one bad unit cannot hold its neighbours back. ApplyAll itself never
+// retries; an error wrapping ErrRetry means a rerun may succeed.
+func ApplyAll(ctx context.Context, ob *outbox.Outbox, units []Unit) (applied []bool, err error) {
 	db := ob.DB()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("inbox: begin: %w", err)
+		return nil, fmt.Errorf("inbox: begin: %w", err)
 	}
+	committed := false
 	defer func() {
-		if err != nil || !applied {
+		if !committed {
 			_ = tx.Rollback()
 		}
 	}()
-	if key.EventID != "" {
-		first, err := Claim(ctx, tx, db.Dialect, key.Consumer, key.EventID)
+	applied = make([]bool, len(units))
+	added := false
+	for i, u := range units {
+		if u.Key.EventID != "" {
+			first, err := Claim(ctx, tx, db, u.Key.Consumer, u.Key.EventID)
+			if err != nil {
+				return nil, unitErr(len(units), i, err)
+			}
+			if !first {
+				continue
+			}
+		}
+		applied[i] = true
+		if u.Fn == nil {
+			continue
+		}
+		out, err := u.Fn(ctx, tx)
 		if err != nil {
-			return false, err
+			return nil, unitErr(len(units), i, err)
 		}
-		if !first {
-			return false, nil
+		if err := ob.Add(ctx, tx, out...); err != nil {
+			return nil, unitErr(len(units), i, err)
 		}
-	}
-	out, err := fn(tx)
-	if err != nil {
-		return false, err
-	}
-	if err := ob.Add(ctx, tx, out...); err != nil {
-		return false, err
+		added = added || len(out) > 0
 	}
 	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("inbox: commit: %w", err)
+		return nil, fmt.Errorf("inbox: commit: %w", err)
 	}
-	if len(out) > 0 {
+	committed = true
+	if added {
 		ob.Notify()
 	}
-	return true, nil
+	return applied, nil
+}
+
+// unitErr names the failing unit of a batch; a batch of one is the unit.
+func unitErr(n, i int, err error) error {
+	if n == 1 {
+		return err
+	}
+	return fmt.Errorf("inbox: unit %d of %d: %w", i+1, n, err)
+}
+
+// Aggregate tells Apply how one store reads and writes one kind of row:
+// the store's own SQL behind the skeleton every store shares.
+type Aggregate[T any] struct {
+	// Load returns the row with the given id inside tx, locked against
+	// concurrent units of work until tx ends (FOR UPDATE on PostgreSQL;
+	// SQLite transactions exclude each other), or nil and no error when
+	// there is none.
+	Load func(ctx context.Context, tx *sql.Tx, id string) (*T, error)
+	// Insert writes a new row. When another transaction created the same
+	// row first, it returns an error wrapping ErrRetry.
+	Insert func(ctx context.Context, tx *sql.Tx, v *T) error
+	// Update writes an existing row.
+	Update func(ctx context.Context, tx *sql.Tx, v *T) error
+}
+
+// Apply is the load-lock-apply-save skeleton: it loads the row id locked
+// (nil when absent), lets fn decide, and saves what fn returns (nil: no
+// change), returning fn's events. Any error leaves the transaction for
+// the caller to roll back.
+func (a Aggregate[T]) Apply(ctx context.Context, tx *sql.Tx, id string, fn func(cur *T) (next *T, out []events.Outgoing, err error)) ([]events.Outgoing, error) {
+	cur, err := a.Load(ctx, tx, id)
+	if err != nil {
+		return nil, err
+	}
+	next, out, err := fn(cur)
+	if err != nil || next == nil {
+		return out, err
+	}
+	if cur == nil {
+		return out, a.Insert(ctx, tx, next)
+	}
+	return out, a.Update(ctx, tx, next)
 }

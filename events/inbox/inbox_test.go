@@ -140,8 +140,8 @@ func incremented(cause, key string, value int) events.Outgoing {
 
 // incrementHandler increments key and emits one event derived from the
 // input's id.
-func (s store) incrementHandler(ctx context.Context, eventID, key string) func(tx *sql.Tx) ([]events.Outgoing, error) {
-	return func(tx *sql.Tx) ([]events.Outgoing, error) {
+func (s store) incrementHandler(ctx context.Context, eventID, key string) func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+	return func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 		v, err := s.increment(ctx, tx, key)
 		if err != nil {
 			return nil, err
@@ -199,7 +199,7 @@ func testDuplicateIsNoop(t *testing.T, b sqltest.Backend) {
 		t.Fatalf("first Apply: got (%v, %v), want (true, nil)", applied, err)
 	}
 	called := false
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+	applied, err := inbox.Apply(ctx, s.ob, key, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 		called = true
 		v, err := s.increment(ctx, tx, "k")
 		return []events.Outgoing{incremented("other", "k", v)}, err
@@ -223,7 +223,7 @@ func testClaimsArePerConsumer(t *testing.T, b sqltest.Backend) {
 	s := mustStore(t, b)
 	for _, consumer := range []string{"a", "b"} {
 		key := inbox.Key{Consumer: consumer, EventID: "in-1"}
-		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		applied, err := inbox.Apply(ctx, s.ob, key, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 			_, err := s.increment(ctx, tx, "k")
 			return nil, err
 		})
@@ -261,7 +261,7 @@ func testHandlerErrorRollsBack(t *testing.T, b sqltest.Backend) {
 	s := mustStore(t, b)
 	key := inbox.Key{Consumer: "counter", EventID: "in-1"}
 	errBoom := errors.New("boom")
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+	applied, err := inbox.Apply(ctx, s.ob, key, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 		v, err := s.increment(ctx, tx, "k")
 		if err != nil {
 			return nil, err
@@ -317,7 +317,7 @@ func testInvalidOutgoingRollsBack(t *testing.T, b sqltest.Backend) {
 		"NilData":         {ID: "e-1", Subject: "test.x.k", Type: "t", Source: "s"},
 	}
 	for name, o := range bad {
-		applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
+		applied, err := inbox.Apply(ctx, s.ob, key, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 			_, err := s.increment(ctx, tx, "k")
 			return []events.Outgoing{incremented(key.EventID, "k", 1), o}, err
 		})
@@ -464,16 +464,16 @@ func testClaimNeedsIDs(t *testing.T, b sqltest.Backend) {
 	}
 	defer tx.Rollback()
 	for _, k := range []inbox.Key{{Consumer: "", EventID: "e"}, {Consumer: "c", EventID: ""}} {
-		first, err := inbox.Claim(ctx, tx, s.db.Dialect, k.Consumer, k.EventID)
+		first, err := inbox.Claim(ctx, tx, s.db, k.Consumer, k.EventID)
 		if first || !events.IsPermanent(err) {
 			t.Errorf("Claim(%q, %q): got (%v, %v), want (false, a permanent error)", k.Consumer, k.EventID, first, err)
 		}
 	}
-	first, err := inbox.Claim(ctx, tx, s.db.Dialect, "c", "e")
+	first, err := inbox.Claim(ctx, tx, s.db, "c", "e")
 	if err != nil || !first {
 		t.Errorf("first Claim: got (%v, %v), want (true, nil)", first, err)
 	}
-	first, err = inbox.Claim(ctx, tx, s.db.Dialect, "c", "e")
+	first, err = inbox.Claim(ctx, tx, s.db, "c", "e")
 	if err != nil || first {
 		t.Errorf("second Claim in the same tx: got (%v, %v), want (false, nil)", first, err)
 	}
@@ -486,7 +486,7 @@ func testErrRetry(t *testing.T, b sqltest.Backend) {
 	s := mustStore(t, b)
 	ctx := context.Background()
 	runs := 0
-	applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-1"}, func(tx *sql.Tx) ([]events.Outgoing, error) {
+	applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-1"}, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 		runs++
 		if _, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO counters (key, value) VALUES (?, ?)`), fmt.Sprint("run-", runs), 1); err != nil {
 			return nil, err
@@ -505,7 +505,7 @@ func testErrRetry(t *testing.T, b sqltest.Backend) {
 	}
 
 	runs = 0
-	_, err = inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-2"}, func(*sql.Tx) ([]events.Outgoing, error) {
+	_, err = inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-2"}, func(context.Context, *sql.Tx) ([]events.Outgoing, error) {
 		runs++
 		return nil, fmt.Errorf("always racing: %w", inbox.ErrRetry)
 	})

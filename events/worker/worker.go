@@ -1,5 +1,5 @@
 // Package worker runs the background half of a service: its outbox relay
-// and its consumers. Start brings them up; Stop drains the consumers
+// and its consumer. Start brings them up; Stop drains the consumer
 // (in-flight messages finish and are acked) and then lets the relay
 // publish what those last messages wrote.
 package worker
@@ -16,31 +16,27 @@ import (
 	"github.com/choreo-dev/choreo/events/outbox"
 )
 
-// Subscription is one consumer of the service and its handler.
-type Subscription struct {
-	Config  consumer.Config
-	Handler consumer.Handler
-}
-
 // Config is what a worker runs.
 type Config struct {
-	JS            jetstream.JetStream
-	Outbox        *outbox.Outbox
-	Subscriptions []Subscription
-	RelayOptions  []outbox.Option
-	Logger        *slog.Logger
+	JS     jetstream.JetStream
+	Outbox *outbox.Outbox
+	// Consumer is the service's consumer; its Outbox and Logger default
+	// to the worker's.
+	Consumer     consumer.Config
+	RelayOptions []outbox.Option
+	Logger       *slog.Logger
 }
 
-// Worker is a running relay plus consumers.
+// Worker is a running relay plus a consumer.
 type Worker struct {
-	consumers   []*consumer.Consumer
+	consumer    *consumer.Consumer
 	cancelRelay context.CancelFunc
 	relayDone   chan struct{}
 	stopOnce    sync.Once
 }
 
-// Start starts the relay and then every consumer. If a consumer cannot be
-// created, what was started is stopped and the error returned.
+// Start starts the relay and then the consumer. If the consumer cannot be
+// created, the relay is stopped and the error returned.
 func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -56,29 +52,29 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 		defer close(w.relayDone)
 		_ = relay.Run(relayCtx)
 	}()
-	for _, s := range cfg.Subscriptions {
-		if s.Config.Logger == nil {
-			s.Config.Logger = log
-		}
-		c, err := consumer.Start(ctx, cfg.JS, s.Config, s.Handler)
-		if err != nil {
-			w.Stop()
-			return nil, fmt.Errorf("worker: %w", err)
-		}
-		w.consumers = append(w.consumers, c)
+	cc := cfg.Consumer
+	if cc.Logger == nil {
+		cc.Logger = log
 	}
+	if cc.Outbox == nil {
+		cc.Outbox = cfg.Outbox
+	}
+	c, err := consumer.Start(ctx, cfg.JS, cc)
+	if err != nil {
+		w.Stop()
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.consumer = c
 	return w, nil
 }
 
-// Stop drains the consumers, then stops the relay after a final flush. It
+// Stop drains the consumer, then stops the relay after a final flush. It
 // is safe to call more than once.
 func (w *Worker) Stop() {
 	w.stopOnce.Do(func() {
-		var wg sync.WaitGroup
-		for _, c := range w.consumers {
-			wg.Go(c.Stop)
+		if w.consumer != nil {
+			w.consumer.Stop()
 		}
-		wg.Wait()
 		w.cancelRelay()
 		<-w.relayDone
 	})

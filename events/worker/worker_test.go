@@ -72,20 +72,22 @@ func mustFixture(t testing.TB) *fixture {
 }
 
 // handler counts each input once and answers with one event per input.
-func (f *fixture) handler(ctx context.Context, m *consumer.Message) error {
+func (f *fixture) handler(_ context.Context, m *consumer.Message) (consumer.Work, error) {
 	id := string(m.Data) // the input's event id
-	_, err := inbox.Apply(ctx, f.ob, inbox.Key{Consumer: "svc", EventID: id}, func(tx *sql.Tx) ([]events.Outgoing, error) {
-		_, err := tx.ExecContext(ctx, `INSERT INTO counters (key, value) VALUES ('k', 1)
-			ON CONFLICT (key) DO UPDATE SET value = counters.value + 1`)
-		return []events.Outgoing{{
-			ID:      events.DerivedID(id, "done"),
-			Subject: "out.done." + id,
-			Type:    "choreo.test.done.v1",
-			Source:  "choreo/test",
-			Data:    map[string]string{"input": id},
-		}}, err
-	})
-	return err
+	return consumer.Work{
+		Key: inbox.Key{Consumer: "svc", EventID: id},
+		Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+			_, err := tx.ExecContext(ctx, `INSERT INTO counters (key, value) VALUES ('k', 1)
+				ON CONFLICT (key) DO UPDATE SET value = counters.value + 1`)
+			return []events.Outgoing{{
+				ID:      events.DerivedID(id, "done"),
+				Subject: "out.done." + id,
+				Type:    "choreo.test.done.v1",
+				Source:  "choreo/test",
+				Data:    map[string]string{"input": id},
+			}}, err
+		},
+	}, nil
 }
 
 func (f *fixture) counter(t testing.TB) int {
@@ -98,20 +100,23 @@ func (f *fixture) counter(t testing.TB) int {
 	return v
 }
 
-func subscription(h consumer.Handler) worker.Subscription {
-	return worker.Subscription{
-		Config:  consumer.Config{Stream: "IN", Durable: "svc", DLQSubject: "dlq.svc", Backoff: func(int) time.Duration { return 10 * time.Millisecond }},
-		Handler: h,
+func consumerConfig(h consumer.Handler) consumer.Config {
+	return consumer.Config{
+		Sources:    []consumer.Source{{Stream: "IN", Durable: "svc"}},
+		Handler:    h,
+		DLQSubject: "dlq.svc",
+		Backoff:    func(int) time.Duration { return 10 * time.Millisecond },
+		Batch:      16,
 	}
 }
 
 func TestWorkerConsumesAndRelays(t *testing.T) {
 	f := mustFixture(t)
 	w, err := worker.Start(context.Background(), worker.Config{
-		JS:            f.js,
-		Outbox:        f.ob,
-		Subscriptions: []worker.Subscription{subscription(f.handler)},
-		RelayOptions:  []outbox.Option{outbox.WithSweep(time.Hour)},
+		JS:           f.js,
+		Outbox:       f.ob,
+		Consumer:     consumerConfig(f.handler),
+		RelayOptions: []outbox.Option{outbox.WithSweep(time.Hour)},
 	})
 	if err != nil {
 		t.Fatalf("worker.Start: %v", err)
@@ -162,11 +167,11 @@ func TestWorkerStopDrainsInFlightThenFlushes(t *testing.T) {
 	w, err := worker.Start(context.Background(), worker.Config{
 		JS:     f.js,
 		Outbox: f.ob,
-		Subscriptions: []worker.Subscription{subscription(func(ctx context.Context, m *consumer.Message) error {
+		Consumer: consumerConfig(func(ctx context.Context, m *consumer.Message) (consumer.Work, error) {
 			close(started)
 			<-release
 			return f.handler(ctx, m)
-		})},
+		}),
 		// No sweep: the wake-up after the last commit, or the relay's
 		// final flush on Stop, must publish what the last handler wrote.
 		RelayOptions: []outbox.Option{outbox.WithSweep(time.Hour)},
@@ -201,12 +206,12 @@ func TestWorkerStopDrainsInFlightThenFlushes(t *testing.T) {
 
 func TestWorkerStartFailureStopsWhatStarted(t *testing.T) {
 	f := mustFixture(t)
-	bad := subscription(f.handler)
-	bad.Config.Stream = "NOPE"
+	bad := consumerConfig(f.handler)
+	bad.Sources = append(bad.Sources, consumer.Source{Stream: "NOPE", Durable: "svc"})
 	w, err := worker.Start(context.Background(), worker.Config{
-		JS:            f.js,
-		Outbox:        f.ob,
-		Subscriptions: []worker.Subscription{subscription(f.handler), bad},
+		JS:       f.js,
+		Outbox:   f.ob,
+		Consumer: bad,
 	})
 	if err == nil {
 		w.Stop()

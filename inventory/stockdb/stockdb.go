@@ -24,6 +24,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -67,68 +68,93 @@ var errCreateRace = fmt.Errorf("stockdb: reservation created concurrently: %w", 
 
 // ApplySKU implements inventory.Store.
 func (s *Store) ApplySKU(ctx context.Context, key inbox.Key, sku string, fn func(st *inventory.Stock) ([]events.Outgoing, error)) (bool, error) {
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-		stock, err := s.lockStock(ctx, tx, []string{sku})
+	return inbox.Apply(ctx, s.ob, key, s.skuFn(sku, fn))
+}
+
+// SKUWork implements inventory.Store.
+func (s *Store) SKUWork(key inbox.Key, sku string, fn func(st *inventory.Stock) ([]events.Outgoing, error)) consumer.Work {
+	return consumer.Work{Key: key, Apply: s.skuFn(sku, fn)}
+}
+
+func (s *Store) skuFn(sku string, fn func(st *inventory.Stock) ([]events.Outgoing, error)) inbox.Fn {
+	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := s.applySKU(ctx, tx, sku, fn)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stockdb: apply to sku %s: %w", sku, err)
 		}
-		before := snapshot(stock)
-		out, err := fn(stock[sku])
-		if err != nil {
-			return nil, err
-		}
-		return out, s.saveStock(ctx, tx, before, stock)
-	})
-	if err != nil {
-		return false, fmt.Errorf("stockdb: apply to sku %s: %w", sku, err)
+		return out, nil
 	}
-	return applied, nil
+}
+
+func (s *Store) applySKU(ctx context.Context, tx *sql.Tx, sku string, fn func(st *inventory.Stock) ([]events.Outgoing, error)) ([]events.Outgoing, error) {
+	stock, err := s.lockStock(ctx, tx, []string{sku})
+	if err != nil {
+		return nil, err
+	}
+	before := snapshot(stock)
+	out, err := fn(stock[sku])
+	if err != nil {
+		return nil, err
+	}
+	return out, s.saveStock(ctx, tx, before, stock)
 }
 
 // ApplyOrder implements inventory.Store. It locks the reservation row
 // first and the stock rows after it, in SKU order.
-func (s *Store) ApplyOrder(ctx context.Context, key inbox.Key, orderID string, skus []string,
-	fn func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error)) (bool, error) {
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-		current, err := s.loadReservation(ctx, tx, orderID, true)
-		if err != nil && !errors.Is(err, inventory.ErrReservationNotFound) {
-			return nil, err
-		}
-		lock := slices.Clone(skus)
-		if current != nil {
-			lock = append(lock, inventory.SKUs(current.Lines)...)
-		}
-		stock, err := s.lockStock(ctx, tx, lock)
+func (s *Store) ApplyOrder(ctx context.Context, key inbox.Key, orderID string, skus []string, fn inventory.OrderTransition) (bool, error) {
+	return inbox.Apply(ctx, s.ob, key, s.orderFn(orderID, skus, fn))
+}
+
+// OrderWork implements inventory.Store.
+func (s *Store) OrderWork(key inbox.Key, orderID string, skus []string, fn inventory.OrderTransition) consumer.Work {
+	return consumer.Work{Key: key, Apply: s.orderFn(orderID, skus, fn)}
+}
+
+func (s *Store) orderFn(orderID string, skus []string, fn inventory.OrderTransition) inbox.Fn {
+	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := s.applyOrder(ctx, tx, orderID, skus, fn)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stockdb: apply to order %s: %w", orderID, err)
 		}
-		before := snapshot(stock)
-		next, out, err := fn(current, stock)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.saveStock(ctx, tx, before, stock); err != nil {
-			return nil, err
-		}
-		switch {
-		case next == nil:
-		case next.OrderID != orderID:
-			return nil, fmt.Errorf("reservation of order %s returned for order %s", next.OrderID, orderID)
-		case next.Validate() != nil:
-			// A state no transition produces: refuse it rather than
-			// store a reservation the next input cannot make sense of.
-			return nil, events.Permanent(next.Validate())
-		case current == nil:
-			err = s.insertReservation(ctx, tx, next)
-		default:
-			err = s.updateReservation(ctx, tx, next)
-		}
-		return out, err
-	})
-	if err != nil {
-		return false, fmt.Errorf("stockdb: apply to order %s: %w", orderID, err)
+		return out, nil
 	}
-	return applied, nil
+}
+
+func (s *Store) applyOrder(ctx context.Context, tx *sql.Tx, orderID string, skus []string, fn inventory.OrderTransition) ([]events.Outgoing, error) {
+	current, err := s.loadReservation(ctx, s.db.In(tx), orderID, true)
+	if err != nil && !errors.Is(err, inventory.ErrReservationNotFound) {
+		return nil, err
+	}
+	lock := slices.Clone(skus)
+	if current != nil {
+		lock = append(lock, inventory.SKUs(current.Lines)...)
+	}
+	stock, err := s.lockStock(ctx, tx, lock)
+	if err != nil {
+		return nil, err
+	}
+	before := snapshot(stock)
+	next, out, err := fn(current, stock)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.saveStock(ctx, tx, before, stock); err != nil {
+		return nil, err
+	}
+	switch {
+	case next == nil:
+	case next.OrderID != orderID:
+		return nil, fmt.Errorf("reservation of order %s returned for order %s", next.OrderID, orderID)
+	case next.Validate() != nil:
+		// A state no transition produces: refuse it rather than store a
+		// reservation the next input cannot make sense of.
+		return nil, events.Permanent(next.Validate())
+	case current == nil:
+		err = s.insertReservation(ctx, tx, next)
+	default:
+		err = s.updateReservation(ctx, tx, next)
+	}
+	return out, err
 }
 
 // lockStock returns the stock rows of skus, locked until tx ends, creating
@@ -140,20 +166,20 @@ func (s *Store) ApplyOrder(ctx context.Context, key inbox.Key, orderID string, s
 func (s *Store) lockStock(ctx context.Context, tx *sql.Tx, skus []string) (map[string]*inventory.Stock, error) {
 	sorted := slices.Sorted(slices.Values(skus))
 	sorted = slices.Compact(sorted)
-	insert := s.db.Dialect.Rebind(`INSERT INTO stock (sku, available, reserved, sold, updated_unix_ms)
-		VALUES (?, 0, 0, 0, ?) ON CONFLICT (sku) DO NOTHING`)
-	sel := s.db.Dialect.Rebind(`SELECT available, reserved, sold FROM stock WHERE sku = ?` + s.db.Dialect.ForUpdate())
+	q := s.db.In(tx)
+	sel := `SELECT available, reserved, sold FROM stock WHERE sku = ?` + s.db.Dialect.ForUpdate()
 	now := time.Now().UnixMilli()
 	stock := make(map[string]*inventory.Stock, len(sorted))
 	for _, sku := range sorted {
 		if err := inventory.ValidateSKU(sku); err != nil {
 			return nil, err
 		}
-		if _, err := tx.ExecContext(ctx, insert, sku, now); err != nil {
+		if _, err := q.Exec(ctx, `INSERT INTO stock (sku, available, reserved, sold, updated_unix_ms)
+			VALUES (?, 0, 0, 0, ?) ON CONFLICT (sku) DO NOTHING`, sku, now); err != nil {
 			return nil, fmt.Errorf("create stock row %s: %w", sku, err)
 		}
 		st := &inventory.Stock{SKU: sku}
-		if err := tx.QueryRowContext(ctx, sel, sku).Scan(&st.Available, &st.Reserved, &st.Sold); err != nil {
+		if err := q.QueryRow(ctx, sel, sku).Scan(&st.Available, &st.Reserved, &st.Sold); err != nil {
 			return nil, fmt.Errorf("lock stock row %s: %w", sku, err)
 		}
 		stock[sku] = st
@@ -173,7 +199,7 @@ func snapshot(stock map[string]*inventory.Stock) map[string]inventory.Stock {
 // negative or not: the schema's CHECK is what refuses a negative one, so
 // that the last line of defence is the one that is exercised.
 func (s *Store) saveStock(ctx context.Context, tx *sql.Tx, before map[string]inventory.Stock, stock map[string]*inventory.Stock) error {
-	update := s.db.Dialect.Rebind(`UPDATE stock SET available = ?, reserved = ?, sold = ?, updated_unix_ms = ? WHERE sku = ?`)
+	q := s.db.In(tx)
 	now := time.Now().UnixMilli()
 	for _, sku := range slices.Sorted(maps.Keys(stock)) {
 		st := stock[sku]
@@ -185,15 +211,12 @@ func (s *Store) saveStock(ctx context.Context, tx *sql.Tx, before map[string]inv
 		if *st == old {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, update, st.Available, st.Reserved, st.Sold, now, sku); err != nil {
+		if _, err := q.Exec(ctx, `UPDATE stock SET available = ?, reserved = ?, sold = ?, updated_unix_ms = ? WHERE sku = ?`,
+			st.Available, st.Reserved, st.Sold, now, sku); err != nil {
 			return fmt.Errorf("update stock %s to available %d, reserved %d, sold %d: %w", sku, st.Available, st.Reserved, st.Sold, err)
 		}
 	}
 	return nil
-}
-
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // reservationColumns are the columns scanReservation reads, in its order.
@@ -242,12 +265,12 @@ func scanReservation(row scanner) (*inventory.Reservation, error) {
 	return &r, nil
 }
 
-func (s *Store) loadReservation(ctx context.Context, q querier, orderID string, lock bool) (*inventory.Reservation, error) {
+func (s *Store) loadReservation(ctx context.Context, q sqldb.Stmts, orderID string, lock bool) (*inventory.Reservation, error) {
 	query := `SELECT ` + reservationColumns + ` FROM reservations WHERE order_id = ?`
 	if lock {
 		query += s.db.Dialect.ForUpdate()
 	}
-	r, err := scanReservation(q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID))
+	r, err := scanReservation(q.QueryRow(ctx, query, orderID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, events.NotFound(fmt.Errorf("order %s: %w", orderID, inventory.ErrReservationNotFound))
 	}
@@ -282,8 +305,8 @@ func (s *Store) insertReservation(ctx context.Context, tx *sql.Tx, r *inventory.
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO reservations (`+reservationColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+	res, err := s.db.In(tx).Exec(ctx, `INSERT INTO reservations (`+reservationColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
 		r.OrderID, string(r.Status), r.Seen.Placed, r.Seen.Confirmed, r.Seen.Cancelled,
 		lines, shortages, r.CreatedAt.UnixMilli(), r.UpdatedAt.UnixMilli())
 	if err != nil {
@@ -300,9 +323,9 @@ func (s *Store) updateReservation(ctx context.Context, tx *sql.Tx, r *inventory.
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE reservations
+	_, err = s.db.In(tx).Exec(ctx, `UPDATE reservations
 		SET status = ?, placed = ?, confirmed = ?, cancelled = ?, lines = ?, shortages = ?, updated_unix_ms = ?
-		WHERE order_id = ?`),
+		WHERE order_id = ?`,
 		string(r.Status), r.Seen.Placed, r.Seen.Confirmed, r.Seen.Cancelled, lines, shortages, r.UpdatedAt.UnixMilli(), r.OrderID)
 	if err != nil {
 		return fmt.Errorf("update reservation %s: %w", r.OrderID, err)
@@ -314,7 +337,7 @@ func (s *Store) updateReservation(ctx context.Context, tx *sql.Tx, r *inventory.
 // stocked, so its stock is zeros rather than an error.
 func (s *Store) Get(ctx context.Context, sku string) (inventory.Stock, error) {
 	st := inventory.Stock{SKU: sku}
-	err := s.db.QueryRowContext(ctx, s.db.Dialect.Rebind(`SELECT available, reserved, sold FROM stock WHERE sku = ?`), sku).
+	err := s.db.In(nil).QueryRow(ctx, `SELECT available, reserved, sold FROM stock WHERE sku = ?`, sku).
 		Scan(&st.Available, &st.Reserved, &st.Sold)
 	if errors.Is(err, sql.ErrNoRows) {
 		return inventory.Stock{SKU: sku}, nil
@@ -328,7 +351,7 @@ func (s *Store) Get(ctx context.Context, sku string) (inventory.Stock, error) {
 // Reservation returns the reservation of orderID, or an error wrapping
 // inventory.ErrReservationNotFound (NotFound).
 func (s *Store) Reservation(ctx context.Context, orderID string) (*inventory.Reservation, error) {
-	r, err := s.loadReservation(ctx, s.db, orderID, false)
+	r, err := s.loadReservation(ctx, s.db.In(nil), orderID, false)
 	if err != nil {
 		return nil, fmt.Errorf("stockdb: get reservation: %w", err)
 	}

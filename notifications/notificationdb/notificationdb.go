@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -35,15 +36,18 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 
 // Store implements notifications.Store.
 type Store struct {
-	db *sqldb.DB
-	ob *outbox.Outbox
+	db            *sqldb.DB
+	ob            *outbox.Outbox
+	notifications inbox.Aggregate[notifications.Notification]
 }
 
 var _ notifications.Store = (*Store)(nil)
 
 // New returns the store of a migrated database.
 func New(db *sqldb.DB) *Store {
-	return &Store{db: db, ob: outbox.New(db)}
+	s := &Store{db: db, ob: outbox.New(db)}
+	s.notifications = inbox.Aggregate[notifications.Notification]{Load: s.load, Insert: s.insert, Update: s.update}
+	return s
 }
 
 // Outbox returns the store's outbox, for the relay.
@@ -56,28 +60,29 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 var errCreateRace = fmt.Errorf("notificationdb: notification created concurrently: %w", inbox.ErrRetry)
 
 // Apply implements notifications.Store.
-func (s *Store) Apply(ctx context.Context, key inbox.Key, notificationID string, fn func(*notifications.Notification) (*notifications.Notification, []events.Outgoing, error)) (bool, error) {
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-		current, err := s.load(ctx, tx, notificationID)
-		if err != nil && !errors.Is(err, notifications.ErrNotFound) {
-			return nil, err
+func (s *Store) Apply(ctx context.Context, key inbox.Key, notificationID string, fn notifications.Transition) (bool, error) {
+	return inbox.Apply(ctx, s.ob, key, s.fn(notificationID, fn))
+}
+
+// Work implements notifications.Store.
+func (s *Store) Work(key inbox.Key, notificationID string, fn notifications.Transition) consumer.Work {
+	return consumer.Work{Key: key, Apply: s.fn(notificationID, fn)}
+}
+
+func (s *Store) fn(notificationID string, fn notifications.Transition) inbox.Fn {
+	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := s.notifications.Apply(ctx, tx, notificationID, func(cur *notifications.Notification) (*notifications.Notification, []events.Outgoing, error) {
+			next, out, err := fn(cur)
+			if err == nil && next != nil && next.ID != notificationID {
+				return nil, nil, fmt.Errorf("notification %s returned for %s", next.ID, notificationID)
+			}
+			return next, out, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("notificationdb: apply to notification %s: %w", notificationID, err)
 		}
-		next, out, err := fn(current)
-		if err != nil || next == nil {
-			return out, err
-		}
-		if next.ID != notificationID {
-			return nil, fmt.Errorf("notification %s returned for %s", next.ID, notificationID)
-		}
-		if current == nil {
-			return out, s.insert(ctx, tx, next)
-		}
-		return out, s.update(ctx, tx, next)
-	})
-	if err != nil {
-		return false, fmt.Errorf("notificationdb: apply to notification %s: %w", notificationID, err)
+		return out, nil
 	}
-	return applied, nil
 }
 
 const columns = `notification_id, order_id, status, customer_id, reason, currency, total_amount, items,
@@ -87,11 +92,12 @@ type scanner interface {
 	Scan(dest ...any) error
 }
 
+// load returns the notification locked, or nil when there is none.
 func (s *Store) load(ctx context.Context, tx *sql.Tx, id string) (*notifications.Notification, error) {
 	query := `SELECT ` + columns + ` FROM notifications WHERE notification_id = ?` + s.db.Dialect.ForUpdate()
-	n, err := scan(tx.QueryRowContext(ctx, s.db.Dialect.Rebind(query), id))
+	n, err := scan(s.db.In(tx).QueryRow(ctx, query, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, events.NotFound(fmt.Errorf("notification %s: %w", id, notifications.ErrNotFound))
+		return nil, nil
 	}
 	return n, err
 }
@@ -135,8 +141,8 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, n *notifications.Notific
 	}
 	// DO NOTHING without a target covers both the id and the (order,
 	// status) constraint.
-	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO notifications (`+columns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+	res, err := s.db.In(tx).Exec(ctx, `INSERT INTO notifications (`+columns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		n.ID, n.OrderID, n.Status, n.CustomerID, n.Reason, n.Total.Currency, n.Total.Amount, string(items),
 		string(n.State), n.Channel, n.CreatedAt.UnixMilli(), sentMillis(n.SentAt))
 	if err != nil {
@@ -147,8 +153,7 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, n *notifications.Notific
 		// it), or the order and status are taken by another id, which the
 		// derived ids rule out unless a caller chose its own.
 		var exists int
-		err := tx.QueryRowContext(ctx, s.db.Dialect.Rebind(
-			`SELECT COUNT(*) FROM notifications WHERE notification_id = ?`), n.ID).Scan(&exists)
+		err := s.db.In(tx).QueryRow(ctx, `SELECT COUNT(*) FROM notifications WHERE notification_id = ?`, n.ID).Scan(&exists)
 		if err != nil {
 			return fmt.Errorf("insert notification %s: %w", n.ID, err)
 		}
@@ -163,8 +168,8 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, n *notifications.Notific
 
 // update writes what may change after creation: the delivery.
 func (s *Store) update(ctx context.Context, tx *sql.Tx, n *notifications.Notification) error {
-	_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(
-		`UPDATE notifications SET state = ?, channel = ?, sent_unix_ms = ? WHERE notification_id = ?`),
+	_, err := s.db.In(tx).Exec(ctx,
+		`UPDATE notifications SET state = ?, channel = ?, sent_unix_ms = ? WHERE notification_id = ?`,
 		string(n.State), n.Channel, sentMillis(n.SentAt), n.ID)
 	if err != nil {
 		return fmt.Errorf("update notification %s: %w", n.ID, err)
@@ -174,8 +179,8 @@ func (s *Store) update(ctx context.Context, tx *sql.Tx, n *notifications.Notific
 
 // List implements notifications.Store.
 func (s *Store) List(ctx context.Context, orderID string) ([]*notifications.Notification, error) {
-	rows, err := s.db.QueryContext(ctx, s.db.Dialect.Rebind(
-		`SELECT `+columns+` FROM notifications WHERE order_id = ? ORDER BY created_unix_ms, status`), orderID)
+	rows, err := s.db.In(nil).Query(ctx,
+		`SELECT `+columns+` FROM notifications WHERE order_id = ? ORDER BY created_unix_ms, status`, orderID)
 	if err != nil {
 		return nil, fmt.Errorf("notificationdb: list %s: %w", orderID, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -34,15 +35,18 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 
 // Store implements orders.Store.
 type Store struct {
-	db *sqldb.DB
-	ob *outbox.Outbox
+	db     *sqldb.DB
+	ob     *outbox.Outbox
+	orders inbox.Aggregate[orders.Order]
 }
 
 var _ orders.Store = (*Store)(nil)
 
 // New returns the store of a migrated database.
 func New(db *sqldb.DB) *Store {
-	return &Store{db: db, ob: outbox.New(db)}
+	s := &Store{db: db, ob: outbox.New(db)}
+	s.orders = inbox.Aggregate[orders.Order]{Load: s.loadLocked, Insert: s.insert, Update: s.update}
+	return s
 }
 
 // Outbox returns the store's outbox, for the relay.
@@ -53,45 +57,51 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 var errCreateRace = fmt.Errorf("orderdb: order created concurrently: %w", inbox.ErrRetry)
 
 // Apply implements orders.Store.
-func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn func(*orders.Order) (*orders.Order, []events.Outgoing, error)) (bool, error) {
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-		current, err := s.load(ctx, tx, orderID, true)
-		if err != nil && !errors.Is(err, orders.ErrNotFound) {
-			return nil, err
+func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn orders.Transition) (bool, error) {
+	return inbox.Apply(ctx, s.ob, key, s.fn(orderID, fn))
+}
+
+// Work implements orders.Store.
+func (s *Store) Work(key inbox.Key, orderID string, fn orders.Transition) consumer.Work {
+	return consumer.Work{Key: key, Apply: s.fn(orderID, fn)}
+}
+
+func (s *Store) fn(orderID string, fn orders.Transition) inbox.Fn {
+	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := s.orders.Apply(ctx, tx, orderID, fn)
+		if err != nil {
+			return nil, fmt.Errorf("orderdb: apply to order %s: %w", orderID, err)
 		}
-		next, out, err := fn(current)
-		if err != nil || next == nil {
-			return out, err
-		}
-		if current == nil {
-			return out, s.insert(ctx, tx, next)
-		}
-		return out, s.update(ctx, tx, next)
-	})
-	if err != nil {
-		return false, fmt.Errorf("orderdb: apply to order %s: %w", orderID, err)
+		return out, nil
 	}
-	return applied, nil
 }
 
 // Get implements orders.Store.
 func (s *Store) Get(ctx context.Context, orderID string) (*orders.Order, error) {
-	o, err := s.load(ctx, s.db, orderID, false)
+	o, err := s.load(ctx, s.db.In(nil), orderID, false)
+	if err == nil && o == nil {
+		err = events.NotFound(fmt.Errorf("order %s: %w", orderID, orders.ErrNotFound))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("orderdb: get %s: %w", orderID, err)
 	}
 	return o, nil
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+func (s *Store) loadLocked(ctx context.Context, tx *sql.Tx, orderID string) (*orders.Order, error) {
+	return s.load(ctx, s.db.In(tx), orderID, true)
 }
 
-func (s *Store) load(ctx context.Context, q querier, orderID string, lock bool) (*orders.Order, error) {
-	query := `SELECT order_id, customer_id, status, reason, currency, total_amount, items,
-		stock_reserved, payment_id, placed_unix_ms, updated_unix_ms FROM orders WHERE order_id = ?`
+// selectOrder and selectOrderLocked read one order; the locked one holds
+// its row until the transaction ends (FOR UPDATE on PostgreSQL).
+const selectOrder = `SELECT order_id, customer_id, status, reason, currency, total_amount, items,
+	stock_reserved, payment_id, placed_unix_ms, updated_unix_ms FROM orders WHERE order_id = ?`
+
+// load returns the order, or nil when there is none.
+func (s *Store) load(ctx context.Context, q sqldb.Stmts, orderID string, lock bool) (*orders.Order, error) {
+	query := selectOrder
 	if lock {
-		query += s.db.Dialect.ForUpdate()
+		query = selectOrder + s.db.Dialect.ForUpdate()
 	}
 	var (
 		o               orders.Order
@@ -99,11 +109,11 @@ func (s *Store) load(ctx context.Context, q querier, orderID string, lock bool) 
 		items           string
 		placed, updated int64
 	)
-	err := q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID).Scan(
+	err := q.QueryRow(ctx, query, orderID).Scan(
 		&o.ID, &o.CustomerID, &status, &o.Reason, &o.Total.Currency, &o.Total.Amount, &items,
 		&o.StockReserved, &o.PaymentID, &placed, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, events.NotFound(fmt.Errorf("order %s: %w", orderID, orders.ErrNotFound))
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
@@ -122,9 +132,9 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO orders (order_id, customer_id, status, reason,
+	res, err := s.db.In(tx).Exec(ctx, `INSERT INTO orders (order_id, customer_id, status, reason,
 		currency, total_amount, items, stock_reserved, payment_id, placed_unix_ms, updated_unix_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
 		o.ID, o.CustomerID, string(o.Status), o.Reason, o.Total.Currency, o.Total.Amount, string(items),
 		o.StockReserved, o.PaymentID, o.PlacedAt.UnixMilli(), o.UpdatedAt.UnixMilli())
 	if err != nil {
@@ -137,8 +147,8 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
 }
 
 func (s *Store) update(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
-	_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE orders SET status = ?, reason = ?, stock_reserved = ?,
-		payment_id = ?, updated_unix_ms = ? WHERE order_id = ?`),
+	_, err := s.db.In(tx).Exec(ctx, `UPDATE orders SET status = ?, reason = ?, stock_reserved = ?,
+		payment_id = ?, updated_unix_ms = ? WHERE order_id = ?`,
 		string(o.Status), o.Reason, o.StockReserved, o.PaymentID, o.UpdatedAt.UnixMilli(), o.ID)
 	if err != nil {
 		return fmt.Errorf("update order %s: %w", o.ID, err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -33,15 +34,18 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 
 // Store implements payments.Store.
 type Store struct {
-	db *sqldb.DB
-	ob *outbox.Outbox
+	db       *sqldb.DB
+	ob       *outbox.Outbox
+	payments inbox.Aggregate[payments.Payment]
 }
 
 var _ payments.Store = (*Store)(nil)
 
 // New returns the store of a migrated database.
 func New(db *sqldb.DB) *Store {
-	return &Store{db: db, ob: outbox.New(db)}
+	s := &Store{db: db, ob: outbox.New(db)}
+	s.payments = inbox.Aggregate[payments.Payment]{Load: s.loadLocked, Insert: s.insert, Update: s.update}
+	return s
 }
 
 // Outbox returns the store's outbox, for the relay.
@@ -54,33 +58,37 @@ func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 var errCreateRace = fmt.Errorf("paymentdb: payment created concurrently: %w", inbox.ErrRetry)
 
 // Apply implements payments.Store.
-func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn func(*payments.Payment) (*payments.Payment, []events.Outgoing, error)) (bool, error) {
-	applied, err := inbox.Apply(ctx, s.ob, key, func(tx *sql.Tx) ([]events.Outgoing, error) {
-		current, err := s.load(ctx, tx, orderID, true)
-		if err != nil && !errors.Is(err, payments.ErrNotFound) {
-			return nil, err
+func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn payments.Transition) (bool, error) {
+	return inbox.Apply(ctx, s.ob, key, s.fn(orderID, fn))
+}
+
+// Work implements payments.Store.
+func (s *Store) Work(key inbox.Key, orderID string, fn payments.Transition) consumer.Work {
+	return consumer.Work{Key: key, Apply: s.fn(orderID, fn)}
+}
+
+func (s *Store) fn(orderID string, fn payments.Transition) inbox.Fn {
+	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		out, err := s.payments.Apply(ctx, tx, orderID, func(cur *payments.Payment) (*payments.Payment, []events.Outgoing, error) {
+			next, out, err := fn(cur)
+			if err == nil && next != nil && next.OrderID != orderID {
+				return nil, nil, fmt.Errorf("payment of order %s returned for order %s", next.OrderID, orderID)
+			}
+			return next, out, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("paymentdb: apply to payment of order %s: %w", orderID, err)
 		}
-		next, out, err := fn(current)
-		if err != nil || next == nil {
-			return out, err
-		}
-		if next.OrderID != orderID {
-			return nil, fmt.Errorf("payment of order %s returned for order %s", next.OrderID, orderID)
-		}
-		if current == nil {
-			return out, s.insert(ctx, tx, next)
-		}
-		return out, s.update(ctx, tx, next)
-	})
-	if err != nil {
-		return false, fmt.Errorf("paymentdb: apply to payment of order %s: %w", orderID, err)
+		return out, nil
 	}
-	return applied, nil
 }
 
 // Get implements payments.Store.
 func (s *Store) Get(ctx context.Context, orderID string) (*payments.Payment, error) {
-	p, err := s.load(ctx, s.db, orderID, false)
+	p, err := s.load(ctx, s.db.In(nil), orderID, false)
+	if err == nil && p == nil {
+		err = events.NotFound(fmt.Errorf("order %s: %w", orderID, payments.ErrNotFound))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("paymentdb: get %s: %w", orderID, err)
 	}
@@ -90,22 +98,23 @@ func (s *Store) Get(ctx context.Context, orderID string) (*payments.Payment, err
 const columns = `order_id, customer_id, currency, amount, placed, reserved, cancelled, status, payment_id,
 	decline_reason, captured_amount, refunded_amount, created_unix_ms, updated_unix_ms`
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 type scanner interface {
 	Scan(dest ...any) error
 }
 
-func (s *Store) load(ctx context.Context, q querier, orderID string, lock bool) (*payments.Payment, error) {
+func (s *Store) loadLocked(ctx context.Context, tx *sql.Tx, orderID string) (*payments.Payment, error) {
+	return s.load(ctx, s.db.In(tx), orderID, true)
+}
+
+// load returns the payment of an order, or nil when there is none.
+func (s *Store) load(ctx context.Context, q sqldb.Stmts, orderID string, lock bool) (*payments.Payment, error) {
 	query := `SELECT ` + columns + ` FROM payments WHERE order_id = ?`
 	if lock {
 		query += s.db.Dialect.ForUpdate()
 	}
-	p, err := scan(q.QueryRowContext(ctx, s.db.Dialect.Rebind(query), orderID))
+	p, err := scan(q.QueryRow(ctx, query, orderID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, events.NotFound(fmt.Errorf("order %s: %w", orderID, payments.ErrNotFound))
+		return nil, nil
 	}
 	return p, err
 }
@@ -133,8 +142,8 @@ func scan(row scanner) (*payments.Payment, error) {
 }
 
 func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
-	res, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO payments (`+columns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`),
+	res, err := s.db.In(tx).Exec(ctx, `INSERT INTO payments (`+columns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
 		p.OrderID, p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled,
 		string(p.Status), p.PaymentID, p.DeclineReason, p.CapturedAmount, p.RefundedAmount,
 		p.CreatedAt.UnixMilli(), p.UpdatedAt.UnixMilli())
@@ -148,9 +157,9 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) err
 }
 
 func (s *Store) update(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
-	_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`UPDATE payments SET customer_id = ?, currency = ?, amount = ?,
+	_, err := s.db.In(tx).Exec(ctx, `UPDATE payments SET customer_id = ?, currency = ?, amount = ?,
 		placed = ?, reserved = ?, cancelled = ?, status = ?, payment_id = ?, decline_reason = ?,
-		captured_amount = ?, refunded_amount = ?, updated_unix_ms = ? WHERE order_id = ?`),
+		captured_amount = ?, refunded_amount = ?, updated_unix_ms = ? WHERE order_id = ?`,
 		p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled, string(p.Status),
 		p.PaymentID, p.DeclineReason, p.CapturedAmount, p.RefundedAmount, p.UpdatedAt.UnixMilli(), p.OrderID)
 	if err != nil {
