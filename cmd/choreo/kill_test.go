@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,17 +12,6 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natstest"
 )
-
-// buildChoreo builds the real binary once per test.
-func buildChoreo(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "choreo")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // startProcess runs `choreo up` as a child process and returns it with its
 // HTTP URL once it printed its addresses.

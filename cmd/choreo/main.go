@@ -40,6 +40,7 @@ Operator tools (each takes --nats-url, default $NATS_URL or nats://127.0.0.1:422
   choreo dlq ls|show|retry|discard  the dead-letter workflow
   choreo status                     streams, consumers, outbox backlogs, DLQ depth
   choreo events                     every command and event type, its schema and a nats pub example
+  choreo bench                      load the saga; sagas/s, latency, CPU and memory beside the machine's limits
 
   choreo help                       show this help
 
@@ -71,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = runStatus(ctx, args[1:], stdout, stderr, getenv)
 	case "events":
 		err = runEvents(ctx, args[1:], stdout, stderr, getenv)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/choreo-dev/choreo/events/sqltest"
+)
+
+// choreo bench at a tiny size, as a user runs it: it starts the real
+// binary, measures the machine's limits, drives every saga path and
+// prints JSON with every field of its report set.
+func TestBenchEmbeddedJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a load; skipped with -short")
+	}
+	bin := buildChoreo(t)
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			args := []string{"bench", "--embedded", "--choreo-bin", bin, "--duration", "1s", "--warmup", "300ms",
+				"--inflight", "8", "--mix", "happy=70,out_of_stock=10,declined=10,cancel=10", "--json"}
+			if engine == "postgres" {
+				args = append(args, "--db", sqltest.RequirePostgres(t))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			if code := run(ctx, args, &stdout, &stderr, func(string) string { return "" }); code != 0 {
+				t.Fatalf("choreo bench exited %d; stderr:\n%s", code, stderr.String())
+			}
+			var rep benchReport
+			dec := json.NewDecoder(bytes.NewReader(stdout.Bytes()))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&rep); err != nil {
+				t.Fatalf("bench --json: %v\n%s", err, stdout.String())
+			}
+			// Every field is present in the JSON…
+			var raw map[string]json.RawMessage
+			if err := json.Unmarshal(stdout.Bytes(), &raw); err != nil {
+				t.Fatal(err)
+			}
+			checkFields(t, "", reflect.TypeOf(rep), raw)
+			// …and means something.
+			if rep.Setup.Engine != engine || rep.Setup.Target != "embedded" || rep.Setup.Mix == "" {
+				t.Errorf("setup: got %+v, want embedded %s with the mix", rep.Setup, engine)
+			}
+			if rep.Sagas.Completed == 0 || rep.Sagas.PerSec <= 0 || rep.Sagas.Lost != 0 || rep.Sagas.Unexpected != 0 {
+				t.Errorf("sagas: got %+v, want some completed, none lost or unexpected", rep.Sagas)
+			}
+			if rep.Latency.P50 <= 0 || rep.Latency.P99 < rep.Latency.P50 || rep.Latency.Max < rep.Latency.P99 {
+				t.Errorf("latency: got %+v, want 0 < p50 <= p99 <= max", rep.Latency)
+			}
+			if !rep.CPU.Measured || rep.CPU.SystemMsPerSaga <= 0 {
+				t.Errorf("cpu: got %+v, want the child process measured", rep.CPU)
+			}
+			if rep.Memory == nil || rep.Memory.PeakRSSBytes <= 0 || rep.Memory.FinalRSSBytes <= 0 {
+				t.Errorf("memory: got %+v, want peak and final RSS", rep.Memory)
+			}
+			if l := rep.Limits; l == nil || l.JetStreamPublishPerSec <= 0 || l.StoreCommitPerSec <= 0 || l.MinimalSagaPerSec <= 0 {
+				t.Errorf("limits: got %+v, want every limit measured", rep.Limits)
+			}
+			for _, k := range []string{"to_minimal_saga", "to_jetstream_publish", "to_store_commit", "cpu_to_minimal_saga"} {
+				if v, ok := rep.Ratios[k].(float64); !ok || v <= 0 {
+					t.Errorf("ratio %s: got %v, want a positive number", k, rep.Ratios[k])
+				}
+			}
+			outcomes := strings.Join(mapKeys(rep.Outcomes), " ")
+			for _, want := range []string{"CONFIRMED", "CANCELLED/out_of_stock", "CANCELLED/payment_declined"} {
+				if rep.Outcomes[want] == 0 {
+					t.Errorf("outcomes %s: no %s, want every path of the mix", outcomes, want)
+				}
+			}
+		})
+	}
+}
+
+// checkFields fails for every field of t (a struct) missing from raw,
+// descending into nested structs.
+func checkFields(t *testing.T, prefix string, typ reflect.Type, raw map[string]json.RawMessage) {
+	t.Helper()
+	if typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		v, ok := raw[name]
+		if !ok || string(v) == "null" {
+			t.Errorf("bench --json: field %s%s missing", prefix, name)
+			continue
+		}
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.String() != "time.Time" {
+			var sub map[string]json.RawMessage
+			if err := json.Unmarshal(v, &sub); err != nil {
+				t.Errorf("bench --json: field %s%s: %v", prefix, name, err)
+				continue
+			}
+			checkFields(t, prefix+name+".", ft, sub)
+		}
+	}
+}
+
+func mapKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--mix", "happy=1,teleport=2"},
+		{"bench", "--mix", "happy=0"},
+		{"bench", "--inflight", "0"},
+		{"bench", "--db", "postgres://x/y"},
+		{"bench", "--embedded", "--db", "/tmp/x.db"},
+		{"bench", "--durable"},
+		{"bench", "--embedded", "--pid", "1"},
+		{"bench", "--consumer-batch", "0"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" }); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage); stderr: %s", args, code, stderr.String())
+		}
+	}
+}
