@@ -80,11 +80,20 @@ func (o *Order) SameRequest(cmd catalog.PlaceOrder) bool {
 	return o.CustomerID == cmd.CustomerID && o.Total.Currency == cmd.Currency && slices.Equal(o.Items, cmd.Items)
 }
 
-// DeadlineEvent returns the event that makes the NATS server deliver
-// orders.deadline.<id> at deadline: a scheduled message (nats-server 2.12
-// message scheduler), not a poller. When it fires, OnDeadline cancels the
-// order if it is still pending; on a final order it changes nothing, so it
-// never needs to be withdrawn.
+// Headers of the NATS message scheduler (nats-server 2.12+, ADR-51).
+const (
+	headerSchedule       = "Nats-Schedule"
+	headerScheduleTarget = "Nats-Schedule-Target"
+	headerScheduleNext   = "Nats-Schedule-Next"
+	headerScheduler      = "Nats-Scheduler"
+)
+
+// DeadlineEvent returns the schedule that makes the NATS server deliver
+// orders.deadline.<id> at deadline: a scheduled message held on
+// schedules.orders.deadline.<id> (see catalog.ScheduleSubject), not a
+// poller. When it fires, OnDeadline cancels the order if it is still
+// pending. The order's final event withdraws it (see EndDeadline), so a
+// deadline fires only for an order that is still pending.
 func (o *Order) DeadlineEvent(deadline time.Time, traceparent string) events.Outgoing {
 	e := o.event(catalog.EventDeadlineScheduled, catalog.TypeOrderDeadline, o.PlacedAt, traceparent, catalog.OrderDeadline{
 		OrderID:  o.ID,
@@ -92,11 +101,33 @@ func (o *Order) DeadlineEvent(deadline time.Time, traceparent string) events.Out
 	})
 	// The scheduler fires this body onto the target subject; its
 	// CloudEvents id is what the inbox knows the deadline by.
+	e.Subject = catalog.ScheduleSubject(catalog.Orders, catalog.EventDeadline, o.ID)
 	e.Headers = map[string]string{
-		"Nats-Schedule":        "@at " + deadline.UTC().Format(time.RFC3339),
-		"Nats-Schedule-Target": catalog.EventSubject(catalog.Orders, catalog.EventDeadline, o.ID),
+		headerSchedule:       "@at " + deadline.UTC().Format(time.RFC3339),
+		headerScheduleTarget: catalog.EventSubject(catalog.Orders, catalog.EventDeadline, o.ID),
 	}
 	return e
+}
+
+// EndDeadline makes the order's final events withdraw its deadline
+// schedule as they are stored: the server purges the schedule atomically
+// with the event (Nats-Schedule-Next: purge), so a final order's deadline
+// never fires and costs nothing. Purging a schedule that already fired, or
+// never was, changes nothing.
+func (o *Order) EndDeadline(out []events.Outgoing) []events.Outgoing {
+	for i, e := range out {
+		if e.Type != catalog.TypeOrderConfirmed && e.Type != catalog.TypeOrderCancelled {
+			continue
+		}
+		h := make(map[string]string, len(e.Headers)+2)
+		for k, v := range e.Headers {
+			h[k] = v
+		}
+		h[headerScheduleNext] = "purge"
+		h[headerScheduler] = catalog.ScheduleSubject(catalog.Orders, catalog.EventDeadline, o.ID)
+		out[i].Headers = h
+	}
+	return out
 }
 
 // OnStockReserved records that inventory holds the order's stock.

@@ -91,8 +91,10 @@ func TestDeadlineEventIsAScheduledMessage(t *testing.T) {
 	o := placed(t, "order-1")
 	deadline := t0.Add(90 * time.Second)
 	e := o.DeadlineEvent(deadline, "")
-	if e.Subject != "orders.deadline_scheduled.order-1" {
-		t.Errorf("subject: got %q", e.Subject)
+	// Outside orders.>: a subscriber to orders.> or *.*.<id> sees the
+	// deadline when it fires, not when it is scheduled.
+	if e.Subject != "schedules.orders.deadline.order-1" {
+		t.Errorf("subject: got %q, want schedules.orders.deadline.order-1", e.Subject)
 	}
 	if got, want := e.Headers["Nats-Schedule"], "@at "+deadline.Format(time.RFC3339); got != want {
 		t.Errorf("Nats-Schedule: got %q, want %q", got, want)
@@ -134,12 +136,37 @@ func TestSagaHandlers(t *testing.T) {
 				if err := f.handle(ctx, catalog.SubjectPlaceOrder, []byte(placeBody), nil); err != nil {
 					t.Fatal(err)
 				}
-				if got := f.subjects(t); !slices.Equal(got, []string{"orders.placed.order-1", "orders.deadline_scheduled.order-1"}) {
+				if got := f.subjects(t); !slices.Equal(got, []string{"orders.placed.order-1", "schedules.orders.deadline.order-1"}) {
 					t.Errorf("outbox: got %v", got)
 				}
 				rows := f.outbox(t)
 				if rows[1].Headers["Nats-Schedule"] != "@at "+t0.Add(time.Minute).Format(time.RFC3339) {
 					t.Errorf("schedule header: got %q", rows[1].Headers["Nats-Schedule"])
+				}
+			})
+			t.Run("FinalEventsWithdrawTheDeadline", func(t *testing.T) {
+				for _, path := range []struct{ name, subject string }{
+					{"confirmed", "payments.captured.order-1"},
+					{"cancelled", "payments.declined.order-1"},
+				} {
+					f := sagaFixture(t, b)
+					mustHandle(t, f, catalog.SubjectPlaceOrder, []byte(placeBody))
+					body := captured(t, "cap-1", "order-1")
+					if path.name == "cancelled" {
+						body = declinedBody(t, "order-1")
+					}
+					mustHandle(t, f, path.subject, body)
+					rows := f.outbox(t)
+					final := rows[len(rows)-1]
+					if !strings.HasPrefix(final.Subject, "orders."+path.name+".") {
+						t.Fatalf("last event: got %s, want orders.%s", final.Subject, path.name)
+					}
+					if final.Headers["Nats-Schedule-Next"] != "purge" || final.Headers["Nats-Scheduler"] != "schedules.orders.deadline.order-1" {
+						t.Errorf("%s: headers %v, want the deadline's schedule purged with it", path.name, final.Headers)
+					}
+					if rows[0].Headers["Nats-Schedule-Next"] != "" {
+						t.Errorf("orders.placed carries %v, want no purge", rows[0].Headers)
+					}
 				}
 			})
 			t.Run("DeadlineCancelsAPendingOrder", func(t *testing.T) {

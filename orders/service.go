@@ -163,8 +163,17 @@ func (s *Service) cancel(ctx context.Context, orderID string, decided func(o *Or
 		}
 		out, rejected := o.RequestCancel(s.now(), tp)
 		decided(o, rejected)
-		return o, out, nil
+		return o, s.endDeadline(o, out), nil
 	}
+}
+
+// endDeadline lets the order's final event withdraw its deadline, when
+// the service schedules deadlines.
+func (s *Service) endDeadline(o *Order, out []events.Outgoing) []events.Outgoing {
+	if s.deadline <= 0 {
+		return out
+	}
+	return o.EndDeadline(out)
 }
 
 // update is the work of an event that moves an existing order on.
@@ -176,7 +185,7 @@ func (s *Service) update(ctx context.Context, key inbox.Key, orderID string, tra
 			// so this is an event from elsewhere or a lost database.
 			return nil, nil, events.Permanent(fmt.Errorf("order %s: %w", orderID, ErrNotFound))
 		}
-		return o, transition(o, s.now(), tp), nil
+		return o, s.endDeadline(o, transition(o, s.now(), tp)), nil
 	})
 }
 

@@ -259,18 +259,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 
 	var (
-		cpuMu                    sync.Mutex
-		sysStart, genStart       time.Duration
-		sysCPU, genCPU           time.Duration
-		finalRSS, peakRSS        int64
-		measured                 = pid != 0
-		bar                      *progressbar.ProgressBar
-		lastLine                 time.Time
-		showBar                  = !cfg.quiet && !cfg.json && isTerminal(stderr)
-		showLines                = !cfg.quiet && !cfg.json && !showBar
-		windowSecs               = int64(math.Ceil(cfg.duration.Seconds()))
-		processCPU               = func() time.Duration { return selfCPU() }
-		readPID                  = func() (loadgen.ProcStat, error) { return loadgen.ReadProcStat(pid) }
+		cpuMu              sync.Mutex
+		sysStart, genStart time.Duration
+		sysCPU, genCPU     time.Duration
+		finalRSS, peakRSS  int64
+		measured           = pid != 0
+		bar                *progressbar.ProgressBar
+		lastLine           time.Time
+		showBar            = !cfg.quiet && !cfg.json && isTerminal(stderr)
+		showLines          = !cfg.quiet && !cfg.json && !showBar
+		windowSecs         = int64(math.Ceil(cfg.duration.Seconds()))
+		processCPU         = func() time.Duration { return selfCPU() }
+		readPID            = func() (loadgen.ProcStat, error) { return loadgen.ReadProcStat(pid) }
 	)
 	if showBar {
 		bar = progressbar.NewOptions64(windowSecs, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("warm-up"),
@@ -418,9 +418,9 @@ func ratio(a, b float64) float64 {
 	return math.Round(a/b*1000) / 1000
 }
 
-func usToMs(us int64) float64 { return float64(us) / 1000 }
+func usToMs(us int64) float64    { return float64(us) / 1000 }
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-func mib(b int64) string        { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+func mib(b int64) string         { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 // thousands formats a rate with a thousands separator and no decimals.
 func thousands(f float64) string {
@@ -651,7 +651,6 @@ func openScratchSchema(ctx context.Context, base, name string) (*sqldb.DB, error
 	u.RawQuery = q.Encode()
 	return sqldb.Open(ctx, u.String())
 }
-
 
 // upNATSLine finds the NATS URL in what choreo up prints.
 var upNATSLine = regexp.MustCompile(`^\s+NATS\s+(nats://\S+)`)

@@ -82,7 +82,10 @@ func TestReplayIntoReproducesTheLiveRun(t *testing.T) {
 				if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 					t.Fatalf("line %q: %v", sc.Text(), err)
 				}
-				if line.Kind == "would_publish" && strings.HasSuffix(line.Subject, "."+id) {
+				// The deadline's schedule was published live too, but
+				// the server removed it from the stream when the order
+				// ended: it is not there to compare with.
+				if line.Kind == "would_publish" && strings.HasSuffix(line.Subject, "."+id) && !strings.HasPrefix(line.Subject, catalog.SchedulePrefix+".") {
 					would = append(would, line.Subject+" "+line.ID)
 				}
 				if line.Kind == "" && strings.HasPrefix(line.Outcome, "would be") {

@@ -57,7 +57,9 @@ type traceSource struct {
 
 func traceSources(id string) []traceSource {
 	return []traceSource{
-		{stream: catalog.StreamOrders, filters: []string{"orders.*." + id}},
+		// A deadline's schedule is in the stream while it is pending: the
+		// server removes it when it fires or the order ends.
+		{stream: catalog.StreamOrders, filters: []string{"orders.*." + id, catalog.SchedulePrefix + ".orders.*." + id}},
 		{stream: catalog.StreamInventory, filters: []string{"inventory.*." + id}},
 		{stream: catalog.StreamPayments, filters: []string{"payments.*." + id}},
 		{stream: catalog.StreamNotifications, filters: []string{"notifications.*." + id}},

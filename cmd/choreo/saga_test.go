@@ -182,9 +182,14 @@ func TestEverySagaPath(t *testing.T) {
 	defer cancel()
 	_, js := natstest.Connect(t, c.natsURL)
 
+	var (
+		confirmedID     string
+		confirmedPlaced time.Time
+	)
 	t.Run("Confirmed", func(t *testing.T) {
 		restock(t, ctx, js, "SKU-OK", 5)
 		id := events.NewID()
+		confirmedID, confirmedPlaced = id, time.Now()
 		placeOrder(t, c, id, "cust-1", "SKU-OK", 2)
 		wantOrder(t, waitFinal(t, ctx, c, id), catalog.StatusConfirmed, "")
 		settled(t, ctx, c, js, id, 2000)
@@ -253,6 +258,25 @@ func TestEverySagaPath(t *testing.T) {
 		// The outage never dead-lettered anything.
 		if dl, _ := countSubjects(ctx, js, catalog.StreamDLQ, "dlq.>"); len(dl) != 0 {
 			t.Errorf("dead letters %v, want none: an outage is retried, not dead-lettered", dl)
+		}
+	})
+	// A final order's deadline is withdrawn with its final event: once the
+	// confirmed order's deadline is well past, it has not fired, and no
+	// order has a schedule left; only the pending order's deadline fired.
+	t.Run("ADeadlineFiresOnlyForAPendingOrder", func(t *testing.T) {
+		if confirmedID == "" {
+			t.Skip("the confirmed order's subtest did not run")
+		}
+		time.Sleep(time.Until(confirmedPlaced.Add(4*time.Second + 3*time.Second)))
+		fired, err := countSubjects(ctx, js, catalog.StreamOrders, "orders.deadline.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fired) != 1 || fired["orders.deadline."+confirmedID] != 0 {
+			t.Errorf("deadlines fired: %v, want exactly one (the order that timed out), none for %s", fired, confirmedID)
+		}
+		if left, _ := countSubjects(ctx, js, catalog.StreamOrders, catalog.SchedulePrefix+".>"); len(left) != 0 {
+			t.Errorf("schedules left: %v, want none once every order is final", left)
 		}
 	})
 }

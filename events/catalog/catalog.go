@@ -28,8 +28,9 @@ const (
 
 // Streams declares every stream choreo uses.
 var Streams = []streams.Spec{
-	// Schedules: orders' deadlines are scheduled messages (nats-server 2.12+).
-	{Name: StreamOrders, Subjects: []string{"orders.>"}, Description: "events published by the orders service", Schedules: true},
+	// Schedules: orders' deadlines are scheduled messages (nats-server
+	// 2.12+), held on schedules.orders.> until they fire onto orders.>.
+	{Name: StreamOrders, Subjects: []string{"orders.>", SchedulePrefix + ".orders.>"}, Description: "events published by the orders service, and its scheduled deadlines", Schedules: true},
 	{Name: StreamInventory, Subjects: []string{"inventory.>"}, Description: "events published by the inventory service"},
 	{Name: StreamPayments, Subjects: []string{"payments.>"}, Description: "events published by the payments service"},
 	{Name: StreamNotifications, Subjects: []string{"notifications.>"}, Description: "events published by the notifications service"},

@@ -142,7 +142,7 @@ var registry = buildRegistry([]regEntry{
 		"A cancel arrived for an order that can no longer be cancelled; says why nothing happened.",
 		OrderCancelRejected{OrderID: exampleEventOrder, Status: StatusConfirmed, Reason: "order is confirmed and can no longer be cancelled"}),
 	event(Orders, EventDeadline, TypeOrderDeadline, "<order-id>", exampleEventOrder, by(Orders),
-		"The order's deadline has come: orders cancels a still-PENDING order with reason timeout. Orders schedules it on orders.deadline_scheduled.<order-id> when the order is placed; the server fires it here.",
+		"The order's deadline has come: orders cancels a still-PENDING order with reason timeout. Orders schedules it when the order is placed, as a message held on schedules.orders.deadline.<order-id> that the NATS server fires here at the deadline; the order's final event withdraws it, so it fires only for an order still pending.",
 		OrderDeadline{OrderID: exampleEventOrder, Deadline: exampleTime}),
 	event(Inventory, EventReserved, TypeStockReserved, "<order-id>", exampleEventOrder, by(Orders, Payments),
 		"Every line of the order is reserved. Orders records it; payments charges the order.",

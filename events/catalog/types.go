@@ -39,8 +39,9 @@ const (
 	EventCaptured          = "captured"
 	EventSent              = "sent"
 	EventCancelRejected    = "cancel_rejected"
-	// EventDeadlineScheduled carries the Nats-Schedule headers; the server
-	// fires its body onto EventDeadline's subject when the deadline comes.
+	// EventDeadlineScheduled names an order's deadline schedule: a message
+	// on ScheduleSubject carrying the Nats-Schedule headers, whose body the
+	// server fires onto EventDeadline's subject when the deadline comes.
 	EventDeadlineScheduled = "deadline_scheduled"
 	EventDeadline          = "deadline"
 	EventReleased          = "released"
@@ -71,6 +72,18 @@ const (
 // EventSubject returns "<service>.<event>.<key>" for a domain event.
 func EventSubject(service, event, key string) string {
 	return service + "." + event + "." + key
+}
+
+// SchedulePrefix starts the subjects of scheduled messages: a schedule
+// lives on "schedules.<service>.<event>.<key>", in its service's stream
+// but outside "<service>.>", so that a subscriber to "orders.>" or
+// "*.*.<order-id>" sees a deadline when it fires, never its schedule.
+const SchedulePrefix = "schedules"
+
+// ScheduleSubject returns the subject of the schedule that fires event on
+// EventSubject(service, event, key).
+func ScheduleSubject(service, event, key string) string {
+	return SchedulePrefix + "." + service + "." + event + "." + key
 }
 
 // LineItem is one line of an order.
