@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -45,6 +46,11 @@ type serviceOptions struct {
 	pprof string
 	// batch is the most messages a consumer applies in one transaction.
 	batch int
+	// retention bounds the streams; dupWindow is their duplicate window.
+	retention catalog.Retention
+	dupWindow time.Duration
+	// inboxRetention is how long the inbox remembers a handled message.
+	inboxRetention time.Duration
 	// offline replaces every external system with an in-process stand-in
 	// (an always-approving provider, a log sink), for choreo replay: a
 	// replayed event must never charge a card or send an email.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/streams"
 	"github.com/choreo-dev/choreo/notifications/sender"
 )
 
@@ -26,15 +28,57 @@ type serviceFlags struct {
 	durable      bool
 	pprof        string
 	batch        int
+	retention    catalog.Retention
+	dupWindow    time.Duration
+	inboxKeep    time.Duration
+}
+
+// envFlags defines flags whose defaults come from the environment, and
+// remembers the first environment variable that does not parse.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	err    error
+}
+
+func (e *envFlags) duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	v := def
+	if raw := e.getenv(env); raw != "" {
+		d, err := time.ParseDuration(raw)
+		if err != nil && e.err == nil {
+			e.err = fmt.Errorf("%w: %s: %v", errUsage, env, err)
+		}
+		v = d
+	}
+	e.fs.DurationVar(p, name, v, usage+" (env "+env+")")
+}
+
+func (e *envFlags) int64(p *int64, name, env string, def int64, usage string) {
+	v := def
+	if raw := e.getenv(env); raw != "" {
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil && e.err == nil {
+			e.err = fmt.Errorf("%w: %s: %v", errUsage, env, err)
+		}
+		v = n
+	}
+	e.fs.Int64Var(p, name, v, usage+" (env "+env+")")
 }
 
 func addServiceFlags(fs *flag.FlagSet, getenv func(string) string, providerHelp string) (*serviceFlags, error) {
 	f := &serviceFlags{}
-	timeout, err := time.ParseDuration(envOr(getenv, "CHOREO_ORDER_TIMEOUT", "2m"))
-	if err != nil {
-		return nil, fmt.Errorf("%w: CHOREO_ORDER_TIMEOUT: %v", errUsage, err)
+	e := &envFlags{fs: fs, getenv: getenv}
+	e.duration(&f.orderTimeout, "order-timeout", "CHOREO_ORDER_TIMEOUT", 2*time.Minute, "how long an order may stay pending before it is cancelled with reason timeout")
+	def := catalog.DefaultRetention
+	e.duration(&f.retention.Events.MaxAge, "stream-max-age", "CHOREO_STREAM_MAX_AGE", def.Events.MaxAge, "the event and command streams drop messages older than this (0: no age limit)")
+	e.int64(&f.retention.Events.MaxMsgs, "stream-max-msgs", "CHOREO_STREAM_MAX_MSGS", def.Events.MaxMsgs, "each event and command stream keeps at most this many messages, the oldest dropped first (0: no limit); bounds the NATS server's memory")
+	e.duration(&f.retention.DLQ.MaxAge, "dlq-max-age", "CHOREO_DLQ_MAX_AGE", def.DLQ.MaxAge, "the dead-letter queue drops messages older than this (0: no age limit)")
+	e.int64(&f.retention.DLQ.MaxMsgs, "dlq-max-msgs", "CHOREO_DLQ_MAX_MSGS", def.DLQ.MaxMsgs, "the dead-letter queue keeps at most this many messages (0: no limit)")
+	e.duration(&f.dupWindow, "duplicate-window", "CHOREO_DUPLICATE_WINDOW", streams.DefaultDuplicateWindow, "how long the streams remember a message id to drop a copy published again")
+	e.duration(&f.inboxKeep, "inbox-retention", "CHOREO_INBOX_RETENTION", 0, "how long a service remembers a message it handled, to skip it if it comes again (default: the DLQ's max age plus a day, so a dead letter retried late is still recognised)")
+	if e.err != nil {
+		return nil, e.err
 	}
-	fs.DurationVar(&f.orderTimeout, "order-timeout", timeout, "how long an order may stay pending before it is cancelled with reason timeout (env CHOREO_ORDER_TIMEOUT)")
 	fs.StringVar(&f.providerURL, "provider-url", getenv("CHOREO_PROVIDER_URL"), providerHelp+" (env CHOREO_PROVIDER_URL)")
 	fs.StringVar(&f.smtpAddr, "smtp-addr", getenv("CHOREO_SMTP_ADDR"), "send notifications by email through this SMTP server (host:port) instead of logging them (env CHOREO_SMTP_ADDR)")
 	fs.StringVar(&f.smtpFrom, "smtp-from", envOr(getenv, "CHOREO_SMTP_FROM", "choreo@localhost"), "sender address of notification emails (env CHOREO_SMTP_FROM)")
@@ -55,11 +99,49 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 	if f.orderTimeout < 0 {
 		return serviceOptions{}, fmt.Errorf("%w: --order-timeout %s is negative", errUsage, f.orderTimeout)
 	}
-	opts := serviceOptions{orderDeadline: f.orderTimeout, providerURL: f.providerURL, durable: f.durable, pprof: f.pprof, batch: f.batch}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--stream-max-age", f.retention.Events.MaxAge}, {"--dlq-max-age", f.retention.DLQ.MaxAge}, {"--inbox-retention", f.inboxKeep}} {
+		if d.v < 0 {
+			return serviceOptions{}, fmt.Errorf("%w: %s %s is negative", errUsage, d.name, d.v)
+		}
+	}
+	if f.retention.Events.MaxMsgs < 0 || f.retention.DLQ.MaxMsgs < 0 {
+		return serviceOptions{}, fmt.Errorf("%w: --stream-max-msgs and --dlq-max-msgs must be 0 (no limit) or more", errUsage)
+	}
+	if f.dupWindow < time.Second {
+		return serviceOptions{}, fmt.Errorf("%w: --duplicate-window %s: at least 1s", errUsage, f.dupWindow)
+	}
+	keep := f.inboxKeep
+	if keep == 0 {
+		keep = inboxRetentionFor(f.retention)
+	}
+	// The inbox must remember a message at least as long as the stream's
+	// duplicate window does, or a copy the window lets through is applied
+	// twice.
+	if keep < f.dupWindow {
+		return serviceOptions{}, fmt.Errorf("%w: --inbox-retention %s is shorter than --duplicate-window %s", errUsage, keep, f.dupWindow)
+	}
+	opts := serviceOptions{orderDeadline: f.orderTimeout, providerURL: f.providerURL, durable: f.durable, pprof: f.pprof, batch: f.batch,
+		retention: f.retention, dupWindow: f.dupWindow, inboxRetention: keep}
 	if f.smtpAddr != "" {
 		opts.smtp = &sender.SMTPConfig{Addr: f.smtpAddr, From: f.smtpFrom}
 	}
 	return opts, nil
+}
+
+// inboxRetention is how long the inbox remembers a handled message by
+// default: as long as a dead letter can wait to be retried (the DLQ's max
+// age) and a day more — a retried dead letter is published again to every
+// consumer of its subject, and the ones that handled it the first time
+// must recognise it — and at least a week when the DLQ keeps messages for
+// ever.
+func inboxRetentionFor(r catalog.Retention) time.Duration {
+	if r.DLQ.MaxAge == 0 {
+		return 7 * 24 * time.Hour
+	}
+	return r.DLQ.MaxAge + 24*time.Hour
 }
 
 // envBool reads a boolean environment variable: "1", "true" or "yes"

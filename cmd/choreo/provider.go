@@ -18,6 +18,7 @@ func providerFlags(fs *flag.FlagSet, getenv func(string) string) *simulator.Conf
 	cfg := &simulator.Config{}
 	fs.Int64Var(&cfg.DeclineOverAmount, "decline-over", 1_000_000, "decline captures above this many minor units (0: no limit)")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "latency added to every call")
+	fs.IntVar(&cfg.KeepKeys, "keep-keys", 20_000, "idempotency keys the simulator remembers, the oldest forgotten first, so that its memory stays flat (0: all)")
 	return cfg
 }
 

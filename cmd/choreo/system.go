@@ -86,7 +86,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := streams.Ensure(ctx, js, catalog.Streams, streams.Options{Replicas: cfg.replicas}); err != nil {
+	if err := streams.Ensure(ctx, js, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow}); err != nil {
 		return nil, err
 	}
 
@@ -108,7 +108,8 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		built.consumer.Batch = cfg.opts.batch
-		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer, Logger: log})
+		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
+			InboxRetention: cfg.opts.inboxRetention, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}

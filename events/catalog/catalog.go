@@ -1,6 +1,8 @@
 package catalog
 
 import (
+	"time"
+
 	"github.com/choreo-dev/choreo/events/streams"
 )
 
@@ -36,6 +38,38 @@ var Streams = []streams.Spec{
 	{Name: StreamNotifications, Subjects: []string{"notifications.>"}, Description: "events published by the notifications service"},
 	{Name: StreamCommands, Subjects: []string{"cmd.>"}, Description: "commands from outside: storefront, warehouse, operators"},
 	{Name: StreamDLQ, Subjects: []string{"dlq.>"}, Description: "messages a consumer could not handle, with the reason"},
+}
+
+// Retention is how much each kind of stream keeps.
+type Retention struct {
+	// Events bounds the streams of events and commands.
+	Events streams.Limits
+	// DLQ bounds the dead-letter queue, which keeps messages longer: they
+	// wait for a person.
+	DLQ streams.Limits
+}
+
+// DefaultRetention is what the streams keep unless told otherwise. The
+// count limits bound the NATS server's memory whatever the rate (it keeps
+// an index entry, about 100 bytes, per subject a stream holds, and every
+// saga event has a subject of its own); the age limits bound how far back
+// trace and replay can look when the system is quiet.
+var DefaultRetention = Retention{
+	Events: streams.Limits{MaxAge: 24 * time.Hour, MaxMsgs: 200_000},
+	DLQ:    streams.Limits{MaxAge: 7 * 24 * time.Hour, MaxMsgs: 100_000},
+}
+
+// StreamSpecs returns Streams with the limits of r.
+func StreamSpecs(r Retention) []streams.Spec {
+	out := make([]streams.Spec, len(Streams))
+	for i, s := range Streams {
+		s.Limits = r.Events
+		if s.Name == StreamDLQ {
+			s.Limits = r.DLQ
+		}
+		out[i] = s
+	}
+	return out
 }
 
 // Source returns the CloudEvents source of a service's events.

@@ -3,9 +3,11 @@ package catalog_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/streams"
 )
 
 func TestValidCurrency(t *testing.T) {
@@ -103,6 +105,29 @@ func TestEveryStreamHasADistinctSubjectSpace(t *testing.T) {
 	for _, svc := range catalog.Services {
 		if _, ok := seen[svc+".>"]; !ok {
 			t.Errorf("no stream captures %s.>", svc)
+		}
+	}
+}
+
+func TestStreamSpecsCarryTheRetention(t *testing.T) {
+	r := catalog.Retention{
+		Events: streams.Limits{MaxAge: time.Hour, MaxMsgs: 10},
+		DLQ:    streams.Limits{MaxAge: 48 * time.Hour, MaxMsgs: 5},
+	}
+	specs := catalog.StreamSpecs(r)
+	if len(specs) != len(catalog.Streams) {
+		t.Fatalf("specs: got %d, want %d", len(specs), len(catalog.Streams))
+	}
+	for i, s := range specs {
+		want := r.Events
+		if s.Name == catalog.StreamDLQ {
+			want = r.DLQ
+		}
+		if s.Limits != want || s.Name != catalog.Streams[i].Name {
+			t.Errorf("%s: limits %+v, want %+v", s.Name, s.Limits, want)
+		}
+		if catalog.Streams[i].Limits != (streams.Limits{}) {
+			t.Errorf("StreamSpecs changed catalog.Streams[%d]", i)
 		}
 	}
 }

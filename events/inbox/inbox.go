@@ -213,3 +213,48 @@ func (a Aggregate[T]) Apply(ctx context.Context, tx *sql.Tx, id string, fn func(
 	}
 	return out, a.Update(ctx, tx, next)
 }
+
+// Prune forgets the claims taken before before, oldest first, in
+// transactions of at most batch rows (default 1000), so that it never
+// holds up the units of work writing new claims for long. It returns how
+// many claims it deleted; on error (or when ctx ends) the rest wait for
+// the next call.
+//
+// A claim must be kept for as long as its message can come again — the
+// stream's duplicate window, the longest redelivery, and the time a dead
+// letter may wait to be retried — or that copy is applied a second time.
+func Prune(ctx context.Context, db *sqldb.DB, before time.Time, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	total := 0
+	for {
+		res, err := db.In(nil).Exec(ctx, `DELETE FROM inbox WHERE (consumer, event_id) IN
+			(SELECT consumer, event_id FROM inbox WHERE claimed_unix_ms < ? ORDER BY claimed_unix_ms LIMIT ?)`,
+			before.UnixMilli(), batch)
+		if err != nil {
+			return total, fmt.Errorf("inbox: prune claims before %s: %w", before.UTC().Format(time.RFC3339), err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("inbox: prune: %w", err)
+		}
+		total += int(n)
+		if n < int64(batch) {
+			return total, nil
+		}
+	}
+}
+
+// Oldest returns when the oldest claim was taken, or the zero time when
+// there is none.
+func Oldest(ctx context.Context, db *sqldb.DB) (time.Time, error) {
+	var oldest sql.NullInt64
+	if err := db.In(nil).QueryRow(ctx, `SELECT MIN(claimed_unix_ms) FROM inbox`).Scan(&oldest); err != nil {
+		return time.Time{}, fmt.Errorf("inbox: oldest claim: %w", err)
+	}
+	if !oldest.Valid {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(oldest.Int64), nil
+}

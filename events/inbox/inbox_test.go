@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/inbox"
@@ -35,6 +37,8 @@ func TestStore(t *testing.T) {
 			t.Run("OutboxBacklog", func(t *testing.T) { testOutboxBacklog(t, b) })
 			t.Run("ClaimNeedsConsumerAndEventID", func(t *testing.T) { testClaimNeedsIDs(t, b) })
 			t.Run("ErrRetryRunsTheUnitAgain", func(t *testing.T) { testErrRetry(t, b) })
+			t.Run("ApplyAllClaimsEachUnitOnce", func(t *testing.T) { testApplyAll(t, b) })
+			t.Run("PruneForgetsOnlyOldClaims", func(t *testing.T) { testPrune(t, b) })
 		})
 	}
 }
@@ -511,5 +515,93 @@ func testErrRetry(t *testing.T, b sqltest.Backend) {
 	})
 	if !errors.Is(err, inbox.ErrRetry) || runs < 2 || runs > 10 {
 		t.Errorf("got %v after %d runs; want ErrRetry after a few runs", err, runs)
+	}
+}
+
+// One transaction for many units: each unit is claimed and applied once,
+// a unit whose claim an earlier unit of the batch took is a duplicate,
+// and a failing unit commits none of them.
+func testApplyAll(t *testing.T, b sqltest.Backend) {
+	s := mustStore(t, b)
+	ctx := context.Background()
+	units := []inbox.Unit{
+		{Key: inbox.Key{Consumer: "c", EventID: "e-1"}, Fn: s.incrementHandler(ctx, "e-1", "a")},
+		{Key: inbox.Key{Consumer: "c", EventID: "e-2"}, Fn: s.incrementHandler(ctx, "e-2", "b")},
+		{Key: inbox.Key{Consumer: "c", EventID: "e-1"}, Fn: s.incrementHandler(ctx, "e-1", "a")}, // a copy in the same batch
+		{Key: inbox.Key{Consumer: "c", EventID: "e-3"}},                                            // a claim only
+	}
+	applied, err := inbox.ApplyAll(ctx, s.ob, units)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, true, false, true}; !slices.Equal(applied, want) {
+		t.Errorf("applied: got %v, want %v", applied, want)
+	}
+	if a, b := s.counter(t, "a"), s.counter(t, "b"); a != 1 || b != 1 {
+		t.Errorf("counters: got a=%d b=%d, want 1 and 1", a, b)
+	}
+	// Again, with a failing unit last: nothing of the batch commits.
+	bad := errors.New("bad unit")
+	_, err = inbox.ApplyAll(ctx, s.ob, []inbox.Unit{
+		{Key: inbox.Key{Consumer: "c", EventID: "e-4"}, Fn: s.incrementHandler(ctx, "e-4", "a")},
+		{Key: inbox.Key{Consumer: "c", EventID: "e-5"}, Fn: func(context.Context, *sql.Tx) ([]events.Outgoing, error) { return nil, bad }},
+	})
+	if !errors.Is(err, bad) || !strings.Contains(err.Error(), "unit 2 of 2") {
+		t.Errorf("failing batch: got %v, want the unit's error, naming it", err)
+	}
+	if a := s.counter(t, "a"); a != 1 {
+		t.Errorf("counter a after the failed batch: got %d, want 1 (rolled back)", a)
+	}
+	if applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "e-4"}, s.incrementHandler(ctx, "e-4", "a")); err != nil || !applied {
+		t.Errorf("e-4 after the failed batch: got (%v, %v), want it unclaimed", applied, err)
+	}
+}
+
+// Prune deletes the claims older than the horizon, in small transactions,
+// and keeps every younger one.
+func testPrune(t *testing.T, b sqltest.Backend) {
+	s := mustStore(t, b)
+	ctx := context.Background()
+	now := time.Now()
+	put := func(id string, at time.Time) {
+		t.Helper()
+		if _, err := s.db.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO inbox (consumer, event_id, claimed_unix_ms) VALUES (?, ?, ?)`),
+			"c", id, at.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 25 {
+		put("old-"+strconv.Itoa(i), now.Add(-48*time.Hour-time.Duration(i)*time.Minute))
+	}
+	for i := range 5 {
+		put("new-"+strconv.Itoa(i), now.Add(-time.Duration(i)*time.Minute))
+	}
+	n, err := inbox.Prune(ctx, s.db, now.Add(-24*time.Hour), 10)
+	if err != nil || n != 25 {
+		t.Fatalf("Prune: got (%d, %v), want (25, nil)", n, err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT event_id FROM inbox ORDER BY event_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var left []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, id)
+	}
+	if want := []string{"new-0", "new-1", "new-2", "new-3", "new-4"}; !slices.Equal(left, want) {
+		t.Errorf("claims left: got %v, want %v", left, want)
+	}
+	oldest, err := inbox.Oldest(ctx, s.db)
+	if err != nil || oldest.After(now) || now.Sub(oldest) < 4*time.Minute {
+		t.Errorf("Oldest: got (%s, %v), want about 4 minutes ago", oldest, err)
+	}
+	// A pruned claim is forgotten: its message would be applied again.
+	if applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "old-3"}, s.incrementHandler(ctx, "old-3", "k")); err != nil || !applied {
+		t.Errorf("a pruned claim: got (%v, %v), want it applied as new", applied, err)
 	}
 }

@@ -17,6 +17,22 @@ type Spec struct {
 	// Schedules enables the server's message scheduler on the stream
 	// (Nats-Schedule headers), used for saga deadlines.
 	Schedules bool
+	// Limits bound what the stream keeps (zero: no bound).
+	Limits Limits
+}
+
+// Limits bound what a stream keeps: once one is reached, the oldest
+// messages are removed. A stream without limits grows for ever, and so does
+// the server's memory: it keeps an index entry for every subject the
+// stream holds, and choreo's subjects carry an order id each.
+type Limits struct {
+	// MaxAge removes messages older than this (0: no age limit).
+	MaxAge time.Duration
+	// MaxMsgs keeps at most this many messages (0: no count limit). It
+	// bounds the server's memory whatever the rate.
+	MaxMsgs int64
+	// MaxBytes keeps at most this many bytes (0: no size limit).
+	MaxBytes int64
 }
 
 // Options apply to every stream Ensure creates.
@@ -24,15 +40,17 @@ type Options struct {
 	// Replicas is 1 for a single server and 3 in a cluster (default 1).
 	Replicas int
 	// DuplicateWindow is how long the server remembers Nats-Msg-Id values
-	// to drop re-published copies (default 15m). It must outlast the
-	// outbox relay's retry horizon (ack timeout plus back-off, seconds) and
-	// a typical restart of a crashed publisher; the inbox catches what
-	// arrives later still.
+	// to drop re-published copies (default DefaultDuplicateWindow). It
+	// must outlast the outbox relay's retry horizon (ack timeout plus
+	// back-off, seconds) and a typical restart of a crashed publisher; the
+	// inbox catches what arrives later still. The server holds every id
+	// of the window in memory (about 100 bytes each), so a longer window
+	// costs memory in proportion to the publish rate.
 	DuplicateWindow time.Duration
 }
 
 // DefaultDuplicateWindow is the duplicate window used when none is set.
-const DefaultDuplicateWindow = 15 * time.Minute
+const DefaultDuplicateWindow = time.Minute
 
 // Config returns the JetStream configuration of spec under opts: file
 // storage, limits retention, the duplicate window.
@@ -43,7 +61,7 @@ func Config(spec Spec, opts Options) jetstream.StreamConfig {
 	if opts.DuplicateWindow == 0 {
 		opts.DuplicateWindow = DefaultDuplicateWindow
 	}
-	return jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:              spec.Name,
 		Description:       spec.Description,
 		Subjects:          spec.Subjects,
@@ -53,7 +71,15 @@ func Config(spec Spec, opts Options) jetstream.StreamConfig {
 		Duplicates:        opts.DuplicateWindow,
 		AllowMsgSchedules: spec.Schedules,
 		AllowDirect:       true,
+		MaxAge:            spec.Limits.MaxAge,
+		MaxMsgs:           orUnlimited(spec.Limits.MaxMsgs),
+		MaxBytes:          orUnlimited(spec.Limits.MaxBytes),
+		Discard:           jetstream.DiscardOld,
 	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		cfg.Duplicates = cfg.MaxAge // the server refuses a window longer than the age
+	}
+	return cfg
 }
 
 // Ensure creates each stream, or updates it to the declared configuration
@@ -65,4 +91,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, specs []Spec, opts Opti
 		}
 	}
 	return nil
+}
+
+// orUnlimited maps 0 (no limit) to the server's -1.
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }

@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,47 @@ func TestEnsureReportsTheStream(t *testing.T) {
 	}
 	if got := err.Error(); !strings.Contains(got, "ensure B") {
 		t.Errorf("error: got %q, want it to name stream B", got)
+	}
+}
+
+func TestConfigLimits(t *testing.T) {
+	cfg := streams.Config(streams.Spec{Name: "X"}, streams.Options{})
+	if cfg.MaxAge != 0 || cfg.MaxMsgs != -1 || cfg.MaxBytes != -1 {
+		t.Errorf("no limits: got age %s msgs %d bytes %d, want 0 -1 -1", cfg.MaxAge, cfg.MaxMsgs, cfg.MaxBytes)
+	}
+	cfg = streams.Config(streams.Spec{Name: "X", Limits: streams.Limits{MaxAge: 30 * time.Second, MaxMsgs: 1000, MaxBytes: 1 << 20}},
+		streams.Options{DuplicateWindow: time.Minute})
+	if cfg.MaxAge != 30*time.Second || cfg.MaxMsgs != 1000 || cfg.MaxBytes != 1<<20 || cfg.Discard != jetstream.DiscardOld {
+		t.Errorf("limits: got age %s msgs %d bytes %d discard %v, want 30s 1000 1MiB old", cfg.MaxAge, cfg.MaxMsgs, cfg.MaxBytes, cfg.Discard)
+	}
+	if cfg.Duplicates != 30*time.Second {
+		t.Errorf("duplicate window: got %s, want it cut to the max age (30s): the server refuses a longer one", cfg.Duplicates)
+	}
+}
+
+// A stream with a count limit keeps the newest messages.
+func TestEnsureAppliesLimits(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.URL)
+	ctx := natstest.Context(t)
+	spec := streams.Spec{Name: "L", Subjects: []string{"l.>"}, Limits: streams.Limits{MaxMsgs: 3}}
+	if err := streams.Ensure(ctx, js, []streams.Spec{spec}, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := js.Publish(ctx, "l.m."+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := js.Stream(ctx, "L")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 || info.State.FirstSeq != 3 {
+		t.Errorf("stream state: got %d messages from seq %d, want the newest 3 (from 3)", info.State.Msgs, info.State.FirstSeq)
 	}
 }

@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
+	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
 // Config is what a worker runs.
@@ -24,7 +27,12 @@ type Config struct {
 	// to the worker's.
 	Consumer     consumer.Config
 	RelayOptions []outbox.Option
-	Logger       *slog.Logger
+	// InboxRetention, when above 0, makes the worker forget inbox claims
+	// older than this, checking every PruneEvery (default: a sixtieth of
+	// the retention, at most ten minutes). See inbox.Prune.
+	InboxRetention time.Duration
+	PruneEvery     time.Duration
+	Logger         *slog.Logger
 }
 
 // Worker is a running relay plus a consumer.
@@ -32,6 +40,7 @@ type Worker struct {
 	consumer    *consumer.Consumer
 	cancelRelay context.CancelFunc
 	relayDone   chan struct{}
+	pruneDone   chan struct{}
 	stopOnce    sync.Once
 }
 
@@ -47,11 +56,23 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	relayCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w := &Worker{cancelRelay: cancel, relayDone: make(chan struct{})}
+	w := &Worker{cancelRelay: cancel, relayDone: make(chan struct{}), pruneDone: make(chan struct{})}
 	go func() {
 		defer close(w.relayDone)
 		_ = relay.Run(relayCtx)
 	}()
+	if cfg.InboxRetention > 0 {
+		every := cfg.PruneEvery
+		if every <= 0 {
+			every = min(cfg.InboxRetention/60, 10*time.Minute)
+		}
+		go func() {
+			defer close(w.pruneDone)
+			prune(relayCtx, cfg.Outbox.DB(), cfg.InboxRetention, every, log)
+		}()
+	} else {
+		close(w.pruneDone)
+	}
 	cc := cfg.Consumer
 	if cc.Logger == nil {
 		cc.Logger = log
@@ -77,5 +98,29 @@ func (w *Worker) Stop() {
 		}
 		w.cancelRelay()
 		<-w.relayDone
+		<-w.pruneDone
 	})
+}
+
+// prune forgets inbox claims older than keep, every interval, until ctx
+// ends.
+func prune(ctx context.Context, db *sqldb.DB, keep, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := inbox.Prune(ctx, db, time.Now().Add(-keep), 0)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn("worker: inbox retention failed; will try again", "err", err, "retry_in", every.String())
+		case n > 0:
+			log.Debug("worker: forgot old inbox claims", "claims", n, "older_than", keep.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -223,3 +223,41 @@ func TestWorkerStartFailureStopsWhatStarted(t *testing.T) {
 		t.Error("Start without an outbox: got nil error, want one")
 	}
 }
+
+// A worker forgets inbox claims past its retention, and only those.
+func TestWorkerForgetsOldInboxClaims(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	now := time.Now()
+	for id, at := range map[string]time.Time{"old": now.Add(-2 * time.Hour), "young": now.Add(-time.Minute)} {
+		if _, err := f.db.ExecContext(ctx, `INSERT INTO inbox (consumer, event_id, claimed_unix_ms) VALUES ('svc', ?, ?)`, id, at.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := worker.Start(ctx, worker.Config{
+		JS: f.js, Outbox: f.ob, Consumer: consumerConfig(f.handler),
+		InboxRetention: time.Hour, PruneEvery: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	claims := func() []string {
+		rows, err := f.db.QueryContext(ctx, `SELECT event_id FROM inbox ORDER BY event_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ids []string
+		for rows.Next() {
+			var id string
+			_ = rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	waitFor(t, "the old claim to be forgotten", func() bool { return len(claims()) == 1 })
+	if got := claims(); got[0] != "young" {
+		t.Errorf("claims left: got %v, want [young]", got)
+	}
+}

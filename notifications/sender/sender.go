@@ -20,15 +20,21 @@ const ChannelLog = "log"
 
 // Log delivers notifications by logging them: one Info record per
 // notification id, with the order, the customer, the status and the
-// reason as attributes. It honours the idempotency key within one
-// process: a repeated id is counted but not logged again. It is safe for
-// concurrent use.
+// reason as attributes. It honours the idempotency key within one process,
+// for the most recent RecentIDs ids: a repeated id is counted but not
+// logged again. It remembers no more than that, so that its memory stays
+// flat however long the process runs. It is safe for concurrent use.
 type Log struct {
 	log *slog.Logger
 
 	mu    sync.Mutex
 	calls map[string]int
+	order []string // ids in calls, oldest first
+	sent  int
 }
+
+// RecentIDs is how many notification ids Log remembers.
+const RecentIDs = 10_000
 
 var _ notifications.Sender = (*Log)(nil)
 
@@ -50,6 +56,15 @@ func (l *Log) Send(ctx context.Context, n notifications.Notification) (notificat
 	l.mu.Lock()
 	l.calls[n.ID]++
 	first := l.calls[n.ID] == 1
+	if first {
+		l.sent++
+		l.order = append(l.order, n.ID)
+		for len(l.order) > RecentIDs {
+			delete(l.calls, l.order[0])
+			l.order[0] = ""
+			l.order = l.order[1:]
+		}
+	}
 	l.mu.Unlock()
 	if first {
 		l.log.LogAttrs(ctx, slog.LevelInfo, "customer notified",
@@ -65,7 +80,8 @@ func (l *Log) Send(ctx context.Context, n notifications.Notification) (notificat
 	return notifications.SendResult{Channel: ChannelLog}, nil
 }
 
-// Calls returns how many times Send was called with the notification id.
+// Calls returns how many times Send was called with the notification id,
+// for one of the most recent RecentIDs ids (0 for an older one).
 func (l *Log) Calls(id string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -76,5 +92,5 @@ func (l *Log) Calls(id string) int {
 func (l *Log) Sent() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.calls)
+	return l.sent
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -78,5 +79,23 @@ func TestLogConcurrent(t *testing.T) {
 	wg.Wait()
 	if l.Sent() != 4 || l.Calls("a") != 10 {
 		t.Errorf("got %d sent and %d calls for a, want 4 and 10", l.Sent(), l.Calls("a"))
+	}
+}
+
+// The log sink remembers a bounded number of ids: a long run's memory
+// stays flat, and Sent still counts every delivery.
+func TestLogRemembersRecentIDsOnly(t *testing.T) {
+	l := sender.NewLog(slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	for i := range sender.RecentIDs + 5 {
+		if _, err := l.Send(ctx, notifications.Notification{ID: fmt.Sprintf("n-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := l.Sent(); got != sender.RecentIDs+5 {
+		t.Errorf("sent: got %d, want %d", got, sender.RecentIDs+5)
+	}
+	if l.Calls("n-0") != 0 || l.Calls(fmt.Sprintf("n-%d", sender.RecentIDs+4)) != 1 {
+		t.Errorf("calls: oldest %d, newest %d; want the oldest forgotten, the newest remembered", l.Calls("n-0"), l.Calls(fmt.Sprintf("n-%d", sender.RecentIDs+4)))
 	}
 }

@@ -91,6 +91,11 @@ type Config struct {
 	// Seed seeds the random choices (flaky failures, payment ids). 0: a
 	// random seed.
 	Seed int64
+	// KeepKeys bounds the idempotency keys remembered: past it, the
+	// oldest is forgotten, as a real provider expires its keys (after a
+	// day, typically), so that a long run's memory stays flat. A retry
+	// under a forgotten key is treated as new. 0: remember every key.
+	KeepKeys int
 }
 
 // Status is the state of an idempotency key.
@@ -153,12 +158,17 @@ type Server struct {
 	latency time.Duration
 	mux     *http.ServeMux
 
-	mu       sync.Mutex
-	rules    Rules
-	mode     ModeConfig
-	rand     *rand.Rand
-	keys     map[string]*entry
-	requests int64
+	mu    sync.Mutex
+	rules Rules
+	mode  ModeConfig
+	rand  *rand.Rand
+	keys  map[string]*entry
+	order []string // keys in the order they were first seen, oldest first
+	keep  int
+	// forgotten counts the effects of the keys forgotten past keep, so
+	// that Stats still covers every key.
+	forgotten Stats
+	requests  int64
 }
 
 // entry is one idempotency key: its state and the answers to replay.
@@ -240,12 +250,14 @@ func New(cfg Config) *Server {
 		seed = rand.Uint64()
 	}
 	s := &Server{
-		log:     cfg.Logger,
-		latency: cfg.Latency,
-		rules:   Rules{DeclineOverAmount: cfg.DeclineOverAmount},
-		mode:    ModeConfig{Mode: ModeNormal},
-		rand:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		keys:    map[string]*entry{},
+		log:       cfg.Logger,
+		latency:   cfg.Latency,
+		rules:     Rules{DeclineOverAmount: cfg.DeclineOverAmount},
+		mode:      ModeConfig{Mode: ModeNormal},
+		rand:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		keys:      map[string]*entry{},
+		keep:      cfg.KeepKeys,
+		forgotten: Stats{CapturedTotal: map[string]int64{}, RefundedTotal: map[string]int64{}},
 	}
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/captures", s.v1(s.capture))
@@ -386,7 +398,7 @@ func (s *Server) capture(r *http.Request) *reply {
 	}
 	if e == nil {
 		e = &entry{state: State{Key: key}}
-		s.keys[key] = e
+		s.remember(key, e)
 	}
 	e.capture = &body
 	e.state.OrderID, e.state.CustomerID, e.state.Amount = body.OrderID, body.CustomerID, body.Amount
@@ -422,6 +434,27 @@ func (s *Server) capture(r *http.Request) *reply {
 	s.log.Info("simulator: captured", "key", key, "order_id", body.OrderID, "payment_id", e.state.PaymentID,
 		"amount", body.Amount.Amount, "currency", body.Amount.Currency)
 	return e.captureReply
+}
+
+// remember stores a new key, forgetting the oldest past KeepKeys. Lock
+// held.
+func (s *Server) remember(key string, e *entry) {
+	s.keys[key] = e
+	if s.keep <= 0 {
+		return
+	}
+	s.order = append(s.order, key)
+	// Slicing off the head frees nothing at once; the next append that
+	// outgrows the array copies only the live keys, so the array stays
+	// within a small multiple of KeepKeys.
+	for len(s.keys) > s.keep && len(s.order) > 0 {
+		if old := s.keys[s.order[0]]; old != nil {
+			s.forgotten.count(old.state)
+		}
+		delete(s.keys, s.order[0])
+		s.order[0] = ""
+		s.order = s.order[1:]
+	}
 }
 
 func (b captureBody) validate() string {
@@ -463,7 +496,7 @@ func (s *Server) cancel(r *http.Request) *reply {
 	}
 	if e == nil {
 		e = &entry{state: State{Key: key, OrderID: body.OrderID}}
-		s.keys[key] = e
+		s.remember(key, e)
 	}
 	if e.state.Status == StatusCaptured {
 		e.state.Status = StatusRefunded
@@ -537,23 +570,43 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Requests: s.requests, CapturedTotal: map[string]int64{}, RefundedTotal: map[string]int64{}}
+	st.add(s.forgotten)
 	for _, e := range s.keys {
-		if e.state.PaymentID != "" {
-			st.Captures++
-			st.CapturedTotal[e.state.Captured.Currency] += e.state.Captured.Amount
-		}
-		if e.state.Reason != "" {
-			st.Declines++
-		}
-		switch e.state.Status {
-		case StatusRefunded:
-			st.Refunds++
-			st.RefundedTotal[e.state.Refunded.Currency] += e.state.Refunded.Amount
-		case StatusVoided:
-			st.Voids++
-		}
+		st.count(e.state)
 	}
 	return st
+}
+
+// count adds the effects of one key to st.
+func (st *Stats) count(state State) {
+	if state.PaymentID != "" {
+		st.Captures++
+		st.CapturedTotal[state.Captured.Currency] += state.Captured.Amount
+	}
+	if state.Reason != "" {
+		st.Declines++
+	}
+	switch state.Status {
+	case StatusRefunded:
+		st.Refunds++
+		st.RefundedTotal[state.Refunded.Currency] += state.Refunded.Amount
+	case StatusVoided:
+		st.Voids++
+	}
+}
+
+// add adds the effects counted in o to st.
+func (st *Stats) add(o Stats) {
+	st.Captures += o.Captures
+	st.Declines += o.Declines
+	st.Refunds += o.Refunds
+	st.Voids += o.Voids
+	for c, n := range o.CapturedTotal {
+		st.CapturedTotal[c] += n
+	}
+	for c, n := range o.RefundedTotal {
+		st.RefundedTotal[c] += n
+	}
 }
 
 // Rules returns the decline rules in force.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"slices"
 	"testing"
 	"time"
 
@@ -624,4 +625,27 @@ func TestStopCutsSlowAnswersShort(t *testing.T) {
 		t.Errorf("Stop: %v", err)
 	}
 	<-errc // answered or cut; either way not an hour later
+}
+
+// With KeepKeys, the simulator remembers the newest keys only: a long run
+// holds a bounded number, and its books still count every effect.
+func TestKeepKeysForgetsTheOldest(t *testing.T) {
+	s := mustStart(t, simulator.Config{Seed: 1, KeepKeys: 3})
+	for i := range 5 {
+		mustCaptured(t, s.capture(t, fmt.Sprintf("order-%d", i), capture(fmt.Sprintf("order-%d", i), 100)))
+	}
+	states := s.States()
+	var keys []string
+	for _, st := range states {
+		keys = append(keys, st.Key)
+	}
+	if want := []string{"order-2", "order-3", "order-4"}; !slices.Equal(keys, want) {
+		t.Errorf("keys kept: got %v, want %v", keys, want)
+	}
+	mustProblem(t, s.mustDo(t, http.MethodGet, "/v1/captures/order-0", "", nil), http.StatusNotFound)
+	// A kept key still replays its first answer.
+	if again := s.capture(t, "order-4", capture("order-4", 100)); !again.replayed {
+		t.Errorf("repeat of a kept key: got %s, want it replayed", again)
+	}
+	wantStats(t, s.Stats(), 5, 0, 0, 0, 500, 0)
 }
