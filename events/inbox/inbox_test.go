@@ -528,7 +528,7 @@ func testApplyAll(t *testing.T, b sqltest.Backend) {
 		{Key: inbox.Key{Consumer: "c", EventID: "e-1"}, Fn: s.incrementHandler(ctx, "e-1", "a")},
 		{Key: inbox.Key{Consumer: "c", EventID: "e-2"}, Fn: s.incrementHandler(ctx, "e-2", "b")},
 		{Key: inbox.Key{Consumer: "c", EventID: "e-1"}, Fn: s.incrementHandler(ctx, "e-1", "a")}, // a copy in the same batch
-		{Key: inbox.Key{Consumer: "c", EventID: "e-3"}},                                            // a claim only
+		{Key: inbox.Key{Consumer: "c", EventID: "e-3"}},                                          // a claim only
 	}
 	applied, err := inbox.ApplyAll(ctx, s.ob, units)
 	if err != nil {
