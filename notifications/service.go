@@ -132,14 +132,22 @@ func (s *Service) routes() *consumer.Router {
 // event may have committed step 1 and failed (or crashed) before the
 // notification was sent, and this redelivery is what finishes it.
 func (s *Service) record(env events.Envelope, n *Notification) consumer.Work {
+	var inserted bool
 	w := s.store.Work(inbox.Key{Consumer: consumerName, EventID: env.ID}, n.ID,
 		func(existing *Notification) (*Notification, []events.Outgoing, error) {
+			inserted = existing == nil
 			if existing != nil {
 				return nil, nil, nil
 			}
 			return n, nil, nil
 		})
-	w.After = func(ctx context.Context, _ bool) (consumer.Work, error) { return s.deliver(ctx, n.OrderID) }
+	w.After = func(ctx context.Context, applied bool) (consumer.Work, error) {
+		if applied && inserted {
+			// Just recorded, so pending: no need to read it back.
+			return s.deliver(ctx, n.OrderID, []*Notification{n})
+		}
+		return s.deliver(ctx, n.OrderID, nil)
+	}
 	return w
 }
 
@@ -151,10 +159,15 @@ func (s *Service) record(env events.Envelope, n *Notification) consumer.Work {
 // sent. The sender may be called twice in that race, with the same
 // idempotency key. When a send fails, the ones sent before it are still
 // marked, and the message is retried for the rest.
-func (s *Service) deliver(ctx context.Context, orderID string) (consumer.Work, error) {
-	list, err := s.store.List(ctx, orderID)
-	if err != nil {
-		return consumer.Work{}, err
+//
+// list is the order's notifications when the caller knows them, or nil to
+// read them.
+func (s *Service) deliver(ctx context.Context, orderID string, list []*Notification) (consumer.Work, error) {
+	if list == nil {
+		var err error
+		if list, err = s.store.List(ctx, orderID); err != nil {
+			return consumer.Work{}, err
+		}
 	}
 	tp := events.TraceParentFrom(ctx)
 	var (

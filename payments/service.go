@@ -154,9 +154,9 @@ func (s *Service) routes() *consumer.Router {
 func (s *Service) record(ctx context.Context, m *consumer.Message, env events.Envelope, orderID string,
 	transition func(p *Payment, now time.Time, tp string) ([]events.Outgoing, error)) consumer.Work {
 	tp := events.TraceParentFrom(ctx)
-	var pending bool
+	var saved *Payment
 	w := s.store.Work(inbox.Key{Consumer: consumerName, EventID: env.ID}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
-		pending = false
+		saved = nil
 		now := s.now()
 		if p == nil {
 			p = NewPayment(orderID, now)
@@ -165,14 +165,19 @@ func (s *Service) record(ctx context.Context, m *consumer.Message, env events.En
 		if err != nil {
 			return nil, nil, err
 		}
-		pending = p.Status.Pending()
+		copied := *p
+		saved = &copied
 		return p, out, nil
 	})
 	w.After = func(ctx context.Context, applied bool) (consumer.Work, error) {
-		if applied && !pending {
+		if !applied {
+			// A redelivery: the payment may have moved on since; read it.
+			return s.settle(ctx, m, orderID, nil, 0)
+		}
+		if !saved.Status.Pending() {
 			return consumer.Work{}, nil // waiting for more events, or nothing owed to the provider
 		}
-		return s.settle(ctx, m, orderID, 0)
+		return s.settle(ctx, m, orderID, saved, 0)
 	}
 	return w
 }
@@ -198,16 +203,21 @@ const maxSettleSteps = 4
 // safe as well: the next step calls Cancel, which refunds the charge if
 // the capture went through and otherwise voids the key, so the capture,
 // if it is still to reach the provider, is declined.
-func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID string, step int) (consumer.Work, error) {
+//
+// p is the payment as the caller just committed it, or nil to read it.
+func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID string, p *Payment, step int) (consumer.Work, error) {
 	if step == maxSettleSteps {
 		return consumer.Work{}, events.Transient(fmt.Errorf("payments: order %s still owes a provider call after %d steps", orderID, maxSettleSteps))
 	}
-	p, err := s.store.Get(ctx, orderID)
-	if errors.Is(err, ErrNotFound) {
-		return consumer.Work{}, nil // nothing was ever recorded, so nothing is owed
-	}
-	if err != nil {
-		return consumer.Work{}, err
+	if p == nil {
+		var err error
+		p, err = s.store.Get(ctx, orderID)
+		if errors.Is(err, ErrNotFound) {
+			return consumer.Work{}, nil // nothing was ever recorded, so nothing is owed
+		}
+		if err != nil {
+			return consumer.Work{}, err
+		}
 	}
 	tp := events.TraceParentFrom(ctx)
 	var (
@@ -252,10 +262,15 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 	}
 	w, recorded := s.recordAnswer(orderID, answer)
 	w.After = func(ctx context.Context, _ bool) (consumer.Work, error) {
-		if *recorded != nil {
-			report(*recorded)
+		if r := *recorded; r != nil {
+			report(r)
+			if !r.Status.Pending() {
+				return consumer.Work{}, nil // settled by this answer
+			}
 		}
-		return s.settle(ctx, m, orderID, step+1)
+		// A stale answer (the payment had moved on) or one that left a
+		// call owing: read the payment and take the next step.
+		return s.settle(ctx, m, orderID, nil, step+1)
 	}
 	return w, nil
 }
@@ -277,7 +292,8 @@ func (s *Service) recordAnswer(orderID string, apply func(p *Payment) ([]events.
 		if err != nil || len(out) == 0 {
 			return nil, nil, err
 		}
-		*recorded = p
+		copied := *p
+		*recorded = &copied
 		return p, out, nil
 	})
 	return w, recorded

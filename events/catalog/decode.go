@@ -2,8 +2,11 @@ package catalog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/maphash"
 	"reflect"
+	"sync"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
@@ -74,10 +77,72 @@ func DecodeEvent[T any](body []byte, wantType string) (events.Envelope, T, error
 // too, since the Go decoder reports it in its own words.
 func schemaCheck(t reflect.Type, data []byte) error {
 	name := schemaNameOf(t)
-	if name == "" || !json.Valid(data) {
+	if name == "" {
 		return nil
 	}
-	return ValidateSchema(name, data)
+	if passed.has(name, data) {
+		return nil
+	}
+	err := ValidateSchema(name, data)
+	switch {
+	case errors.Is(err, errMalformed):
+		return nil
+	case err == nil:
+		passed.add(name, data)
+	}
+	return err
+}
+
+// passed remembers the data that passed its schema lately, so that the
+// same bytes are validated once per process, not once per consumer: in
+// choreo up an order's events reach two or three services, and a
+// redelivery brings the same bytes again. Keys are a hash seeded at random
+// per process, so nobody outside can craft bytes that collide with data
+// known to be valid.
+var passed = newMemo(1 << 13)
+
+type memoKey struct {
+	schema string
+	hash   uint64
+	size   int
+}
+
+// memo is a set of recent keys: two generations of at most max keys each,
+// the older dropped whole when the newer fills up.
+type memo struct {
+	mu       sync.Mutex
+	seed     maphash.Seed
+	max      int
+	cur, old map[memoKey]struct{}
+}
+
+func newMemo(max int) *memo {
+	return &memo{seed: maphash.MakeSeed(), max: max, cur: make(map[memoKey]struct{}, max)}
+}
+
+func (m *memo) key(schema string, data []byte) memoKey {
+	return memoKey{schema: schema, hash: maphash.Bytes(m.seed, data), size: len(data)}
+}
+
+func (m *memo) has(schema string, data []byte) bool {
+	k := m.key(schema, data)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.cur[k]
+	if !ok {
+		_, ok = m.old[k]
+	}
+	return ok
+}
+
+func (m *memo) add(schema string, data []byte) {
+	k := m.key(schema, data)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.cur) >= m.max {
+		m.old, m.cur = m.cur, make(map[memoKey]struct{}, m.max)
+	}
+	m.cur[k] = struct{}{}
 }
 
 // withSchemaProblems appends the schema's violations to a decoding error,

@@ -97,6 +97,10 @@ func SchemaJSON(name string) ([]byte, error) {
 	return b, nil
 }
 
+// errMalformed is wrapped by ValidateSchema's error for data that is not
+// JSON at all.
+var errMalformed = errors.New("malformed data")
+
 // ValidateSchema checks data (a command's body or an event's data) against
 // the schema of the type with the given short name. The error is one line:
 // "schema: /items/0/quantity: minimum: got -2, want 1; …". Data that is not
@@ -112,7 +116,7 @@ func ValidateSchema(name string, data []byte) error {
 	}
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("schema: malformed data: %v", oneLine(err.Error()))
+		return fmt.Errorf("schema: %w: %v", errMalformed, oneLine(err.Error()))
 	}
 	return schemaError(s.Validate(v))
 }

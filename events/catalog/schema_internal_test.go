@@ -3,6 +3,7 @@ package catalog
 import (
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,43 @@ func TestProducerShapesValidate(t *testing.T) {
 		if err := ValidateSchema(name, b); err != nil {
 			t.Errorf("%s %s: %v", name, b, err)
 		}
+	}
+}
+
+// The schema check remembers data that passed, and only that: a second
+// look at the same bytes is free, bytes that failed are checked again, and
+// the memo never grows past two generations.
+func TestSchemaCheckRemembersWhatPassed(t *testing.T) {
+	saved := passed
+	defer func() { passed = saved }()
+	passed = newMemo(2)
+	typ := reflect.TypeFor[OrderDeadline]()
+	good := []byte(`{"order_id":"o-1","deadline":"2026-01-01T00:00:00Z"}`)
+	bad := []byte(`{"order_id":"","deadline":"2026-01-01T00:00:00Z"}`)
+	if err := schemaCheck(typ, good); err != nil {
+		t.Fatal(err)
+	}
+	if !passed.has("orders.deadline", good) {
+		t.Error("valid data: not remembered")
+	}
+	if passed.has("orders.placed", good) {
+		t.Error("the same bytes under another schema: remembered, want not")
+	}
+	for range 2 {
+		if err := schemaCheck(typ, bad); err == nil {
+			t.Error("invalid data: passed")
+		}
+	}
+	if passed.has("orders.deadline", bad) {
+		t.Error("invalid data: remembered")
+	}
+	if err := schemaCheck(typ, []byte(`not json`)); err != nil {
+		t.Errorf("malformed data: got %v, want nil (the Go decoder reports it)", err)
+	}
+	for i := range 5 {
+		_ = schemaCheck(typ, []byte(`{"order_id":"o-`+strconv.Itoa(i+2)+`","deadline":"2026-01-01T00:00:00Z"}`))
+	}
+	if n := len(passed.cur) + len(passed.old); n > 4 {
+		t.Errorf("memo holds %d keys, want at most two generations of 2", n)
 	}
 }

@@ -76,6 +76,12 @@ type DB struct {
 	// stmts caches prepared statements by their '?' query text; see In.
 	stmts     sync.Map
 	preparers sync.WaitGroup
+	// On SQLite, one transaction at a time holds the only connection:
+	// txStmts keeps the statements bound to it, so that a batch running
+	// the same statement for each of its messages binds it once.
+	txMu    sync.Mutex
+	txOwner *sql.Tx
+	txStmts map[string]*sql.Stmt
 }
 
 // Option configures Open.
@@ -249,6 +255,20 @@ func CountGroups[K ~string](ctx context.Context, db *DB, query string, args ...a
 // unit of work on SQLite. Statements use '?' placeholders (see Rebind).
 func (db *DB) In(tx *sql.Tx) Stmts { return Stmts{db: db, tx: tx} }
 
+// stmtCtx is the context a statement runs with. Inside a SQLite
+// transaction it keeps ctx's values and drops its cancellation: the driver
+// starts a goroutine per statement to interrupt it when a cancellable
+// context ends, which cost more than the statements themselves, and a
+// statement on a connection the transaction already holds never waits for
+// anything but the disk. The transaction itself still ends with its
+// context.
+func (s Stmts) stmtCtx(ctx context.Context) context.Context {
+	if s.tx != nil && s.db.Dialect.Engine == SQLite {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
+
 // Stmts runs cached prepared statements; see DB.In.
 type Stmts struct {
 	db *DB
@@ -294,10 +314,33 @@ func (s Stmts) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 		return nil, nil // still being prepared
 	}
 	if s.tx != nil {
-		// Closed with the transaction; the statement it came from stays.
-		st = s.tx.StmtContext(ctx, st)
+		return s.db.bound(ctx, s.tx, query, st), nil
 	}
 	return st, nil
+}
+
+// bound returns st bound to tx; it is closed with the transaction, and the
+// statement it came from stays.
+func (db *DB) bound(ctx context.Context, tx *sql.Tx, query string, st *sql.Stmt) *sql.Stmt {
+	if db.Dialect.Engine != SQLite {
+		return tx.StmtContext(ctx, st)
+	}
+	db.txMu.Lock()
+	defer db.txMu.Unlock()
+	if db.txOwner != tx {
+		// A new transaction: the last one's statements closed with it.
+		db.txOwner = tx
+		if db.txStmts == nil {
+			db.txStmts = map[string]*sql.Stmt{}
+		}
+		clear(db.txStmts)
+	}
+	b, ok := db.txStmts[query]
+	if !ok {
+		b = tx.StmtContext(ctx, st)
+		db.txStmts[query] = b
+	}
+	return b
 }
 
 // prepareLater prepares query in the background; Close waits for it.
@@ -319,6 +362,7 @@ func (db *DB) prepareLater(query string) {
 
 // Exec runs a statement that returns no rows.
 func (s Stmts) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = s.stmtCtx(ctx)
 	st, err := s.stmt(ctx, query)
 	switch {
 	case err != nil:
@@ -333,6 +377,7 @@ func (s Stmts) Exec(ctx context.Context, query string, args ...any) (sql.Result,
 
 // Query runs a statement that returns rows.
 func (s Stmts) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	ctx = s.stmtCtx(ctx)
 	st, err := s.stmt(ctx, query)
 	switch {
 	case err != nil:
@@ -348,6 +393,7 @@ func (s Stmts) Query(ctx context.Context, query string, args ...any) (*sql.Rows,
 // QueryRow runs a statement that returns at most one row. A statement that
 // cannot be prepared is run unprepared, so that its error reaches Scan.
 func (s Stmts) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	ctx = s.stmtCtx(ctx)
 	if st, err := s.stmt(ctx, query); err == nil && st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}

@@ -158,11 +158,11 @@ func (s *Store) applyOrder(ctx context.Context, tx *sql.Tx, orderID string, skus
 }
 
 // lockStock returns the stock rows of skus, locked until tx ends, creating
-// the absent ones with zero counts first: PostgreSQL can only lock a row
-// that exists, and a SKU never restocked is a SKU with nothing available.
-// Rows are taken one at a time in sorted order (each insert-if-absent waits
-// on a concurrent creator just as the SELECT waits on a holder), which is
-// what keeps concurrent units of work free of deadlocks.
+// the absent ones with zero counts: PostgreSQL can only lock a row that
+// exists, and a SKU never restocked is a SKU with nothing available. Rows
+// are taken one at a time in sorted order (the insert of an absent row
+// waits on a concurrent creator just as the SELECT waits on a holder),
+// which is what keeps concurrent units of work free of deadlocks.
 func (s *Store) lockStock(ctx context.Context, tx *sql.Tx, skus []string) (map[string]*inventory.Stock, error) {
 	sorted := slices.Sorted(slices.Values(skus))
 	sorted = slices.Compact(sorted)
@@ -174,12 +174,19 @@ func (s *Store) lockStock(ctx context.Context, tx *sql.Tx, skus []string) (map[s
 		if err := inventory.ValidateSKU(sku); err != nil {
 			return nil, err
 		}
-		if _, err := q.Exec(ctx, `INSERT INTO stock (sku, available, reserved, sold, updated_unix_ms)
-			VALUES (?, 0, 0, 0, ?) ON CONFLICT (sku) DO NOTHING`, sku, now); err != nil {
-			return nil, fmt.Errorf("create stock row %s: %w", sku, err)
-		}
 		st := &inventory.Stock{SKU: sku}
-		if err := q.QueryRow(ctx, sel, sku).Scan(&st.Available, &st.Reserved, &st.Sold); err != nil {
+		err := q.QueryRow(ctx, sel, sku).Scan(&st.Available, &st.Reserved, &st.Sold)
+		if errors.Is(err, sql.ErrNoRows) {
+			// The first unit of work to touch this SKU creates its row
+			// (waiting, like the SELECT, on a concurrent creator), then
+			// locks it.
+			if _, err := q.Exec(ctx, `INSERT INTO stock (sku, available, reserved, sold, updated_unix_ms)
+				VALUES (?, 0, 0, 0, ?) ON CONFLICT (sku) DO NOTHING`, sku, now); err != nil {
+				return nil, fmt.Errorf("create stock row %s: %w", sku, err)
+			}
+			err = q.QueryRow(ctx, sel, sku).Scan(&st.Available, &st.Reserved, &st.Sold)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("lock stock row %s: %w", sku, err)
 		}
 		stock[sku] = st
