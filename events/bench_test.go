@@ -25,7 +25,7 @@ func benchEnvelope(b *testing.B) events.Envelope {
 	return env
 }
 
-//	go test -run '^$' -bench 'Envelope' -benchmem ./events
+// go test -run '^$' -bench 'Envelope' -benchmem ./events
 func BenchmarkEnvelopeEncode(b *testing.B) {
 	env := benchEnvelope(b)
 	b.ReportAllocs()
