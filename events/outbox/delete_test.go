@@ -36,7 +36,7 @@ func TestDeleteRemovesExactlyTheGivenRows(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := (&Relay{ob: ob, batch: 10}).load(ctx, 0)
+			rows, _, _, err := (&Relay{ob: ob, batch: 10}).load(ctx, 0)
 			if err != nil || len(rows) != 6 {
 				t.Fatalf("load: %d rows, %v", len(rows), err)
 			}

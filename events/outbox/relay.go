@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
 // ErrInvalidOption is wrapped by every error a relay option returns.
@@ -69,6 +72,20 @@ func WithBackoff(first, max time.Duration) Option {
 	}
 }
 
+// WithDeleteDelay sets how long rows the server has acked may wait to be
+// deleted together (default 50ms): one delete for the rows of many
+// publishes instead of a transaction per publish. 0 deletes after every
+// batch.
+func WithDeleteDelay(d time.Duration) Option {
+	return func(r *Relay) error {
+		if d < 0 {
+			return fmt.Errorf("%w: delete delay %s < 0", ErrInvalidOption, d)
+		}
+		r.deleteDelay = d
+		return nil
+	}
+}
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option {
 	return func(r *Relay) error {
@@ -83,32 +100,50 @@ func WithLogger(l *slog.Logger) Option {
 // Relay publishes outbox rows to JetStream. It wakes when Outbox.Notify is
 // called after a commit, and sweeps periodically for rows nobody announced.
 // Rows are published asynchronously in batches with Nats-Msg-Id set to the
-// event id, and deleted only after the server has acked them; a row whose
-// publish failed, or whose ack never came, stays and is sent again after a
-// back-off. Sending a row twice is harmless: the stream's duplicate window
-// drops the second copy. A broker error never marks a row as failed.
+// event id, and deleted only after the server has acked them — together,
+// a few at a time (WithDeleteDelay); a row whose publish failed, or whose
+// ack never came, stays and is sent again after a back-off. Sending a row
+// twice is harmless: the stream's duplicate window drops the second copy.
+// A broker error never marks a row as failed.
 type Relay struct {
-	ob         *Outbox
-	js         jetstream.JetStream
-	batch      int
-	sweep      time.Duration
-	ackTimeout time.Duration
-	backoffMin time.Duration
-	backoffMax time.Duration
-	log        *slog.Logger
+	ob          *Outbox
+	js          jetstream.JetStream
+	batch       int
+	sweep       time.Duration
+	ackTimeout  time.Duration
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	deleteDelay time.Duration
+	log         *slog.Logger
+
+	// acked holds the rows the server acked and the relay has not deleted
+	// yet, so that they are not published again meanwhile; ackedSince is
+	// when the oldest of them was acked.
+	mu         sync.Mutex
+	acked      map[int64]struct{}
+	ackedSince time.Time
+	// cursor: on SQLite every row with an id up to it has been published
+	// (and acked), so a drain loads only the rows after it. SQLite has one
+	// writer at a time, so rows commit in the order of their ids and none
+	// can appear below the cursor later. On PostgreSQL a transaction may
+	// commit after one that took a later id, so every drain starts from
+	// the first row (the periodic sweep does so on SQLite too).
+	cursor int64
 }
 
 // NewRelay returns a relay for ob publishing through js.
 func NewRelay(ob *Outbox, js jetstream.JetStream, opts ...Option) (*Relay, error) {
 	r := &Relay{
-		ob:         ob,
-		js:         js,
-		batch:      256,
-		sweep:      time.Second,
-		ackTimeout: 5 * time.Second,
-		backoffMin: 50 * time.Millisecond,
-		backoffMax: 5 * time.Second,
-		log:        slog.New(slog.DiscardHandler),
+		ob:          ob,
+		js:          js,
+		batch:       256,
+		sweep:       time.Second,
+		ackTimeout:  5 * time.Second,
+		backoffMin:  50 * time.Millisecond,
+		backoffMax:  5 * time.Second,
+		deleteDelay: 50 * time.Millisecond,
+		log:         slog.New(slog.DiscardHandler),
+		acked:       map[int64]struct{}{},
 	}
 	for _, opt := range opts {
 		if err := opt(r); err != nil {
@@ -121,15 +156,23 @@ func NewRelay(ob *Outbox, js jetstream.JetStream, opts ...Option) (*Relay, error
 	return r, nil
 }
 
+// maxAcked bounds the acked rows waiting to be deleted: past it, they
+// are deleted at once.
+const maxAcked = 1024
+
 // Run publishes until ctx is cancelled, then returns nil. Before returning
-// it makes one last attempt to flush what is pending, bounded by the ack
-// timeout, so a clean shutdown leaves as little as possible behind.
+// it makes one last attempt to publish what is pending, bounded by the ack
+// timeout, and deletes what was acked, so a clean shutdown leaves as little
+// as possible behind.
 func (r *Relay) Run(ctx context.Context) error {
 	sweep := time.NewTicker(r.sweep)
 	defer sweep.Stop()
+	deleteTimer := time.NewTimer(time.Hour)
+	deleteTimer.Stop()
+	defer deleteTimer.Stop()
 	failures := 0
 	for {
-		_, err := r.drain(ctx)
+		_, err := r.drain(ctx, r.start())
 		switch {
 		case ctx.Err() != nil:
 			r.flush()
@@ -137,7 +180,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		case err != nil:
 			failures++
 			pause := r.backoff(failures)
-			r.log.Warn("outbox relay: publish failed, will retry", "err", err, "retry_in", pause, "failures", failures)
+			r.log.Warn("outbox relay: publish failed, will retry", "err", err, "retry_in", pause.String(), "failures", failures)
+			r.deleteAcked(ctx)
 			select {
 			case <-ctx.Done():
 			case <-time.After(pause):
@@ -145,18 +189,52 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
+		n, since := r.waiting()
+		switch {
+		case n >= maxAcked || (n > 0 && r.deleteDelay == 0):
+			r.deleteAcked(ctx)
+		case n > 0:
+			deleteTimer.Reset(max(0, time.Until(since.Add(r.deleteDelay))))
+		}
 		select {
 		case <-ctx.Done():
 		case <-r.ob.wake:
+		case <-deleteTimer.C:
+			r.deleteAcked(ctx)
 		case <-sweep.C:
+			// Rows nobody announced (another process's, a crashed run's,
+			// on PostgreSQL one that committed below the cursor): look
+			// from the first row.
+			r.deleteAcked(ctx)
+			r.mu.Lock()
+			r.cursor = 0
+			r.mu.Unlock()
 		}
 	}
+}
+
+// start is the id after which a drain loads rows.
+func (r *Relay) start() int64 {
+	if r.ob.db.Dialect.Engine != sqldb.SQLite {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cursor
+}
+
+// waiting reports how many acked rows wait to be deleted and since when.
+func (r *Relay) waiting() (int, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.acked), r.ackedSince
 }
 
 func (r *Relay) flush() {
 	ctx, cancel := context.WithTimeout(context.Background(), r.ackTimeout)
 	defer cancel()
-	_, _ = r.drain(ctx)
+	_, _ = r.drain(ctx, r.start())
+	r.deleteAcked(ctx)
 }
 
 func (r *Relay) backoff(failures int) time.Duration {
@@ -185,22 +263,26 @@ const maxInFlight = 1024
 // the server acked. It returns how many rows it found. An error means some
 // rows stay for a later attempt; none is lost.
 func (r *Relay) PublishPending(ctx context.Context) (int, error) {
-	rows, err := r.load(ctx, 0)
+	rows, _, _, err := r.load(ctx, 0)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	return len(rows), r.settle(ctx, r.send(rows))
+	err = r.settle(ctx, r.send(rows))
+	if derr := r.deleteAcked(ctx); err == nil {
+		err = derr
+	}
+	return len(rows), err
 }
 
-// drain publishes everything pending, oldest first, and returns how many
-// rows it found. It is a two-stage pipeline: this goroutine loads and
-// publishes batches while a second one waits for their acks and deletes
-// them, in order. Without it the relay would alternate between the
+// drain publishes everything pending after the row with id from, oldest
+// first, and returns how many rows it published. It is a two-stage
+// pipeline: this goroutine loads and publishes batches while a second one
+// waits for their acks, in order. Without it the relay would alternate between the
 // database and the broker, each idle while the other works, and drain a
 // backlog at a fraction of the broker's asynchronous publish rate. On the
 // first error no new batch is started; those already published are still
 // settled, then the error is returned.
-func (r *Relay) drain(ctx context.Context) (int, error) {
+func (r *Relay) drain(ctx context.Context, from int64) (int, error) {
 	var (
 		mu       sync.Mutex
 		firstErr error
@@ -228,29 +310,40 @@ func (r *Relay) drain(ctx context.Context) (int, error) {
 	}()
 	var (
 		total int
-		after int64 // the highest id loaded so far
+		after = from // the highest id loaded so far
 	)
 	for !failed.Load() {
-		rows, err := r.load(ctx, after)
+		rows, last, more, err := r.load(ctx, after)
 		if err != nil {
 			fail(err)
 			break
 		}
-		total += len(rows)
-		if len(rows) == 0 {
-			break
+		if last > 0 {
+			after = last
 		}
-		after = rows[len(rows)-1].id
-		b := r.send(rows)
-		queue <- b
-		if b.err != nil || len(rows) < r.batch {
-			break // settle reports b.err
+		if len(rows) > 0 {
+			total += len(rows)
+			b := r.send(rows)
+			queue <- b
+			if b.err != nil {
+				break // settle reports it
+			}
+		}
+		if !more {
+			break
 		}
 	}
 	close(queue)
 	<-settled
 	mu.Lock()
 	defer mu.Unlock()
+	if firstErr == nil {
+		// Every row up to after is now published, or acked and waiting to
+		// be deleted.
+		r.mu.Lock()
+		r.cursor = max(r.cursor, after)
+		r.mu.Unlock()
+	}
 	return total, firstErr
 }
 
@@ -281,8 +374,9 @@ func (r *Relay) send(rows []row) *batch {
 	return b
 }
 
-// settle waits for the acks of b until its deadline and deletes the rows
-// the server acked. The error reports the rows that stay.
+// settle waits for the acks of b until its deadline and records the rows
+// the server acked, for deleteAcked. The error reports the rows that
+// stay to be sent again.
 func (r *Relay) settle(ctx context.Context, b *batch) error {
 	deadline := time.NewTimer(time.Until(b.deadline))
 	defer deadline.Stop()
@@ -307,31 +401,74 @@ wait:
 			break wait
 		}
 	}
-	if err := r.delete(context.WithoutCancel(ctx), acked); err != nil {
-		return err
+	if len(acked) > 0 {
+		r.mu.Lock()
+		if len(r.acked) == 0 {
+			r.ackedSince = time.Now()
+		}
+		for _, id := range acked {
+			r.acked[id] = struct{}{}
+		}
+		r.mu.Unlock()
 	}
 	return firstErr
 }
 
-// load returns up to one batch of the oldest rows with an id above after.
-func (r *Relay) load(ctx context.Context, after int64) ([]row, error) {
+// deleteAcked deletes the rows the server acked. It runs even when the
+// caller is shutting down: the rows are already in the stream, and
+// deleting them now saves a (harmless, de-duplicated) second publish
+// after restart. Rows it could not delete stay acked, for the next call.
+func (r *Relay) deleteAcked(ctx context.Context) error {
+	r.mu.Lock()
+	ids := make([]int64, 0, len(r.acked))
+	for id := range r.acked {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	if err := r.delete(context.WithoutCancel(ctx), ids); err != nil {
+		r.log.Warn("outbox relay: delete of published rows failed; will retry", "rows", len(ids), "err", err)
+		return err
+	}
+	r.mu.Lock()
+	for _, id := range ids {
+		delete(r.acked, id)
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// load reads up to one batch of the oldest rows with an id above after and
+// returns those not acked already, the id of the last row read, and
+// whether there may be more rows after it (the batch was full).
+func (r *Relay) load(ctx context.Context, after int64) (rows []row, last int64, more bool, err error) {
 	rs, err := r.ob.db.In(nil).Query(ctx, `SELECT id, event_id, subject, headers, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?`, after, r.batch)
 	if err != nil {
-		return nil, fmt.Errorf("outbox: load pending: %w", err)
+		return nil, 0, false, fmt.Errorf("outbox: load pending: %w", err)
 	}
 	defer rs.Close()
-	out := make([]row, 0, r.batch)
+	rows = make([]row, 0, r.batch)
+	read := 0
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for rs.Next() {
 		var rw row
 		if err := rs.Scan(&rw.id, &rw.eventID, &rw.subject, &rw.headers, &rw.payload); err != nil {
-			return nil, fmt.Errorf("outbox: scan pending: %w", err)
+			return nil, 0, false, fmt.Errorf("outbox: scan pending: %w", err)
 		}
-		out = append(out, rw)
+		read++
+		last = rw.id
+		if _, done := r.acked[rw.id]; !done {
+			rows = append(rows, rw)
+		}
 	}
 	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("outbox: load pending: %w", err)
+		return nil, 0, false, fmt.Errorf("outbox: load pending: %w", err)
 	}
-	return out, nil
+	return rows, last, read == r.batch, nil
 }
 
 // delete removes published rows. It runs even when the caller is shutting
