@@ -382,3 +382,57 @@ func firstDecisive(order []string, decides map[string]struct {
 	}
 	return ""
 }
+
+// SweepDeadlines is the safety net behind a scheduled deadline the stream
+// lost: an order pending past its deadline and the grace is cancelled with
+// reason timeout and withdraws its schedule; a younger pending order and a
+// final one are left alone; a second sweep changes nothing.
+func TestSweepDeadlines(t *testing.T) {
+	for _, b := range sqltest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, b)
+			now := t0
+			svc, err := orders.New(orders.Config{Store: f.store, Now: func() time.Time { return now }, Deadline: time.Minute, DeadlineGrace: 30 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.svc = svc
+			place := func(id string) {
+				t.Helper()
+				body, _ := json.Marshal(catalog.PlaceOrder{OrderID: id, CustomerID: "c", Currency: "EUR",
+					Items: []catalog.LineItem{{SKU: "SKU-1", Quantity: 1, UnitPrice: 100}}})
+				mustHandle(t, f, catalog.SubjectPlaceOrder, body)
+			}
+			place("old-pending")
+			place("old-confirmed")
+			mustHandle(t, f, "payments.captured.old-confirmed", captured(t, "cap-x", "old-confirmed"))
+			now = t0.Add(time.Minute + 20*time.Second)
+			place("young-pending")
+			if n, err := svc.SweepDeadlines(ctx); err != nil || n != 0 {
+				t.Fatalf("sweep within the grace: got (%d, %v), want (0, nil)", n, err)
+			}
+			now = t0.Add(time.Minute + 31*time.Second)
+			if n, err := svc.SweepDeadlines(ctx); err != nil || n != 1 {
+				t.Fatalf("sweep past the grace: got (%d, %v), want (1, nil)", n, err)
+			}
+			if o := f.order(t, "old-pending"); o.Status != orders.Cancelled || o.Reason != catalog.ReasonTimeout {
+				t.Errorf("overdue order: got %s %q, want CANCELLED timeout", o.Status, o.Reason)
+			}
+			if o := f.order(t, "young-pending"); o.Status != orders.Pending {
+				t.Errorf("young order: got %s, want PENDING", o.Status)
+			}
+			if o := f.order(t, "old-confirmed"); o.Status != orders.Confirmed {
+				t.Errorf("confirmed order: got %s, want CONFIRMED", o.Status)
+			}
+			rows := f.outbox(t)
+			last := rows[len(rows)-1]
+			if last.Subject != "orders.cancelled.old-pending" || last.Headers["Nats-Scheduler"] != "schedules.orders.deadline.old-pending" {
+				t.Errorf("last event: %s %v, want orders.cancelled.old-pending withdrawing its schedule", last.Subject, last.Headers)
+			}
+			if n, err := svc.SweepDeadlines(ctx); err != nil || n != 0 {
+				t.Errorf("second sweep: got (%d, %v), want (0, nil)", n, err)
+			}
+		})
+	}
+}

@@ -37,6 +37,9 @@ type Store interface {
 	Get(ctx context.Context, orderID string) (*Order, error)
 	// Outbox returns the outbox in the store's database.
 	Outbox() *outbox.Outbox
+	// Overdue returns the ids of up to limit orders still pending that
+	// were placed before placedBefore, oldest first.
+	Overdue(ctx context.Context, placedBefore time.Time, limit int) ([]string, error)
 }
 
 // Service handles the orders service's commands and events.
@@ -45,6 +48,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	deadline time.Duration
+	grace    time.Duration
 	router   *consumer.Router
 }
 
@@ -56,6 +60,10 @@ type Config struct {
 	// Deadline is how long an order may stay pending before it is
 	// cancelled with reason timeout (0: no deadline).
 	Deadline time.Duration
+	// DeadlineGrace is how long past its deadline an order may stay
+	// pending before SweepDeadlines cancels it (default a minute): the
+	// deadline's scheduled message should have fired long before.
+	DeadlineGrace time.Duration
 }
 
 // New returns a Service.
@@ -72,7 +80,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Deadline < 0 {
 		return nil, fmt.Errorf("orders: negative deadline %s", cfg.Deadline)
 	}
-	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline}
+	if cfg.DeadlineGrace <= 0 {
+		cfg.DeadlineGrace = time.Minute
+	}
+	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline, grace: cfg.DeadlineGrace}
 	s.router = s.routes()
 	return s, nil
 }
@@ -164,6 +175,49 @@ func (s *Service) cancel(ctx context.Context, orderID string, decided func(o *Or
 		out, rejected := o.RequestCancel(s.now(), tp)
 		decided(o, rejected)
 		return o, s.endDeadline(o, out), nil
+	}
+}
+
+// SweepDeadlines cancels, with reason timeout, every order still pending
+// past its deadline plus the grace, and returns how many it cancelled. It
+// is the safety net behind the scheduled deadline: a schedule the ORDERS
+// stream dropped (its limits evict the oldest messages, and a schedule of
+// an order stuck pending grows old) or never received (a stream restored
+// without it) must not leave an order pending for ever. It changes
+// nothing for an order that ended meanwhile, and running it on several
+// replicas at once is safe: the order's row lock decides.
+func (s *Service) SweepDeadlines(ctx context.Context) (int, error) {
+	if s.deadline <= 0 {
+		return 0, nil
+	}
+	cancelled := 0
+	for {
+		ids, err := s.store.Overdue(ctx, s.now().Add(-s.deadline-s.grace), 100)
+		if err != nil {
+			return cancelled, fmt.Errorf("orders: sweep deadlines: %w", err)
+		}
+		for _, id := range ids {
+			applied := false
+			_, err := s.store.Apply(ctx, inbox.Key{}, id, func(o *Order) (*Order, []events.Outgoing, error) {
+				applied = false
+				if o == nil || o.Status.Final() {
+					return nil, nil, nil
+				}
+				out := o.OnDeadline(catalog.OrderDeadline{OrderID: id, Deadline: o.PlacedAt.Add(s.deadline)}, s.now(), "")
+				applied = len(out) > 0
+				return o, s.endDeadline(o, out), nil
+			})
+			if err != nil {
+				return cancelled, fmt.Errorf("orders: sweep deadline of %s: %w", id, err)
+			}
+			if applied {
+				cancelled++
+				s.log.Warn("orders: cancelled an order past its deadline whose scheduled deadline never came", "order_id", id)
+			}
+		}
+		if len(ids) < 100 {
+			return cancelled, nil
+		}
 	}
 }
 

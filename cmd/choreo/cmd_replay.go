@@ -110,6 +110,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	defer nc.Close()
 	var msgs []replayed
 	for _, name := range names {
+		if h, err := readHistory(ctx, js, name); err == nil && h.dropped(*fromSeq, start) {
+			fmt.Fprintf(stderr, "note: older messages are gone: %s\n", h)
+		}
 		got, err := readStream(ctx, js, name, *fromSeq, start)
 		if err != nil {
 			return err

@@ -129,7 +129,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	sortRows(rows)
 	if len(rows) == 0 && !follow {
-		return fmt.Errorf("no events for order %s", id)
+		return fmt.Errorf("no events for order %s%s", id, traceHistoryNote(ctx, js))
+	}
+	if note := traceHistoryNote(ctx, js); !traceHasStart(rows) && note != "" {
+		// Not an error: the order may be fine, its start just gone.
+		fmt.Fprintf(stderr, "note: the order's placement is not in the streams any more%s\n", note)
 	}
 
 	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout)}
@@ -149,6 +153,33 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return fmt.Errorf("no events for order %s", id)
 	}
 	return p.state(id, st)
+}
+
+// traceHasStart reports whether the order's placement (the command or
+// orders.placed) is among rows.
+func traceHasStart(rows []traceRow) bool {
+	for _, r := range rows {
+		if r.Subject == catalog.SubjectPlaceOrder || strings.HasPrefix(r.Subject, catalog.Orders+"."+catalog.EventPlaced+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// traceHistoryNote says how far back the streams an order starts in
+// reach, when their limits have dropped messages: the reason an old
+// order's events are missing. It is "" while they hold everything.
+func traceHistoryNote(ctx context.Context, js jetstream.JetStream) string {
+	var notes []string
+	for _, name := range []string{catalog.StreamCommands, catalog.StreamOrders} {
+		if h, err := readHistory(ctx, js, name); err == nil && h.dropped(1, time.Time{}) {
+			notes = append(notes, h.String())
+		}
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return "; the streams keep only their newest messages: " + strings.Join(notes, "; ")
 }
 
 // traceHistory reads every message of the order stored when it starts and

@@ -409,3 +409,34 @@ func TestTraceSummaries(t *testing.T) {
 		t.Errorf("negative gap: %q", got)
 	}
 }
+
+// When the streams' limits have dropped an order's first events, trace
+// and replay say so, and say what the streams keep.
+func TestToolsSayWhatRetentionAllows(t *testing.T) {
+	c := startUp(t, "--stream-max-msgs", "20")
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, c.natsURL)
+	restock(t, ctx, js, "SKU-RET", 100)
+	var ids []string
+	for range 12 {
+		id := events.NewID()
+		ids = append(ids, id)
+		placeOrder(t, c, id, "cust-1", "SKU-RET", 1)
+	}
+	for _, id := range ids {
+		waitFinal(t, ctx, c, id)
+	}
+	_, stderr, code := runTool(t, "trace", "--nats-url", c.natsURL, ids[0])
+	if code != 0 || !strings.Contains(stderr, "placement is not in the streams any more") || !strings.Contains(stderr, "at most 20 messages") {
+		t.Errorf("trace of an order whose start was dropped (exit %d): stderr %q, want a note naming the limit", code, stderr)
+	}
+	_, stderr, code = runTool(t, "trace", "--nats-url", c.natsURL, "no-such-order")
+	if code != 1 || !strings.Contains(stderr, "no events for order no-such-order; the streams keep only their newest messages") || !strings.Contains(stderr, "ORDERS holds") {
+		t.Errorf("trace of an unknown order (exit %d): stderr %q, want the history the streams hold", code, stderr)
+	}
+	_, stderr, code = runTool(t, "replay", "--nats-url", c.natsURL, "--stream", "ORDERS", "--from-seq", "1")
+	if code != 0 || !strings.Contains(stderr, "older messages are gone: ORDERS holds") {
+		t.Errorf("replay from sequence 1 (exit %d): stderr %q, want a note that older messages are gone", code, stderr)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/events/worker"
 	"github.com/choreo-dev/choreo/inventory"
 	"github.com/choreo-dev/choreo/inventory/inventoryhttp"
 	"github.com/choreo-dev/choreo/inventory/stockdb"
@@ -31,6 +32,7 @@ import (
 type builtService struct {
 	outbox   *outbox.Outbox
 	consumer consumer.Config
+	tasks    []worker.Task
 	routes   func(mux *http.ServeMux)
 }
 
@@ -74,7 +76,12 @@ func buildOrders(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtServ
 	return builtService{
 		outbox:   store.Outbox(),
 		consumer: svc.Consumer(),
-		routes:   func(mux *http.ServeMux) { orderhttp.Register(mux, svc, log) },
+		// The safety net behind scheduled deadlines (see SweepDeadlines).
+		tasks: []worker.Task{{Name: "deadline sweep", Every: 30 * time.Second, Run: func(ctx context.Context) error {
+			_, err := svc.SweepDeadlines(ctx)
+			return err
+		}}},
+		routes: func(mux *http.ServeMux) { orderhttp.Register(mux, svc, log) },
 	}, nil
 }
 

@@ -109,7 +109,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		}
 		built.consumer.Batch = cfg.opts.batch
 		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
-			InboxRetention: cfg.opts.inboxRetention, Logger: log})
+			InboxRetention: cfg.opts.inboxRetention, Tasks: built.tasks, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}

@@ -32,7 +32,18 @@ type Config struct {
 	// the retention, at most ten minutes). See inbox.Prune.
 	InboxRetention time.Duration
 	PruneEvery     time.Duration
-	Logger         *slog.Logger
+	// Tasks run periodically beside the consumer, until Stop.
+	Tasks  []Task
+	Logger *slog.Logger
+}
+
+// Task is work a service does on a timer rather than on a message (a
+// safety-net sweep, say). A failed run is logged and tried again at the
+// next tick.
+type Task struct {
+	Name  string
+	Every time.Duration
+	Run   func(ctx context.Context) error
 }
 
 // Worker is a running relay plus a consumer.
@@ -41,6 +52,7 @@ type Worker struct {
 	cancelRelay context.CancelFunc
 	relayDone   chan struct{}
 	pruneDone   chan struct{}
+	tasks       sync.WaitGroup
 	stopOnce    sync.Once
 }
 
@@ -73,6 +85,13 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 	} else {
 		close(w.pruneDone)
 	}
+	for _, task := range cfg.Tasks {
+		if task.Every <= 0 || task.Run == nil {
+			w.Stop()
+			return nil, fmt.Errorf("worker: task %q needs a period and a function", task.Name)
+		}
+		w.tasks.Go(func() { runTask(relayCtx, task, log) })
+	}
 	cc := cfg.Consumer
 	if cc.Logger == nil {
 		cc.Logger = log
@@ -99,7 +118,24 @@ func (w *Worker) Stop() {
 		w.cancelRelay()
 		<-w.relayDone
 		<-w.pruneDone
+		w.tasks.Wait()
 	})
+}
+
+// runTask runs task every period until ctx ends.
+func runTask(ctx context.Context, task Task, log *slog.Logger) {
+	t := time.NewTicker(task.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := task.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("worker: task failed; will run again", "task", task.Name, "err", err, "retry_in", task.Every.String())
+		}
+	}
 }
 
 // prune forgets inbox claims older than keep, every interval, until ctx

@@ -261,3 +261,31 @@ func TestWorkerForgetsOldInboxClaims(t *testing.T) {
 		t.Errorf("claims left: got %v, want [young]", got)
 	}
 }
+
+// A worker runs its tasks on their period until it stops.
+func TestWorkerRunsTasks(t *testing.T) {
+	f := mustFixture(t)
+	runs := make(chan struct{}, 100)
+	w, err := worker.Start(context.Background(), worker.Config{
+		JS: f.js, Outbox: f.ob, Consumer: consumerConfig(f.handler),
+		Tasks: []worker.Task{{Name: "tick", Every: 5 * time.Millisecond, Run: func(context.Context) error {
+			runs <- struct{}{}
+			return errors.New("failing runs are run again")
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		select {
+		case <-runs:
+		case <-time.After(waitTimeout):
+			t.Fatal("the task did not run three times")
+		}
+	}
+	w.Stop() // goleak in TestMain checks the task stopped
+	if _, err := worker.Start(context.Background(), worker.Config{JS: f.js, Outbox: f.ob, Consumer: consumerConfig(f.handler),
+		Tasks: []worker.Task{{Name: "no period", Run: func(context.Context) error { return nil }}}}); err == nil {
+		t.Error("Start with a task without a period: got nil error, want one")
+	}
+}

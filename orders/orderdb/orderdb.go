@@ -156,6 +156,28 @@ func (s *Store) update(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
 	return nil
 }
 
+// Overdue implements orders.Store.
+func (s *Store) Overdue(ctx context.Context, placedBefore time.Time, limit int) ([]string, error) {
+	rows, err := s.db.In(nil).Query(ctx, `SELECT order_id FROM orders WHERE status = 'PENDING' AND placed_unix_ms < ?
+		ORDER BY placed_unix_ms LIMIT ?`, placedBefore.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("orderdb: overdue: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("orderdb: overdue: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("orderdb: overdue: %w", err)
+	}
+	return ids, nil
+}
+
 // Counts returns how many orders have each status, for tests and status
 // reports.
 func (s *Store) Counts(ctx context.Context) (map[orders.Status]int, error) {
