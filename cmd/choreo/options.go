@@ -65,6 +65,53 @@ func (e *envFlags) int64(p *int64, name, env string, def int64, usage string) {
 	e.fs.Int64Var(p, name, v, usage+" (env "+env+")")
 }
 
+// size is a byte count flag that also reads "32MiB", "1GiB", "500KB".
+type size int64
+
+func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *size) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = size(n)
+	return nil
+}
+
+// parseSize reads a byte count: a number, optionally followed by KB, MB,
+// GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+func parseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with KB, MB, GB, KiB, MiB or GiB", v)
+	}
+	return n * mult, nil
+}
+
+func (e *envFlags) size(p *int64, name, env string, def int64, usage string) {
+	v := size(def)
+	if raw := e.getenv(env); raw != "" {
+		if err := v.Set(raw); err != nil && e.err == nil {
+			e.err = fmt.Errorf("%w: %s: %v", errUsage, env, err)
+		}
+	}
+	*p = int64(v)
+	e.fs.Var((*size)(p), name, usage+" (env "+env+")")
+}
+
 func addServiceFlags(fs *flag.FlagSet, getenv func(string) string, providerHelp string) (*serviceFlags, error) {
 	f := &serviceFlags{}
 	e := &envFlags{fs: fs, getenv: getenv}
@@ -72,6 +119,7 @@ func addServiceFlags(fs *flag.FlagSet, getenv func(string) string, providerHelp 
 	def := catalog.DefaultRetention
 	e.duration(&f.retention.Events.MaxAge, "stream-max-age", "CHOREO_STREAM_MAX_AGE", def.Events.MaxAge, "the event and command streams drop messages older than this (0: no age limit)")
 	e.int64(&f.retention.Events.MaxMsgs, "stream-max-msgs", "CHOREO_STREAM_MAX_MSGS", def.Events.MaxMsgs, "each event and command stream keeps at most this many messages, the oldest dropped first (0: no limit); bounds the NATS server's memory")
+	e.size(&f.retention.Events.MaxBytes, "stream-max-bytes", "CHOREO_STREAM_MAX_BYTES", def.Events.MaxBytes, "each event and command stream keeps at most this many bytes, e.g. 512MiB (0: no limit); a stream of at most 32MiB stores its messages in 4MiB blocks instead of 8MiB, which the NATS server keeps in memory while it writes and trims them")
 	e.duration(&f.retention.DLQ.MaxAge, "dlq-max-age", "CHOREO_DLQ_MAX_AGE", def.DLQ.MaxAge, "the dead-letter queue drops messages older than this (0: no age limit)")
 	e.int64(&f.retention.DLQ.MaxMsgs, "dlq-max-msgs", "CHOREO_DLQ_MAX_MSGS", def.DLQ.MaxMsgs, "the dead-letter queue keeps at most this many messages (0: no limit)")
 	e.duration(&f.dupWindow, "duplicate-window", "CHOREO_DUPLICATE_WINDOW", streams.DefaultDuplicateWindow, "how long the streams remember a message id to drop a copy published again")
@@ -107,7 +155,7 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 			return serviceOptions{}, fmt.Errorf("%w: %s %s is negative", errUsage, d.name, d.v)
 		}
 	}
-	if f.retention.Events.MaxMsgs < 0 || f.retention.DLQ.MaxMsgs < 0 {
+	if f.retention.Events.MaxMsgs < 0 || f.retention.DLQ.MaxMsgs < 0 || f.retention.Events.MaxBytes < 0 {
 		return serviceOptions{}, fmt.Errorf("%w: --stream-max-msgs and --dlq-max-msgs must be 0 (no limit) or more", errUsage)
 	}
 	if f.dupWindow < time.Second {

@@ -55,7 +55,7 @@ type Retention struct {
 // saga event has a subject of its own); the age limits bound how far back
 // trace and replay can look when the system is quiet.
 var DefaultRetention = Retention{
-	Events: streams.Limits{MaxAge: 24 * time.Hour, MaxMsgs: 200_000},
+	Events: streams.Limits{MaxAge: 24 * time.Hour, MaxMsgs: 100_000},
 	DLQ:    streams.Limits{MaxAge: 7 * 24 * time.Hour, MaxMsgs: 100_000},
 }
 

@@ -3,6 +3,7 @@ package inbox_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -125,4 +126,62 @@ func benchOutgoing(prefix string, i int) events.Outgoing {
 			"items":    []map[string]any{{"sku": "SKU-1", "quantity": 2}},
 		},
 	}
+}
+
+// BenchmarkApplyAll is the consumer's batch: n units of work (claim, a
+// state upsert, one outgoing event each) in one transaction, against the
+// same units applied one transaction each. It reports both rates in units
+// per second and their ratio; ns/op is the batched run's, per unit.
+//
+//	go test -run '^$' -bench ApplyAll -benchtime 4096x -benchmem ./events/inbox
+func BenchmarkApplyAll(b *testing.B) {
+	for _, be := range sqltest.Backends() {
+		for _, n := range []int{16, 64} {
+			b.Run(fmt.Sprintf("%s/batch%d", be.Name, n), func(b *testing.B) { benchmarkApplyAll(b, be, n) })
+		}
+	}
+}
+
+func benchmarkApplyAll(b *testing.B, be sqltest.Backend, n int) {
+	b.StopTimer()
+	ctx := context.Background()
+	s := mustStore(b, be)
+	unit := func(prefix string, i int) inbox.Unit {
+		return inbox.Unit{
+			Key: inbox.Key{Consumer: "bench", EventID: prefix + strconv.Itoa(i)},
+			Fn: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+				if _, err := s.db.In(tx).Exec(ctx, `INSERT INTO counters (key, value) VALUES (?, 1)
+					ON CONFLICT (key) DO UPDATE SET value = counters.value + 1`, "k-"+strconv.Itoa(i%100)); err != nil {
+					return nil, err
+				}
+				return []events.Outgoing{benchOutgoing(prefix, i)}, nil
+			},
+		}
+	}
+	start := time.Now()
+	for i := range b.N {
+		if _, err := inbox.ApplyAll(ctx, s.ob, []inbox.Unit{unit("one-", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	single := time.Since(start)
+
+	b.ReportAllocs()
+	b.StartTimer()
+	start = time.Now()
+	units := make([]inbox.Unit, 0, n)
+	for i := range b.N {
+		units = append(units, unit("batch-", i))
+		if len(units) == n || i == b.N-1 {
+			if _, err := inbox.ApplyAll(ctx, s.ob, units); err != nil {
+				b.Fatal(err)
+			}
+			units = units[:0]
+		}
+	}
+	batched := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/single.Seconds(), "single_units/s")
+	b.ReportMetric(float64(b.N)/batched.Seconds(), "batched_units/s")
+	b.ReportMetric(single.Seconds()/batched.Seconds(), "speedup")
 }
