@@ -27,6 +27,15 @@ type Envelope struct {
 	Time            time.Time       `json:"time"`
 	DataContentType string          `json:"datacontenttype,omitempty"`
 	Data            json.RawMessage `json:"data"`
+	// TraceParent and TraceState are the CloudEvents distributed-tracing
+	// extension: the W3C trace context of the event's creation, so that a
+	// CloudEvents consumer that reads no NATS header keeps the trace.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
+	// CausationID is an extension attribute naming the id of the message
+	// that caused this event (an event's id, or a command's idempotency
+	// key): followed back, the causes make the saga's causal tree.
+	CausationID string `json:"causationid,omitempty"`
 }
 
 // Validate reports every missing or malformed required attribute at once,

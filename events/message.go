@@ -27,6 +27,9 @@ type Outgoing struct {
 	// Headers are extra NATS headers, such as the Nats-Schedule headers
 	// that make the server deliver the event later.
 	Headers map[string]string
+	// CausationID is the id of the message that caused the event; the
+	// outbox fills it from the context when it is empty (see WithCause).
+	CausationID string
 }
 
 // NewID returns a new time-ordered (UUID v7) id.
@@ -60,5 +63,6 @@ func (o Outgoing) Envelope() (Envelope, error) {
 		Time:            t.UTC(),
 		DataContentType: ContentTypeJSON,
 		Data:            data,
+		CausationID:     o.CausationID,
 	}, nil
 }

@@ -57,3 +57,18 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
 }
+
+type causeKey struct{}
+
+// WithCause returns a context naming id as the cause of the events created
+// in it: the consumer sets it to the id of the message being handled, and
+// the outbox records it in each event's causationid.
+func WithCause(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, causeKey{}, id)
+}
+
+// CauseFrom returns the cause carried by ctx, or "".
+func CauseFrom(ctx context.Context) string {
+	s, _ := ctx.Value(causeKey{}).(string)
+	return s
+}

@@ -167,6 +167,14 @@ func TestSagaHandlers(t *testing.T) {
 					if rows[0].Headers["Nats-Schedule-Next"] != "" {
 						t.Errorf("orders.placed carries %v, want no purge", rows[0].Headers)
 					}
+					// Every event names the message that caused it.
+					wantCause := map[string]string{"confirmed": "cap-1", "cancelled": "decl-order-1"}[path.name]
+					if final.Env.CausationID != wantCause {
+						t.Errorf("%s: causationid %q, want %q (the id of the event that caused it)", path.name, final.Env.CausationID, wantCause)
+					}
+					if got := rows[0].Env.CausationID; !strings.HasPrefix(got, catalog.SubjectPlaceOrder+":") {
+						t.Errorf("orders.placed: causationid %q, want the place command's key", got)
+					}
 				}
 			})
 			t.Run("DeadlineCancelsAPendingOrder", func(t *testing.T) {

@@ -169,6 +169,7 @@ type Event[T any] struct {
 func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 	return func(m *consumer.Message) (Event[T], error) {
 		env, v, err := DecodeEvent[T](m.Data, typ)
+		m.ID, m.Type, m.Key = env.ID, env.Type, env.Subject
 		return Event[T]{Envelope: env, Data: v}, err
 	}
 }
@@ -186,18 +187,26 @@ type Command[T any] struct {
 type commandBody interface {
 	Validator
 	commandID() string
+	// key is what the command is about: an order id, a SKU.
+	key() string
 }
 
 func (c PlaceOrder) commandID() string  { return c.CommandID }
 func (c CancelOrder) commandID() string { return c.CommandID }
 func (c Restock) commandID() string     { return c.CommandID }
+func (c PlaceOrder) key() string        { return c.OrderID }
+func (c CancelOrder) key() string       { return c.OrderID }
+func (c Restock) key() string           { return c.SKU }
 
 // CommandOf is a consumer.Decoder of commands of type T (see
 // DecodeCommand).
 func CommandOf[T commandBody](m *consumer.Message) (Command[T], error) {
+	m.Type = m.Subject
 	body, envID, err := DecodeCommand[T](m.Data)
 	if err != nil {
 		return Command[T]{}, err
 	}
-	return Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID)}, nil
+	c := Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID)}
+	m.ID, m.Key = c.Key, body.key()
+	return c, nil
 }

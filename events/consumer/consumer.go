@@ -12,7 +12,6 @@ package consumer
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,7 +50,13 @@ type Message struct {
 	Sequence  uint64    // stream sequence
 	Delivered uint64    // 1 on the first delivery
 	Time      time.Time // when the stream stored it
-	raw       jetstream.Msg
+	// Set by the route's decoder once the message is decoded, for logs,
+	// metrics and traces, and ID as the cause of the events its handling
+	// creates (see events.WithCause).
+	ID   string // the event's id, or the command's idempotency key
+	Type string // the CloudEvents type, or the command's subject
+	Key  string // what the message is about: an order id, a SKU
+	raw  jetstream.Msg
 }
 
 // InProgress tells the server the handler is still working, resetting the
@@ -388,6 +393,9 @@ func (c *Consumer) handleBatch(raws []jetstream.Msg) {
 			it.ctx = events.WithTraceParent(it.ctx, tp)
 		}
 		it.work, it.err = c.plan(it.ctx, m)
+		if m.ID != "" {
+			it.ctx = events.WithCause(it.ctx, m.ID)
+		}
 		items = append(items, it)
 	}
 	c.apply(items)
@@ -512,14 +520,9 @@ func (c *Consumer) apply(items []*item) {
 	if len(todo) > 1 {
 		units := make([]inbox.Unit, len(todo))
 		for i, it := range todo {
-			units[i] = inbox.Unit{Key: it.work.Key}
-			if apply := it.work.Apply; apply != nil {
-				// The batch's deadline, the message's own values (its
-				// trace context).
-				units[i].Fn = func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-					return apply(valuesOf{Context: ctx, values: it.ctx}, tx)
-				}
-			}
+			// The batch's deadline, the message's own values (its trace,
+			// its id as the cause of the events it creates).
+			units[i] = inbox.Unit{Key: it.work.Key, Fn: inbox.Fn(it.work.Apply), Values: it.ctx}
 		}
 		var applied []bool
 		err := safe(func() (err error) {
@@ -543,15 +546,6 @@ func (c *Consumer) apply(items []*item) {
 		cancel()
 	}
 }
-
-// valuesOf is a context with the deadline and cancellation of Context and
-// the values of values.
-type valuesOf struct {
-	context.Context
-	values context.Context
-}
-
-func (v valuesOf) Value(key any) any { return v.values.Value(key) }
 
 // settle acks, retries or dead-letters a message by the outcome of its
 // handling.

@@ -79,6 +79,9 @@ var errNoOutbox = events.Permanent(errors.New("consumer: the handler returned wo
 // replay) use it; ob may be nil for work that needs no database.
 func HandleOne(ctx context.Context, ob *outbox.Outbox, h Handler, m *Message) error {
 	w, err := h(ctx, m)
+	if m.ID != "" {
+		ctx = events.WithCause(ctx, m.ID)
+	}
 	for step := 0; err == nil && !w.Empty(); step++ {
 		if step == maxFollowUps {
 			return events.Permanent(fmt.Errorf("consumer: more than %d follow-ups for one message", maxFollowUps))

@@ -111,7 +111,20 @@ func Apply(ctx context.Context, ob *outbox.Outbox, key Key, fn Fn) (applied bool
 type Unit struct {
 	Key Key
 	Fn  Fn
+	// Values, when set, is the context whose values (the trace, the
+	// message being handled) the unit runs with, and its events are
+	// created in; the batch's context still bounds it.
+	Values context.Context
 }
+
+// valuesOf is a context with the deadline and cancellation of Context and
+// the values of values.
+type valuesOf struct {
+	context.Context
+	values context.Context
+}
+
+func (v valuesOf) Value(key any) any { return v.values.Value(key) }
 
 // ApplyAll runs units in one transaction, in order: for each, claim its
 // key and run its Fn, adding the events it returns to ob; then commit once
@@ -140,8 +153,12 @@ func ApplyAll(ctx context.Context, ob *outbox.Outbox, units []Unit) (applied []b
 	applied = make([]bool, len(units))
 	added := false
 	for i, u := range units {
+		uctx := ctx
+		if u.Values != nil {
+			uctx = valuesOf{Context: ctx, values: u.Values}
+		}
 		if u.Key.EventID != "" {
-			first, err := Claim(ctx, tx, db, u.Key.Consumer, u.Key.EventID)
+			first, err := Claim(uctx, tx, db, u.Key.Consumer, u.Key.EventID)
 			if err != nil {
 				return nil, unitErr(len(units), i, err)
 			}
@@ -153,11 +170,11 @@ func ApplyAll(ctx context.Context, ob *outbox.Outbox, units []Unit) (applied []b
 		if u.Fn == nil {
 			continue
 		}
-		out, err := u.Fn(ctx, tx)
+		out, err := u.Fn(uctx, tx)
 		if err != nil {
 			return nil, unitErr(len(units), i, err)
 		}
-		if err := ob.Add(ctx, tx, out...); err != nil {
+		if err := ob.Add(uctx, tx, out...); err != nil {
 			return nil, unitErr(len(units), i, err)
 		}
 		added = added || len(out) > 0

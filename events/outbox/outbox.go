@@ -55,7 +55,11 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 	}
 	now := time.Now()
 	stmts := o.db.In(tx)
+	cause := events.CauseFrom(ctx)
 	for _, e := range evts {
+		if e.CausationID == "" {
+			e.CausationID = cause
+		}
 		env, err := e.Envelope()
 		if err != nil {
 			return fmt.Errorf("outbox: %w", err)
