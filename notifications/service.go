@@ -9,37 +9,27 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // Store persists notifications. notificationdb implements it on SQLite and
 // PostgreSQL.
 type Store interface {
-	// Apply runs one unit of work on one notification in one transaction:
-	// it claims key in the inbox (an empty EventID skips the claim; a
-	// duplicate returns applied=false and changes nothing), loads the
-	// notification (nil when absent) locked against concurrent applies,
-	// calls fn, saves the notification fn returns (nil: no change) and
-	// queues the events fn returns in the outbox. Any error rolls all of
-	// it back.
-	Apply(ctx context.Context, key inbox.Key, notificationID string, fn Transition) (applied bool, err error)
-	// Work is Apply's unit of work for the consumer to carry out, batched
-	// with the work of other messages in one transaction.
-	Work(key inbox.Key, notificationID string, fn Transition) consumer.Work
+	// Apply, Work and Outbox change one notification (see
+	// aggregate.Changer).
+	aggregate.Changer[Notification]
 	// List returns the notifications of an order, oldest first; none is
 	// not an error.
 	List(ctx context.Context, orderID string) ([]*Notification, error)
-	// Outbox returns the outbox in the store's database.
-	Outbox() *outbox.Outbox
 }
 
 // Transition is a unit of work on one notification: it gets the
 // notification as stored (nil when there is none) and returns the
 // notification to save (nil: no change) and the events to publish.
-type Transition func(n *Notification) (*Notification, []events.Outgoing, error)
+type Transition = aggregate.Transition[Notification]
 
 // Config configures a Service.
 type Config struct {

@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
 )
 
 // ErrNotFound is returned for an order id the service does not know.
@@ -20,23 +20,14 @@ var ErrNotFound = errors.New("order not found")
 // Transition is a unit of work on one order: it gets the order as stored
 // (nil when there is none), and returns the order to save (nil: no change)
 // and the events the change publishes.
-type Transition func(o *Order) (*Order, []events.Outgoing, error)
+type Transition = aggregate.Transition[Order]
 
 // Store persists orders. orderdb implements it on SQLite and PostgreSQL.
 type Store interface {
-	// Apply runs fn on the order id in one transaction: it claims key in
-	// the inbox (a duplicate returns applied=false and changes nothing),
-	// loads the order (nil when absent) locked against concurrent
-	// applies, calls fn, saves the order fn returns and queues the events
-	// fn returns in the outbox. Any error rolls all of it back.
-	Apply(ctx context.Context, key inbox.Key, orderID string, fn Transition) (applied bool, err error)
-	// Work is the same unit of work for the consumer to carry out,
-	// batched with the work of other messages in one transaction.
-	Work(key inbox.Key, orderID string, fn Transition) consumer.Work
+	// Apply, Work and Outbox change an order (see aggregate.Changer).
+	aggregate.Changer[Order]
 	// Get returns the order or an error wrapping ErrNotFound.
 	Get(ctx context.Context, orderID string) (*Order, error)
-	// Outbox returns the outbox in the store's database.
-	Outbox() *outbox.Outbox
 	// Overdue returns the ids of up to limit orders still pending that
 	// were placed before placedBefore, oldest first.
 	Overdue(ctx context.Context, placedBefore time.Time, limit int) ([]string, error)

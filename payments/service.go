@@ -9,35 +9,26 @@ import (
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
 )
 
-// Store persists payments. paymentdb implements it on SQLite and
-// PostgreSQL.
+// Store persists payments, one per order, keyed by the order id.
+// paymentdb implements it on SQLite and PostgreSQL.
 type Store interface {
-	// Apply runs one unit of work on the payment of orderID in one
-	// transaction: it claims key in the inbox (an empty EventID skips the
-	// claim; a duplicate returns applied=false and changes nothing), loads
-	// the payment (nil when absent) locked against concurrent applies,
-	// calls fn, saves the payment fn returns (nil: no change) and queues
-	// the events fn returns in the outbox. Any error rolls all of it back.
-	Apply(ctx context.Context, key inbox.Key, orderID string, fn Transition) (applied bool, err error)
-	// Work is Apply's unit of work for the consumer to carry out, batched
-	// with the work of other messages in one transaction.
-	Work(key inbox.Key, orderID string, fn Transition) consumer.Work
+	// Apply, Work and Outbox change the payment of an order (see
+	// aggregate.Changer).
+	aggregate.Changer[Payment]
 	// Get returns the payment of an order or an error wrapping ErrNotFound.
 	Get(ctx context.Context, orderID string) (*Payment, error)
-	// Outbox returns the outbox in the store's database.
-	Outbox() *outbox.Outbox
 }
 
 // Transition is a unit of work on one order's payment: it gets the
 // payment as stored (nil when there is none) and returns the payment to
 // save (nil: no change) and the events the change publishes.
-type Transition func(p *Payment) (*Payment, []events.Outgoing, error)
+type Transition = aggregate.Transition[Payment]
 
 // Config configures a Service.
 type Config struct {

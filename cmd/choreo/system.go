@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/streams"
 	"github.com/choreo-dev/choreo/events/worker"
@@ -108,6 +109,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		built.consumer.Batch = cfg.opts.batch
+		built.consumer.Middleware = append(built.consumer.Middleware, consumer.LogOutcomes(log))
 		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
 			InboxRetention: cfg.opts.inboxRetention, Tasks: built.tasks, Logger: log})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/choreo-dev/choreo/events"
@@ -169,7 +170,7 @@ type Event[T any] struct {
 func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 	return func(m *consumer.Message) (Event[T], error) {
 		env, v, err := DecodeEvent[T](m.Data, typ)
-		m.ID, m.Type, m.Key = env.ID, env.Type, env.Subject
+		m.ID, m.Type, m.Key, m.KeyName = env.ID, env.Type, env.Subject, keyNames[typ]
 		return Event[T]{Envelope: env, Data: v}, err
 	}
 }
@@ -207,6 +208,27 @@ func CommandOf[T commandBody](m *consumer.Message) (Command[T], error) {
 		return Command[T]{}, err
 	}
 	c := Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID)}
-	m.ID, m.Key = c.Key, body.key()
+	m.ID, m.Key, m.KeyName = c.Key, body.key(), keyNames[m.Subject]
 	return c, nil
 }
+
+// keyNames maps each event's CloudEvents type and each command's subject
+// to what its key is, as a log attribute ("order_id", "sku"): the
+// placeholder of its subject pattern ("orders.placed.<order-id>"), or for
+// a command the field its key comes from.
+var keyNames = func() map[string]string {
+	names := map[string]string{
+		SubjectPlaceOrder:  "order_id",
+		SubjectCancelOrder: "order_id",
+		SubjectRestock:     "sku",
+	}
+	for _, t := range registry {
+		if t.Kind != KindEvent {
+			continue
+		}
+		if i := strings.LastIndex(t.Subject, ".<"); i >= 0 {
+			names[t.CloudEventsType] = strings.ReplaceAll(strings.Trim(t.Subject[i+1:], "<>"), "-", "_")
+		}
+	}
+	return names
+}()

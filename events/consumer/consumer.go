@@ -50,13 +50,34 @@ type Message struct {
 	Sequence  uint64    // stream sequence
 	Delivered uint64    // 1 on the first delivery
 	Time      time.Time // when the stream stored it
+	Consumer  string    // the durable consumer that received it
+	// Route is the subject pattern of the route that took the message,
+	// set by the Router: a destination template for metrics and traces,
+	// where the subject itself carries an id.
+	Route string
 	// Set by the route's decoder once the message is decoded, for logs,
 	// metrics and traces, and ID as the cause of the events its handling
 	// creates (see events.WithCause).
-	ID   string // the event's id, or the command's idempotency key
-	Type string // the CloudEvents type, or the command's subject
-	Key  string // what the message is about: an order id, a SKU
-	raw  jetstream.Msg
+	ID      string // the event's id, or the command's idempotency key
+	Type    string // the CloudEvents type, or the command's subject
+	Key     string // what the message is about: an order id, a SKU
+	KeyName string // what kind of key Key is, as a log attribute: "order_id", "sku"
+	raw     jetstream.Msg
+}
+
+type messageKey struct{}
+
+// WithMessage returns a context carrying m: the runner handles every
+// message in such a context, so that a log handler (or anything else)
+// can say which message a record is about.
+func WithMessage(ctx context.Context, m *Message) context.Context {
+	return context.WithValue(ctx, messageKey{}, m)
+}
+
+// MessageFrom returns the message ctx carries, or nil.
+func MessageFrom(ctx context.Context) *Message {
+	m, _ := ctx.Value(messageKey{}).(*Message)
+	return m
 }
 
 // InProgress tells the server the handler is still working, resetting the
@@ -149,8 +170,14 @@ type Config struct {
 	// (default: two thirds of AckWait, so a handler gives up before the
 	// server redelivers its message to another instance).
 	HandlerTimeout time.Duration
-	// Logger receives one record per message that failed (default:
-	// discard); handled messages are logged at debug level.
+	// Middleware wraps the handling of every message, in order: the
+	// first is the outermost (its done runs last). Tracing, metrics and
+	// logging live here, once for every handler.
+	Middleware []Middleware
+	// Logger receives the runner's own failures: an ack, a nak or a
+	// dead-letter publish that did not go through (default: discard).
+	// What became of each message is for a Middleware to log (see
+	// LogOutcomes).
 	Logger *slog.Logger
 }
 
@@ -371,8 +398,11 @@ func (c *Consumer) Done() <-chan struct{} { return c.done }
 type item struct {
 	m       *Message
 	ctx     context.Context
+	done    []func(Outcome) // the middleware's, innermost first
 	work    Work
+	first   bool // work is the handler's own, not a follow-up
 	applied bool
+	dup     bool // the inbox showed the message was handled before
 	err     error
 }
 
@@ -388,9 +418,16 @@ func (c *Consumer) handleBatch(raws []jetstream.Msg) {
 		if !ok {
 			continue
 		}
-		it := &item{m: m, ctx: c.baseCtx}
+		it := &item{m: m, ctx: WithMessage(c.baseCtx, m), first: true}
 		if tp := m.Header.Get(events.HeaderTraceParent); tp != "" {
 			it.ctx = events.WithTraceParent(it.ctx, tp)
+		}
+		for _, mw := range c.cfg.Middleware {
+			var done func(Outcome)
+			it.ctx, done = mw(it.ctx, m)
+			if done != nil {
+				it.done = append(it.done, done)
+			}
 		}
 		it.work, it.err = c.plan(it.ctx, m)
 		if m.ID != "" {
@@ -402,7 +439,7 @@ func (c *Consumer) handleBatch(raws []jetstream.Msg) {
 	var later []*item
 	for _, it := range items {
 		if it.err != nil || it.work.After == nil {
-			c.settle(it.ctx, it.m, it.err)
+			c.settle(it)
 			continue
 		}
 		later = append(later, it)
@@ -430,7 +467,7 @@ func (c *Consumer) finish(items []*item) {
 				ctx, cancel := context.WithTimeout(it.ctx, c.cfg.HandlerTimeout)
 				defer cancel()
 				after := it.work.After
-				it.work = Work{}
+				it.work, it.first = Work{}, false
 				it.err = safe(func() (err error) {
 					it.work, err = after(ctx, it.applied)
 					return err
@@ -448,7 +485,7 @@ func (c *Consumer) finish(items []*item) {
 		round = next
 	}
 	for _, it := range items {
-		c.settle(it.ctx, it.m, it.err)
+		c.settle(it)
 	}
 }
 
@@ -460,6 +497,7 @@ func (c *Consumer) message(raw jetstream.Msg) (*Message, bool) {
 		return nil, false
 	}
 	return &Message{
+		Consumer:  c.durable(meta.Stream),
 		Subject:   raw.Subject(),
 		Data:      raw.Data(),
 		Header:    raw.Headers(),
@@ -531,7 +569,7 @@ func (c *Consumer) apply(items []*item) {
 		})
 		if err == nil {
 			for i, it := range todo {
-				it.applied = applied[i]
+				it.setApplied(applied[i])
 			}
 			return
 		}
@@ -539,56 +577,63 @@ func (c *Consumer) apply(items []*item) {
 	}
 	for _, it := range todo {
 		ictx, cancel := context.WithTimeout(it.ctx, c.cfg.HandlerTimeout)
-		it.err = safe(func() (err error) {
-			it.applied, err = inbox.Apply(ictx, c.cfg.Outbox, it.work.Key, inbox.Fn(it.work.Apply))
+		it.err = safe(func() error {
+			applied, err := inbox.Apply(ictx, c.cfg.Outbox, it.work.Key, inbox.Fn(it.work.Apply))
+			it.setApplied(applied)
 			return err
 		})
 		cancel()
 	}
 }
 
+// setApplied records whether the item's work was applied; the handler's
+// own work not applied, with a claim, means the message is a duplicate.
+func (it *item) setApplied(applied bool) {
+	it.applied = applied
+	if it.first && !applied && it.work.Key.EventID != "" {
+		it.dup = true
+	}
+}
+
 // settle acks, retries or dead-letters a message by the outcome of its
-// handling.
-func (c *Consumer) settle(ctx context.Context, m *Message, herr error) {
+// handling, then tells the middleware what became of it.
+func (c *Consumer) settle(it *item) {
+	o := c.outcome(it.ctx, it.m, it.err)
+	if o.Result == Handled && it.dup {
+		o.Result = Duplicate
+	}
+	for i := len(it.done) - 1; i >= 0; i-- {
+		it.done[i](o)
+	}
+}
+
+func (c *Consumer) outcome(ctx context.Context, m *Message, herr error) Outcome {
 	log := c.cfg.Logger
 	switch {
 	case herr == nil:
 		if err := m.raw.Ack(); err != nil {
-			log.Warn("consumer: ack failed; the message will be redelivered and found in the inbox", c.attrs(m, "err", err)...)
-			return
+			log.WarnContext(ctx, "consumer: ack failed; the message will be redelivered and found in the inbox", "err", err)
 		}
-		if log.Enabled(ctx, slog.LevelDebug) {
-			log.Debug("consumer: handled", c.attrs(m)...)
-		}
+		return Outcome{Result: Handled}
 	case events.IsPermanent(herr):
-		c.deadLetter(m, herr)
+		return c.deadLetter(ctx, m, herr)
 	case events.KindOf(herr) == events.KindUnavailable:
 		// A dependency is down, not the message: back off as long as it
 		// takes, at the longest back-off once past MaxDeliver.
-		delay := c.cfg.Backoff(min(int(m.Delivered), c.cfg.MaxDeliver))
-		log.Warn("consumer: dependency unavailable, will retry", c.attrs(m, "err", herr, "retry_in", delay.String())...)
-		if err := m.raw.NakWithDelay(delay); err != nil {
-			log.Warn("consumer: nak failed; the server redelivers after the ack wait", c.attrs(m, "err", err)...)
-		}
+		return c.retry(ctx, m, herr, c.cfg.Backoff(min(int(m.Delivered), c.cfg.MaxDeliver)))
 	case int(m.Delivered) >= c.cfg.MaxDeliver:
-		c.deadLetter(m, fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr))
+		return c.deadLetter(ctx, m, fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr))
 	default:
-		delay := c.cfg.Backoff(int(m.Delivered))
-		log.Warn("consumer: handler failed, will retry", c.attrs(m, "err", herr, "retry_in", delay.String())...)
-		if err := m.raw.NakWithDelay(delay); err != nil {
-			log.Warn("consumer: nak failed; the server redelivers after the ack wait", c.attrs(m, "err", err)...)
-		}
+		return c.retry(ctx, m, herr, c.cfg.Backoff(int(m.Delivered)))
 	}
 }
 
-// attrs are the attributes of every record about a message, then extra.
-func (c *Consumer) attrs(m *Message, extra ...any) []any {
-	a := append(make([]any, 0, 12+len(extra)), "stream", m.Stream, "consumer", c.durable(m.Stream),
-		"subject", m.Subject, "seq", m.Sequence, "delivered", m.Delivered)
-	if id, ok := events.TraceID(m.Header.Get(events.HeaderTraceParent)); ok {
-		a = append(a, "trace_id", id)
+// retry naks m so that it comes back after delay.
+func (c *Consumer) retry(ctx context.Context, m *Message, herr error, delay time.Duration) Outcome {
+	if err := m.raw.NakWithDelay(delay); err != nil {
+		c.cfg.Logger.WarnContext(ctx, "consumer: nak failed; the server redelivers after the ack wait", "err", err)
 	}
-	return append(a, extra...)
+	return Outcome{Result: Retried, Err: herr, RetryIn: delay}
 }
 
 // durable returns the durable consumer name that reads stream.
@@ -604,8 +649,8 @@ func (c *Consumer) durable(stream string) string {
 // deadLetter publishes the message with its reason to the DLQ and only then
 // terminates it. If the DLQ publish fails, the message is nak'ed and comes
 // back: it is never dropped.
-func (c *Consumer) deadLetter(m *Message, reason error) {
-	durable := c.durable(m.Stream)
+func (c *Consumer) deadLetter(ctx context.Context, m *Message, reason error) Outcome {
+	durable := m.Consumer
 	dl := nats.NewMsg(c.cfg.DLQSubject + "." + m.Subject)
 	dl.Data = m.Data
 	for k, vs := range m.Header {
@@ -627,17 +672,18 @@ func (c *Consumer) deadLetter(m *Message, reason error) {
 	// between this publish and the Term below.
 	dl.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%s", m.Stream, m.Sequence, durable))
 
-	ctx, cancel := context.WithTimeout(c.baseCtx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := c.js.PublishMsg(ctx, dl); err != nil {
-		c.cfg.Logger.Error("consumer: dead-letter publish failed, will retry", c.attrs(m, "reason", reason, "err", err)...)
-		_ = m.raw.NakWithDelay(c.cfg.Backoff(int(m.Delivered)))
-		return
+	if _, err := c.js.PublishMsg(pctx, dl); err != nil {
+		c.cfg.Logger.ErrorContext(ctx, "consumer: dead-letter publish failed, will retry", "reason", reason, "err", err)
+		delay := c.cfg.Backoff(int(m.Delivered))
+		_ = m.raw.NakWithDelay(delay)
+		return Outcome{Result: Retried, Err: reason, RetryIn: delay}
 	}
 	if err := m.raw.TermWithReason(truncate(reason.Error(), 200)); err != nil {
-		c.cfg.Logger.Warn("consumer: term failed after dead-lettering", c.attrs(m, "err", err)...)
+		c.cfg.Logger.WarnContext(ctx, "consumer: term failed after dead-lettering", "err", err)
 	}
-	c.cfg.Logger.Error("consumer: dead-lettered", c.attrs(m, "reason", reason, "dlq_subject", dl.Subject)...)
+	return Outcome{Result: DeadLettered, Err: reason}
 }
 
 func truncate(s string, n int) string {

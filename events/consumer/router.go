@@ -44,6 +44,7 @@ func Route[T any](r *Router, pattern string, decode Decoder[T], h func(ctx conte
 		panic(fmt.Sprintf("consumer: route %q: %v", pattern, err)) // a programming error, caught by any test
 	}
 	r.routes = append(r.routes, route{pattern: pattern, handle: func(ctx context.Context, m *Message) (Work, error) {
+		m.Route = pattern
 		v, err := decode(m)
 		if err != nil {
 			return Work{}, err

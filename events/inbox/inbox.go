@@ -31,16 +31,22 @@ func Migrate(ctx context.Context, db *sqldb.DB) error {
 }
 
 // MigrateService migrates everything a service's database holds: the
-// outbox, the inbox, and the service's own tables from fsys (one directory
-// per engine, as sqldb.Migrate reads them) under the name component.
+// outbox, the inbox, and the service's own tables from the directory
+// "migrations" of fsys (one directory per engine in it, as sqldb.Migrate
+// reads them: what `//go:embed migrations` embeds) under the name
+// component.
 func MigrateService(ctx context.Context, db *sqldb.DB, component string, fsys fs.FS) error {
+	sub, err := fs.Sub(fsys, "migrations")
+	if err != nil {
+		return fmt.Errorf("%s: %w", component, err)
+	}
 	if err := outbox.Migrate(ctx, db); err != nil {
 		return err
 	}
 	if err := Migrate(ctx, db); err != nil {
 		return err
 	}
-	return sqldb.Migrate(ctx, db, component, fsys)
+	return sqldb.Migrate(ctx, db, component, sub)
 }
 
 // ErrRetry, wrapped in the error a unit of work returns, asks Apply to run

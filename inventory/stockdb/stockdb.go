@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"slices"
 	"time"
@@ -37,11 +36,7 @@ var migrations embed.FS
 // Migrate creates or upgrades the inventory tables, the outbox and the
 // inbox.
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("stockdb: %w", err)
-	}
-	return inbox.MigrateService(ctx, db, catalog.Inventory, sub)
+	return inbox.MigrateService(ctx, db, catalog.Inventory, migrations)
 }
 
 // Store implements inventory.Store.

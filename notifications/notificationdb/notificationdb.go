@@ -10,13 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/notifications"
 )
@@ -27,63 +25,30 @@ var migrations embed.FS
 // Migrate creates or upgrades the notifications table, the outbox and the
 // inbox.
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("notificationdb: %w", err)
-	}
-	return inbox.MigrateService(ctx, db, "notifications", sub)
+	return inbox.MigrateService(ctx, db, "notifications", migrations)
 }
 
 // Store implements notifications.Store.
 type Store struct {
-	db            *sqldb.DB
-	ob            *outbox.Outbox
-	notifications inbox.Aggregate[notifications.Notification]
+	*aggregate.Store[notifications.Notification]
+	db *sqldb.DB
 }
 
 var _ notifications.Store = (*Store)(nil)
 
 // New returns the store of a migrated database.
 func New(db *sqldb.DB) *Store {
-	s := &Store{db: db, ob: outbox.New(db)}
-	s.notifications = inbox.Aggregate[notifications.Notification]{Load: s.load, Insert: s.insert, Update: s.update}
+	s := &Store{db: db}
+	s.Store = aggregate.New(db, "notification", inbox.Aggregate[notifications.Notification]{Load: s.load, Insert: s.insert, Update: s.update},
+		func(n *notifications.Notification) string { return n.ID })
 	return s
 }
-
-// Outbox returns the store's outbox, for the relay.
-func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 
 // errCreateRace means another transaction recorded the same notification
 // between our read and our insert (the same event delivered to two
 // replicas); the whole unit of work is simply run again, and then finds
 // the row and locks it.
 var errCreateRace = fmt.Errorf("notificationdb: notification created concurrently: %w", inbox.ErrRetry)
-
-// Apply implements notifications.Store.
-func (s *Store) Apply(ctx context.Context, key inbox.Key, notificationID string, fn notifications.Transition) (bool, error) {
-	return inbox.Apply(ctx, s.ob, key, s.fn(notificationID, fn))
-}
-
-// Work implements notifications.Store.
-func (s *Store) Work(key inbox.Key, notificationID string, fn notifications.Transition) consumer.Work {
-	return consumer.Work{Key: key, Apply: s.fn(notificationID, fn)}
-}
-
-func (s *Store) fn(notificationID string, fn notifications.Transition) inbox.Fn {
-	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-		out, err := s.notifications.Apply(ctx, tx, notificationID, func(cur *notifications.Notification) (*notifications.Notification, []events.Outgoing, error) {
-			next, out, err := fn(cur)
-			if err == nil && next != nil && next.ID != notificationID {
-				return nil, nil, fmt.Errorf("notification %s returned for %s", next.ID, notificationID)
-			}
-			return next, out, err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("notificationdb: apply to notification %s: %w", notificationID, err)
-		}
-		return out, nil
-	}
-}
 
 const columns = `notification_id, order_id, status, customer_id, reason, currency, total_amount, items,
 	state, channel, created_unix_ms, sent_unix_ms`

@@ -10,13 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/orders"
 )
@@ -26,55 +24,28 @@ var migrations embed.FS
 
 // Migrate creates or upgrades the orders tables, the outbox and the inbox.
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("orderdb: %w", err)
-	}
-	return inbox.MigrateService(ctx, db, "orders", sub)
+	return inbox.MigrateService(ctx, db, "orders", migrations)
 }
 
 // Store implements orders.Store.
 type Store struct {
-	db     *sqldb.DB
-	ob     *outbox.Outbox
-	orders inbox.Aggregate[orders.Order]
+	*aggregate.Store[orders.Order]
+	db *sqldb.DB
 }
 
 var _ orders.Store = (*Store)(nil)
 
 // New returns the store of a migrated database.
 func New(db *sqldb.DB) *Store {
-	s := &Store{db: db, ob: outbox.New(db)}
-	s.orders = inbox.Aggregate[orders.Order]{Load: s.loadLocked, Insert: s.insert, Update: s.update}
+	s := &Store{db: db}
+	s.Store = aggregate.New(db, "order", inbox.Aggregate[orders.Order]{Load: s.loadLocked, Insert: s.insert, Update: s.update},
+		func(o *orders.Order) string { return o.ID })
 	return s
 }
-
-// Outbox returns the store's outbox, for the relay.
-func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 
 // errCreateRace means another transaction created the same order between
 // our read and our insert; the whole unit of work is simply run again.
 var errCreateRace = fmt.Errorf("orderdb: order created concurrently: %w", inbox.ErrRetry)
-
-// Apply implements orders.Store.
-func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn orders.Transition) (bool, error) {
-	return inbox.Apply(ctx, s.ob, key, s.fn(orderID, fn))
-}
-
-// Work implements orders.Store.
-func (s *Store) Work(key inbox.Key, orderID string, fn orders.Transition) consumer.Work {
-	return consumer.Work{Key: key, Apply: s.fn(orderID, fn)}
-}
-
-func (s *Store) fn(orderID string, fn orders.Transition) inbox.Fn {
-	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-		out, err := s.orders.Apply(ctx, tx, orderID, fn)
-		if err != nil {
-			return nil, fmt.Errorf("orderdb: apply to order %s: %w", orderID, err)
-		}
-		return out, nil
-	}
-}
 
 // Get implements orders.Store.
 func (s *Store) Get(ctx context.Context, orderID string) (*orders.Order, error) {

@@ -9,13 +9,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/payments"
 )
@@ -25,63 +23,30 @@ var migrations embed.FS
 
 // Migrate creates or upgrades the payments table, the outbox and the inbox.
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("paymentdb: %w", err)
-	}
-	return inbox.MigrateService(ctx, db, "payments", sub)
+	return inbox.MigrateService(ctx, db, "payments", migrations)
 }
 
 // Store implements payments.Store.
 type Store struct {
-	db       *sqldb.DB
-	ob       *outbox.Outbox
-	payments inbox.Aggregate[payments.Payment]
+	*aggregate.Store[payments.Payment]
+	db *sqldb.DB
 }
 
 var _ payments.Store = (*Store)(nil)
 
 // New returns the store of a migrated database.
 func New(db *sqldb.DB) *Store {
-	s := &Store{db: db, ob: outbox.New(db)}
-	s.payments = inbox.Aggregate[payments.Payment]{Load: s.loadLocked, Insert: s.insert, Update: s.update}
+	s := &Store{db: db}
+	s.Store = aggregate.New(db, "payment of order", inbox.Aggregate[payments.Payment]{Load: s.loadLocked, Insert: s.insert, Update: s.update},
+		func(p *payments.Payment) string { return p.OrderID })
 	return s
 }
-
-// Outbox returns the store's outbox, for the relay.
-func (s *Store) Outbox() *outbox.Outbox { return s.ob }
 
 // errCreateRace means another transaction created the same payment between
 // our read and our insert (the placed and reserved events of one order
 // handled at once); the whole unit of work is simply run again, and then
 // finds the row and locks it.
 var errCreateRace = fmt.Errorf("paymentdb: payment created concurrently: %w", inbox.ErrRetry)
-
-// Apply implements payments.Store.
-func (s *Store) Apply(ctx context.Context, key inbox.Key, orderID string, fn payments.Transition) (bool, error) {
-	return inbox.Apply(ctx, s.ob, key, s.fn(orderID, fn))
-}
-
-// Work implements payments.Store.
-func (s *Store) Work(key inbox.Key, orderID string, fn payments.Transition) consumer.Work {
-	return consumer.Work{Key: key, Apply: s.fn(orderID, fn)}
-}
-
-func (s *Store) fn(orderID string, fn payments.Transition) inbox.Fn {
-	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-		out, err := s.payments.Apply(ctx, tx, orderID, func(cur *payments.Payment) (*payments.Payment, []events.Outgoing, error) {
-			next, out, err := fn(cur)
-			if err == nil && next != nil && next.OrderID != orderID {
-				return nil, nil, fmt.Errorf("payment of order %s returned for order %s", next.OrderID, orderID)
-			}
-			return next, out, err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("paymentdb: apply to payment of order %s: %w", orderID, err)
-		}
-		return out, nil
-	}
-}
 
 // Get implements payments.Store.
 func (s *Store) Get(ctx context.Context, orderID string) (*payments.Payment, error) {
