@@ -22,8 +22,6 @@ type Outgoing struct {
 	Time    time.Time
 	// Data is marshalled to JSON as the event's data.
 	Data any
-	// TraceParent, when set, is sent as the traceparent header.
-	TraceParent string
 	// Headers are extra NATS headers, such as the Nats-Schedule headers
 	// that make the server deliver the event later.
 	Headers map[string]string

@@ -2,60 +2,114 @@ package events
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
-// HeaderTraceParent is the W3C Trace Context header; choreo carries it on
-// every NATS message so one saga can be followed across services.
-const HeaderTraceParent = "traceparent"
+// Trace context travels with every message in the W3C Trace Context
+// headers, and inside every event's envelope as the CloudEvents
+// distributed-tracing extension (the same two values), so that a consumer
+// that only sees the CloudEvent keeps the trace too. The context a
+// message carries is its creation context: the span in which the event
+// was written to the outbox.
+const (
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
+)
 
-type traceKey struct{}
+// TracerName is the instrumentation scope of the spans package events
+// and its subpackages start.
+const TracerName = "github.com/choreo-dev/choreo/events"
 
-// NewTraceParent starts a new trace: version 00, a random trace id, a random
-// parent id, sampled.
-func NewTraceParent() string {
-	return "00-" + randomHex(16) + "-" + randomHex(8) + "-01"
+// MessagingSystem is the messaging.system attribute of choreo's spans.
+const MessagingSystem = "nats"
+
+// w3c is OTel's W3C Trace Context propagator: traceparent and tracestate,
+// with the sampled flag, exactly as the specification has them.
+var w3c = propagation.TraceContext{}
+
+// HeaderCarrier lets OTel's propagators read and write NATS headers, whose
+// keys, unlike HTTP's, are case-sensitive.
+type HeaderCarrier nats.Header
+
+// Get returns the first value of key.
+func (c HeaderCarrier) Get(key string) string { return nats.Header(c).Get(key) }
+
+// Set sets key to value.
+func (c HeaderCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
+
+// Keys lists the keys present.
+func (c HeaderCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
-// ChildTraceParent keeps the trace id of parent and gives the next hop a
-// fresh span id. An invalid or empty parent starts a new trace.
-func ChildTraceParent(parent string) string {
-	id, ok := TraceID(parent)
-	if !ok {
-		return NewTraceParent()
-	}
-	return "00-" + id + "-" + randomHex(8) + "-01"
+// InjectTrace writes the trace context of ctx's span into h (nothing when
+// ctx has none).
+func InjectTrace(ctx context.Context, h nats.Header) { w3c.Inject(ctx, HeaderCarrier(h)) }
+
+// ExtractTrace returns ctx with the remote span context h carries, if any.
+func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
+	return w3c.Extract(ctx, HeaderCarrier(h))
 }
 
 // TraceID returns the trace id of a W3C traceparent value.
 func TraceID(traceparent string) (string, bool) {
-	parts := strings.Split(traceparent, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 {
+	sc := trace.SpanContextFromContext(w3c.Extract(context.Background(), propagation.MapCarrier{HeaderTraceParent: traceparent}))
+	if !sc.IsValid() {
 		return "", false
 	}
-	if _, err := hex.DecodeString(parts[1]); err != nil || parts[1] == strings.Repeat("0", 32) {
-		return "", false
+	return sc.TraceID().String(), true
+}
+
+// Tracer returns the tracer for spans started in ctx: that of the
+// provider of ctx's span, so that a service's spans share its provider
+// (and its service.name) wherever they are started, else the global one.
+func Tracer(ctx context.Context) trace.Tracer {
+	tp := otel.GetTracerProvider()
+	if span := trace.SpanFromContext(ctx); span.SpanContext().IsValid() {
+		tp = span.TracerProvider()
 	}
-	return parts[1], true
+	return tp.Tracer(TracerName)
 }
 
-// WithTraceParent returns a context carrying traceparent.
-func WithTraceParent(ctx context.Context, traceparent string) context.Context {
-	return context.WithValue(ctx, traceKey{}, traceparent)
+// SubjectTemplate returns the subject with its last token, the aggregate's
+// id, as a wildcard: "orders.placed.*" for "orders.placed.o-1". A span's
+// name needs a destination of low cardinality.
+func SubjectTemplate(subject string) string {
+	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
+		return subject[:i] + ".*"
+	}
+	return subject
 }
 
-// TraceParentFrom returns the traceparent carried by ctx, or "".
-func TraceParentFrom(ctx context.Context) string {
-	s, _ := ctx.Value(traceKey{}).(string)
-	return s
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b)
+// MessageAttributes are the OpenTelemetry messaging and CloudEvents
+// attributes of a span about the event with the given subject, id and
+// type, for the operation op ("create", "send", "process").
+func MessageAttributes(op, subject, template, id, typ string) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String(MessagingSystem),
+		semconv.MessagingOperationTypeKey.String(op),
+		semconv.MessagingOperationName(op),
+		semconv.MessagingDestinationName(subject),
+		semconv.MessagingDestinationTemplate(template),
+	}
+	if id != "" {
+		attrs = append(attrs, semconv.MessagingMessageID(id), semconv.CloudEventsEventID(id))
+	}
+	if typ != "" {
+		attrs = append(attrs, semconv.CloudEventsEventType(typ))
+	}
+	return attrs
 }
 
 type causeKey struct{}

@@ -72,7 +72,7 @@ func TestRestock(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := tt.stock
-			out, err := st.Restock(tt.cmd, "cmd.inventory.restock:r-1", t0, "")
+			out, err := st.Restock(tt.cmd, "cmd.inventory.restock:r-1", t0)
 			if st != tt.want {
 				t.Errorf("stock = %+v, want %+v", st, tt.want)
 			}
@@ -105,11 +105,11 @@ func TestRestock(t *testing.T) {
 
 func TestRestockWithoutCauseGetsFreshIDs(t *testing.T) {
 	st := inventory.Stock{SKU: "A"}
-	a, err := st.Restock(catalog.Restock{SKU: "A", Quantity: 1}, "", t0, "")
+	a, err := st.Restock(catalog.Restock{SKU: "A", Quantity: 1}, "", t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := st.Restock(catalog.Restock{SKU: "A", Quantity: 1}, "", t0, "")
+	b, err := st.Restock(catalog.Restock{SKU: "A", Quantity: 1}, "", t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestReserve(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stock := stockOf(tt.available)
-			res, out, err := inventory.Reserve("o-1", tt.lines, stock, t0, "")
+			res, out, err := inventory.Reserve("o-1", tt.lines, stock, t0)
 			if err != nil {
 				t.Fatalf("Reserve: %v", err)
 			}
@@ -249,7 +249,7 @@ func TestReserveRejectsBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stock := stockOf(map[string]int64{"A": 10})
-			res, out, err := inventory.Reserve(tt.orderID, tt.lines, stock, t0, "")
+			res, out, err := inventory.Reserve(tt.orderID, tt.lines, stock, t0)
 			if !events.IsPermanent(err) {
 				t.Fatalf("err = %v, want a permanent error", err)
 			}
@@ -312,7 +312,7 @@ func TestCommit(t *testing.T) {
 				stock[sku] = &st
 			}
 			res := &inventory.Reservation{OrderID: "o-1", Status: tt.status, Lines: lines}
-			out, err := res.Commit(stock, t0, "")
+			out, err := res.Commit(stock, t0)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) || !events.IsPermanent(err) {
 					t.Fatalf("err = %v, want permanent %v", err, tt.wantErr)
@@ -468,11 +468,11 @@ func TestTransitions(t *testing.T) {
 			)
 			switch tt.input {
 			case placed:
-				next, out, err = inventory.OnPlaced(tt.start, "o-1", lines, stock, now, "")
+				next, out, err = inventory.OnPlaced(tt.start, "o-1", lines, stock, now)
 			case confirmed:
-				next, out, err = inventory.OnConfirmed(tt.start, "o-1", stock, now, "")
+				next, out, err = inventory.OnConfirmed(tt.start, "o-1", stock, now)
 			case cancelled:
-				next, out, err = inventory.OnCancelled(tt.start, "o-1", stock, now, "")
+				next, out, err = inventory.OnCancelled(tt.start, "o-1", stock, now)
 			}
 			if err != nil {
 				t.Fatalf("%s: %v", tt.input, err)
@@ -528,7 +528,7 @@ func TestReleaseEvent(t *testing.T) {
 	lines := []catalog.StockLine{line("A", 2), line("B", 1)}
 	stock := map[string]*inventory.Stock{"A": {SKU: "A", Reserved: 2}, "B": {SKU: "B", Available: 4, Reserved: 1}}
 	res := resv(inventory.Reserved, inventory.Inputs{Placed: true}, lines...)
-	out, err := res.Release(stock, t0, events.NewTraceParent())
+	out, err := res.Release(stock, t0)
 	if err != nil {
 		t.Fatalf("Release: %v", err)
 	}
@@ -537,7 +537,7 @@ func TestReleaseEvent(t *testing.T) {
 	}
 	e := out[0]
 	if e.ID != events.DerivedID("o-1", "inventory.released") || e.Subject != "inventory.released.o-1" ||
-		e.Type != catalog.TypeReservationReleased || e.Source != catalog.Source(catalog.Inventory) || e.TraceParent == "" ||
+		e.Type != catalog.TypeReservationReleased || e.Source != catalog.Source(catalog.Inventory) ||
 		!reflect.DeepEqual(e.Data, catalog.ReservationReleased{OrderID: "o-1", Items: lines}) {
 		t.Errorf("event = %+v", e)
 	}
@@ -550,7 +550,7 @@ func TestReleaseInconsistentChangesNothing(t *testing.T) {
 	lines := []catalog.StockLine{line("A", 2), line("B", 1)}
 	stock := map[string]*inventory.Stock{"A": {SKU: "A", Reserved: 2}, "B": {SKU: "B", Available: 1}}
 	res := resv(inventory.Reserved, inventory.Inputs{Placed: true}, lines...)
-	out, err := res.Release(stock, t0, "")
+	out, err := res.Release(stock, t0)
 	if !errors.Is(err, inventory.ErrInconsistent) || !events.IsPermanent(err) {
 		t.Fatalf("err = %v, want permanent ErrInconsistent", err)
 	}
@@ -566,13 +566,13 @@ func TestTransitionsRejectBadInput(t *testing.T) {
 	stock := stockOf(map[string]int64{"A": 10})
 	for name, run := range map[string]func() (*inventory.Reservation, []events.Outgoing, error){
 		"PlacedBadLinesOnTombstone": func() (*inventory.Reservation, []events.Outgoing, error) {
-			return inventory.OnPlaced(resv(inventory.Cancelled, inventory.Inputs{Cancelled: true}), "o-1", []catalog.StockLine{line("A.B", 1)}, stock, t0, "")
+			return inventory.OnPlaced(resv(inventory.Cancelled, inventory.Inputs{Cancelled: true}), "o-1", []catalog.StockLine{line("A.B", 1)}, stock, t0)
 		},
 		"ConfirmedBadOrderID": func() (*inventory.Reservation, []events.Outgoing, error) {
-			return inventory.OnConfirmed(nil, "o.1", stock, t0, "")
+			return inventory.OnConfirmed(nil, "o.1", stock, t0)
 		},
 		"CancelledBadOrderID": func() (*inventory.Reservation, []events.Outgoing, error) {
-			return inventory.OnCancelled(nil, "", stock, t0, "")
+			return inventory.OnCancelled(nil, "", stock, t0)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

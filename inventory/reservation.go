@@ -109,7 +109,7 @@ func (r *Reservation) Validate() error {
 // inventory.reservation_failed event listing the shortages. A SKU missing
 // from stock counts as none available. lines must be merged per SKU (see
 // Lines); invalid input is a Permanent error and changes nothing.
-func Reserve(orderID string, lines []catalog.StockLine, stock map[string]*Stock, now time.Time, traceparent string) (*Reservation, []events.Outgoing, error) {
+func Reserve(orderID string, lines []catalog.StockLine, stock map[string]*Stock, now time.Time) (*Reservation, []events.Outgoing, error) {
 	if err := validateLines(orderID, lines); err != nil {
 		return nil, nil, err
 	}
@@ -132,7 +132,7 @@ func Reserve(orderID string, lines []catalog.StockLine, stock map[string]*Stock,
 	}
 	if len(r.Shortages) > 0 {
 		r.Status = Failed
-		return r, []events.Outgoing{r.event(catalog.EventReservationFailed, catalog.TypeStockReservationFailed, now, traceparent,
+		return r, []events.Outgoing{r.event(catalog.EventReservationFailed, catalog.TypeStockReservationFailed, now,
 			catalog.StockReservationFailed{OrderID: orderID, Reason: catalog.ReasonOutOfStock, Shortages: r.Shortages})}, nil
 	}
 	// Every line was checked above, so no count goes negative here.
@@ -142,7 +142,7 @@ func Reserve(orderID string, lines []catalog.StockLine, stock map[string]*Stock,
 		st.Reserved += l.Quantity
 	}
 	r.Status = Reserved
-	return r, []events.Outgoing{r.event(catalog.EventReserved, catalog.TypeStockReserved, now, traceparent,
+	return r, []events.Outgoing{r.event(catalog.EventReserved, catalog.TypeStockReserved, now,
 		catalog.StockReserved{OrderID: orderID, Items: r.Lines})}, nil
 }
 
@@ -179,7 +179,7 @@ func validateLines(orderID string, lines []catalog.StockLine) error {
 // returns no event (OnConfirmed records the confirmation on those). stock
 // must hold every SKU of the reservation; a stock that does not hold the
 // reserved units is ErrInconsistent (Permanent), and nothing changes.
-func (r *Reservation) Commit(stock map[string]*Stock, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (r *Reservation) Commit(stock map[string]*Stock, now time.Time) ([]events.Outgoing, error) {
 	if r.Status != Reserved {
 		return nil, nil
 	}
@@ -195,7 +195,7 @@ func (r *Reservation) Commit(stock map[string]*Stock, now time.Time, traceparent
 	r.Status = Committed
 	r.Seen.Confirmed = true
 	r.UpdatedAt = now
-	return []events.Outgoing{r.event(catalog.EventCommitted, catalog.TypeReservationCommitted, now, traceparent,
+	return []events.Outgoing{r.event(catalog.EventCommitted, catalog.TypeReservationCommitted, now,
 		catalog.ReservationCommitted{OrderID: r.OrderID, Items: r.Lines})}, nil
 }
 
@@ -204,7 +204,7 @@ func (r *Reservation) Commit(stock map[string]*Stock, now time.Time, traceparent
 // event. Any other reservation holds no reserved stock: Release changes
 // nothing and returns no event (OnCancelled records the cancellation on
 // those). Errors are those of Commit.
-func (r *Reservation) Release(stock map[string]*Stock, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (r *Reservation) Release(stock map[string]*Stock, now time.Time) ([]events.Outgoing, error) {
 	if r.Status != Reserved {
 		return nil, nil
 	}
@@ -220,7 +220,7 @@ func (r *Reservation) Release(stock map[string]*Stock, now time.Time, traceparen
 	r.Status = Released
 	r.Seen.Cancelled = true
 	r.UpdatedAt = now
-	return []events.Outgoing{r.event(catalog.EventReleased, catalog.TypeReservationReleased, now, traceparent,
+	return []events.Outgoing{r.event(catalog.EventReleased, catalog.TypeReservationReleased, now,
 		catalog.ReservationReleased{OrderID: r.OrderID, Items: r.Lines})}, nil
 }
 
@@ -257,13 +257,13 @@ func (r *Reservation) checkHeld(stock map[string]*Stock, op string) error {
 // and publishes nothing: the CANCELLED tombstone stays, now with the
 // order's lines. A placement seen before changes nothing, whatever the
 // status: an order is decided once. Invalid lines are a Permanent error.
-func OnPlaced(res *Reservation, orderID string, lines []catalog.StockLine, stock map[string]*Stock, now time.Time, traceparent string) (*Reservation, []events.Outgoing, error) {
+func OnPlaced(res *Reservation, orderID string, lines []catalog.StockLine, stock map[string]*Stock, now time.Time) (*Reservation, []events.Outgoing, error) {
 	if err := validateLines(orderID, lines); err != nil {
 		return nil, nil, err
 	}
 	switch {
 	case res == nil:
-		return Reserve(orderID, lines, stock, now, traceparent)
+		return Reserve(orderID, lines, stock, now)
 	case res.Seen.Placed:
 		return nil, nil, nil
 	case res.Seen.Cancelled:
@@ -273,14 +273,14 @@ func OnPlaced(res *Reservation, orderID string, lines []catalog.StockLine, stock
 		return res, nil, nil
 	}
 	// Confirmed before placed: decide now, then act on the confirmation.
-	next, out, err := Reserve(orderID, lines, stock, now, traceparent)
+	next, out, err := Reserve(orderID, lines, stock, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	next.Seen.Confirmed = res.Seen.Confirmed
 	next.CreatedAt = res.CreatedAt
 	if next.Status == Reserved && next.Seen.Confirmed {
-		more, err := next.Commit(stock, now, traceparent)
+		more, err := next.Commit(stock, now)
 		if err != nil { // cannot happen: Reserve just reserved the lines
 			return nil, nil, err
 		}
@@ -296,7 +296,7 @@ func OnPlaced(res *Reservation, orderID string, lines []catalog.StockLine, stock
 // recorded, and a repeated one changes nothing. The orders service never
 // confirms an order whose reservation failed or which it cancelled; the
 // caller logs those (see Anomaly).
-func OnConfirmed(res *Reservation, orderID string, stock map[string]*Stock, now time.Time, traceparent string) (*Reservation, []events.Outgoing, error) {
+func OnConfirmed(res *Reservation, orderID string, stock map[string]*Stock, now time.Time) (*Reservation, []events.Outgoing, error) {
 	if err := events.ValidToken(orderID); err != nil {
 		return nil, nil, events.Permanent(fmt.Errorf("confirm order %q: %w", orderID, err))
 	}
@@ -304,7 +304,7 @@ func OnConfirmed(res *Reservation, orderID string, stock map[string]*Stock, now 
 	case res == nil:
 		return newUnplaced(orderID, AwaitingPlacement, Inputs{Confirmed: true}, now), nil, nil
 	case res.Status == Reserved:
-		out, err := res.Commit(stock, now, traceparent)
+		out, err := res.Commit(stock, now)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -325,7 +325,7 @@ func OnConfirmed(res *Reservation, orderID string, stock map[string]*Stock, now 
 // recorded, and a repeated one changes nothing. A COMMITTED reservation
 // stays sold — the orders service never cancels a confirmed order; the
 // caller logs that (see Anomaly).
-func OnCancelled(res *Reservation, orderID string, stock map[string]*Stock, now time.Time, traceparent string) (*Reservation, []events.Outgoing, error) {
+func OnCancelled(res *Reservation, orderID string, stock map[string]*Stock, now time.Time) (*Reservation, []events.Outgoing, error) {
 	if err := events.ValidToken(orderID); err != nil {
 		return nil, nil, events.Permanent(fmt.Errorf("cancel order %q: %w", orderID, err))
 	}
@@ -333,7 +333,7 @@ func OnCancelled(res *Reservation, orderID string, stock map[string]*Stock, now 
 	case res == nil:
 		return newUnplaced(orderID, Cancelled, Inputs{Cancelled: true}, now), nil, nil
 	case res.Status == Reserved:
-		out, err := res.Release(stock, now, traceparent)
+		out, err := res.Release(stock, now)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -377,14 +377,13 @@ func (r *Reservation) Anomaly() string {
 // order id and the event name: each happens at most once per order, so a
 // redelivered or replayed input yields the same id and the stream's
 // duplicate window drops the copy.
-func (r *Reservation) event(name, typ string, now time.Time, traceparent string, data any) events.Outgoing {
+func (r *Reservation) event(name, typ string, now time.Time, data any) events.Outgoing {
 	return events.Outgoing{
-		ID:          events.DerivedID(r.OrderID, catalog.Inventory+"."+name),
-		Subject:     catalog.EventSubject(catalog.Inventory, name, r.OrderID),
-		Type:        typ,
-		Source:      catalog.Source(catalog.Inventory),
-		Time:        now,
-		Data:        data,
-		TraceParent: events.ChildTraceParent(traceparent),
+		ID:      events.DerivedID(r.OrderID, catalog.Inventory+"."+name),
+		Subject: catalog.EventSubject(catalog.Inventory, name, r.OrderID),
+		Type:    typ,
+		Source:  catalog.Source(catalog.Inventory),
+		Time:    now,
+		Data:    data,
 	}
 }

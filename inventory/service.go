@@ -122,9 +122,8 @@ func (s *Service) Restock(ctx context.Context, key inbox.Key, cmd catalog.Restoc
 // restock is the unit of work of a restock; it leaves the stock it
 // saves in result.
 func (s *Service) restock(ctx context.Context, key inbox.Key, cmd catalog.Restock, result *Stock) func(st *Stock) ([]events.Outgoing, error) {
-	tp := events.TraceParentFrom(ctx)
 	return func(st *Stock) ([]events.Outgoing, error) {
-		out, err := st.Restock(cmd, key.EventID, s.now(), tp)
+		out, err := st.Restock(cmd, key.EventID, s.now())
 		*result = *st
 		return out, err
 	}
@@ -150,9 +149,9 @@ func (s *Service) restockWork(ctx context.Context, key inbox.Key, cmd catalog.Re
 // the order's confirmation also commits, and one after its cancellation
 // reserves nothing.
 func (s *Service) OnOrderPlaced(ctx context.Context, key inbox.Key, e catalog.OrderPlaced) consumer.Work {
-	lines, tp := Lines(e.Items), events.TraceParentFrom(ctx)
+	lines := Lines(e.Items)
 	return s.orderWork(key, e.OrderID, catalog.EventPlaced, "reserve", SKUs(lines), func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		return OnPlaced(res, e.OrderID, lines, stock, s.now(), tp)
+		return OnPlaced(res, e.OrderID, lines, stock, s.now())
 	})
 }
 
@@ -160,9 +159,8 @@ func (s *Service) OnOrderPlaced(ctx context.Context, key inbox.Key, e catalog.Or
 // OnConfirmed). A confirmation that arrives before its order's placement is
 // recorded, not retried: the placement then reserves and commits at once.
 func (s *Service) OnOrderConfirmed(ctx context.Context, key inbox.Key, e catalog.OrderConfirmed) consumer.Work {
-	tp := events.TraceParentFrom(ctx)
 	return s.orderWork(key, e.OrderID, catalog.EventConfirmed, "commit", nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		return OnConfirmed(res, e.OrderID, stock, s.now(), tp)
+		return OnConfirmed(res, e.OrderID, stock, s.now())
 	})
 }
 
@@ -171,9 +169,8 @@ func (s *Service) OnOrderConfirmed(ctx context.Context, key inbox.Key, e catalog
 // order's placement leaves a tombstone, so that the placement reserves
 // nothing.
 func (s *Service) OnOrderCancelled(ctx context.Context, key inbox.Key, e catalog.OrderCancelled) consumer.Work {
-	tp := events.TraceParentFrom(ctx)
 	return s.orderWork(key, e.OrderID, catalog.EventCancelled, "release", nil, func(res *Reservation, stock map[string]*Stock) (*Reservation, []events.Outgoing, error) {
-		return OnCancelled(res, e.OrderID, stock, s.now(), tp)
+		return OnCancelled(res, e.OrderID, stock, s.now())
 	})
 }
 

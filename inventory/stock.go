@@ -55,7 +55,7 @@ func ValidateSKU(sku string) error {
 // same event. An empty cause (a caller without a key) gets a fresh id.
 // An invalid command or one for another SKU is a Permanent error and
 // changes nothing.
-func (s *Stock) Restock(cmd catalog.Restock, cause string, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (s *Stock) Restock(cmd catalog.Restock, cause string, now time.Time) ([]events.Outgoing, error) {
 	if err := cmd.Validate(); err != nil {
 		return nil, events.Permanent(fmt.Errorf("invalid restock: %w", err))
 	}
@@ -72,13 +72,12 @@ func (s *Stock) Restock(cmd catalog.Restock, cause string, now time.Time, tracep
 		id = events.DerivedID(cause, catalog.Inventory+"."+catalog.EventRestocked)
 	}
 	return []events.Outgoing{{
-		ID:          id,
-		Subject:     catalog.EventSubject(catalog.Inventory, catalog.EventRestocked, s.SKU),
-		Type:        catalog.TypeStockRestocked,
-		Source:      catalog.Source(catalog.Inventory),
-		Time:        now.UTC(),
-		Data:        catalog.StockRestocked{SKU: s.SKU, Quantity: cmd.Quantity, Available: s.Available},
-		TraceParent: events.ChildTraceParent(traceparent),
+		ID:      id,
+		Subject: catalog.EventSubject(catalog.Inventory, catalog.EventRestocked, s.SKU),
+		Type:    catalog.TypeStockRestocked,
+		Source:  catalog.Source(catalog.Inventory),
+		Time:    now.UTC(),
+		Data:    catalog.StockRestocked{SKU: s.SKU, Quantity: cmd.Quantity, Available: s.Available},
 	}}, nil
 }
 

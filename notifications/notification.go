@@ -88,7 +88,7 @@ func newNotification(orderID, customerID, status, reason string, total catalog.M
 // MarkSent records a delivery and returns notifications.sent. A
 // notification already sent (another delivery or replica got there first)
 // is left as it is and publishes nothing.
-func (n *Notification) MarkSent(res SendResult, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (n *Notification) MarkSent(res SendResult, now time.Time) ([]events.Outgoing, error) {
 	if n.State == Sent {
 		return nil, nil
 	}
@@ -113,6 +113,5 @@ func (n *Notification) MarkSent(res SendResult, now time.Time, traceparent strin
 			Reason:         n.Reason,
 			Channel:        n.Channel,
 		},
-		TraceParent: events.ChildTraceParent(traceparent),
 	}}, nil
 }

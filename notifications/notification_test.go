@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/notifications"
 )
@@ -57,7 +56,7 @@ func TestNewNotifications(t *testing.T) {
 
 func TestMarkSent(t *testing.T) {
 	n := notifications.ForCancelled(cancelledEvent("order-1", catalog.ReasonPaymentDeclined), t0)
-	out, err := n.MarkSent(notifications.SendResult{Channel: "log"}, t0.Add(time.Second), "")
+	out, err := n.MarkSent(notifications.SendResult{Channel: "log"}, t0.Add(time.Second))
 	if err != nil {
 		t.Fatalf("MarkSent: %v", err)
 	}
@@ -77,11 +76,8 @@ func TestMarkSent(t *testing.T) {
 	if e.Data != want {
 		t.Errorf("data: got %+v, want %+v", e.Data, want)
 	}
-	if _, ok := events.TraceID(e.TraceParent); !ok {
-		t.Errorf("traceparent: got %q, want a valid one", e.TraceParent)
-	}
 
-	again, err := n.MarkSent(notifications.SendResult{Channel: "email"}, t0.Add(time.Hour), "")
+	again, err := n.MarkSent(notifications.SendResult{Channel: "email"}, t0.Add(time.Hour))
 	if err != nil || len(again) != 0 || n.Channel != "log" {
 		t.Errorf("second MarkSent: got %d events, err %v, channel %q; want none, nil, log", len(again), err, n.Channel)
 	}
@@ -89,7 +85,7 @@ func TestMarkSent(t *testing.T) {
 
 func TestMarkSentNeedsChannel(t *testing.T) {
 	n := notifications.ForConfirmed(confirmedEvent("order-1"), t0)
-	if _, err := n.MarkSent(notifications.SendResult{}, t0, ""); err == nil || n.State != notifications.Pending {
+	if _, err := n.MarkSent(notifications.SendResult{}, t0); err == nil || n.State != notifications.Pending {
 		t.Errorf("got err %v state %s, want an error and PENDING", err, n.State)
 	}
 }

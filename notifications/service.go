@@ -159,7 +159,6 @@ func (s *Service) deliver(ctx context.Context, orderID string, list []*Notificat
 			return consumer.Work{}, err
 		}
 	}
-	tp := events.TraceParentFrom(ctx)
 	var (
 		marks   []consumer.Work
 		sendErr error
@@ -182,7 +181,7 @@ func (s *Service) deliver(ctx context.Context, orderID string, list []*Notificat
 			if cur == nil {
 				return nil, nil, fmt.Errorf("notifications: mark %s sent: %w", n.ID, ErrNotFound)
 			}
-			out, err := cur.MarkSent(res, s.now(), tp)
+			out, err := cur.MarkSent(res, s.now())
 			if err != nil || len(out) == 0 {
 				return nil, nil, err
 			}

@@ -49,7 +49,7 @@ type Order struct {
 
 // Place validates cmd and returns a new PENDING order with its
 // orders.placed event.
-func Place(cmd catalog.PlaceOrder, now time.Time, traceparent string) (*Order, []events.Outgoing, error) {
+func Place(cmd catalog.PlaceOrder, now time.Time) (*Order, []events.Outgoing, error) {
 	if err := cmd.Validate(); err != nil {
 		return nil, nil, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
@@ -63,7 +63,7 @@ func Place(cmd catalog.PlaceOrder, now time.Time, traceparent string) (*Order, [
 		PlacedAt:   now,
 		UpdatedAt:  now,
 	}
-	placed := o.event(catalog.EventPlaced, catalog.TypeOrderPlaced, now, traceparent, catalog.OrderPlaced{
+	placed := o.event(catalog.EventPlaced, catalog.TypeOrderPlaced, now, catalog.OrderPlaced{
 		OrderID:    o.ID,
 		CustomerID: o.CustomerID,
 		Items:      o.Items,
@@ -94,8 +94,8 @@ const (
 // poller. When it fires, OnDeadline cancels the order if it is still
 // pending. The order's final event withdraws it (see EndDeadline), so a
 // deadline fires only for an order that is still pending.
-func (o *Order) DeadlineEvent(deadline time.Time, traceparent string) events.Outgoing {
-	e := o.event(catalog.EventDeadlineScheduled, catalog.TypeOrderDeadline, o.PlacedAt, traceparent, catalog.OrderDeadline{
+func (o *Order) DeadlineEvent(deadline time.Time) events.Outgoing {
+	e := o.event(catalog.EventDeadlineScheduled, catalog.TypeOrderDeadline, o.PlacedAt, catalog.OrderDeadline{
 		OrderID:  o.ID,
 		Deadline: deadline.UTC(),
 	})
@@ -142,18 +142,18 @@ func (o *Order) OnStockReserved(_ catalog.StockReserved, now time.Time) []events
 
 // OnStockReservationFailed cancels a pending order as out of stock. A final
 // order is left as it is.
-func (o *Order) OnStockReservationFailed(_ catalog.StockReservationFailed, now time.Time, traceparent string) []events.Outgoing {
+func (o *Order) OnStockReservationFailed(_ catalog.StockReservationFailed, now time.Time) []events.Outgoing {
 	if o.Status.Final() {
 		return nil
 	}
-	return o.cancel(catalog.ReasonOutOfStock, now, traceparent)
+	return o.cancel(catalog.ReasonOutOfStock, now)
 }
 
 // OnPaymentCaptured confirms a pending order: a capture implies the stock
 // was reserved, since payments captures only after the reservation. A
 // capture for an order that is already final changes nothing here;
 // refunding it is the payments service's job.
-func (o *Order) OnPaymentCaptured(e catalog.PaymentCaptured, now time.Time, traceparent string) []events.Outgoing {
+func (o *Order) OnPaymentCaptured(e catalog.PaymentCaptured, now time.Time) []events.Outgoing {
 	if o.Status.Final() {
 		return nil
 	}
@@ -162,7 +162,7 @@ func (o *Order) OnPaymentCaptured(e catalog.PaymentCaptured, now time.Time, trac
 	o.StockReserved = true
 	o.PaymentID = e.PaymentID
 	o.UpdatedAt = now
-	return []events.Outgoing{o.event(catalog.EventConfirmed, catalog.TypeOrderConfirmed, now, traceparent, catalog.OrderConfirmed{
+	return []events.Outgoing{o.event(catalog.EventConfirmed, catalog.TypeOrderConfirmed, now, catalog.OrderConfirmed{
 		OrderID:    o.ID,
 		CustomerID: o.CustomerID,
 		Items:      o.Items,
@@ -171,21 +171,21 @@ func (o *Order) OnPaymentCaptured(e catalog.PaymentCaptured, now time.Time, trac
 }
 
 // OnPaymentDeclined cancels a pending order whose payment was refused.
-func (o *Order) OnPaymentDeclined(_ catalog.PaymentDeclined, now time.Time, traceparent string) []events.Outgoing {
+func (o *Order) OnPaymentDeclined(_ catalog.PaymentDeclined, now time.Time) []events.Outgoing {
 	if o.Status.Final() {
 		return nil
 	}
-	return o.cancel(catalog.ReasonPaymentDeclined, now, traceparent)
+	return o.cancel(catalog.ReasonPaymentDeclined, now)
 }
 
 // OnDeadline cancels an order still pending when its deadline comes (the
 // payment provider may be down, say); every other service compensates on
 // orders.cancelled. A final order is left as it is.
-func (o *Order) OnDeadline(_ catalog.OrderDeadline, now time.Time, traceparent string) []events.Outgoing {
+func (o *Order) OnDeadline(_ catalog.OrderDeadline, now time.Time) []events.Outgoing {
 	if o.Status.Final() {
 		return nil
 	}
-	return o.cancel(catalog.ReasonTimeout, now, traceparent)
+	return o.cancel(catalog.ReasonTimeout, now)
 }
 
 // RequestCancel handles a customer's cancel. A pending order is cancelled;
@@ -193,12 +193,12 @@ func (o *Order) OnDeadline(_ catalog.OrderDeadline, now time.Time, traceparent s
 // late to matter); a confirmed one cannot be cancelled any more:
 // rejected is true and the returned event says why, so a NATS client that
 // sent the request learns it.
-func (o *Order) RequestCancel(now time.Time, traceparent string) (out []events.Outgoing, rejected bool) {
+func (o *Order) RequestCancel(now time.Time) (out []events.Outgoing, rejected bool) {
 	switch o.Status {
 	case Pending:
-		return o.cancel(catalog.ReasonCustomerCancelled, now, traceparent), false
+		return o.cancel(catalog.ReasonCustomerCancelled, now), false
 	case Confirmed:
-		return []events.Outgoing{o.event(catalog.EventCancelRejected, catalog.TypeOrderCancelRejected, now.UTC(), traceparent, catalog.OrderCancelRejected{
+		return []events.Outgoing{o.event(catalog.EventCancelRejected, catalog.TypeOrderCancelRejected, now.UTC(), catalog.OrderCancelRejected{
 			OrderID: o.ID,
 			Status:  string(o.Status),
 			Reason:  ErrNotCancellable.Error(),
@@ -207,12 +207,12 @@ func (o *Order) RequestCancel(now time.Time, traceparent string) (out []events.O
 	return nil, false
 }
 
-func (o *Order) cancel(reason string, now time.Time, traceparent string) []events.Outgoing {
+func (o *Order) cancel(reason string, now time.Time) []events.Outgoing {
 	now = now.UTC()
 	o.Status = Cancelled
 	o.Reason = reason
 	o.UpdatedAt = now
-	return []events.Outgoing{o.event(catalog.EventCancelled, catalog.TypeOrderCancelled, now, traceparent, catalog.OrderCancelled{
+	return []events.Outgoing{o.event(catalog.EventCancelled, catalog.TypeOrderCancelled, now, catalog.OrderCancelled{
 		OrderID:    o.ID,
 		CustomerID: o.CustomerID,
 		Reason:     reason,
@@ -225,14 +225,13 @@ func (o *Order) cancel(reason string, now time.Time, traceparent string) []event
 // and the event name: an order is placed, confirmed or cancelled at most
 // once, so a retried or replayed transition yields the same id and the
 // stream's duplicate window drops the copy.
-func (o *Order) event(name, typ string, now time.Time, traceparent string, data any) events.Outgoing {
+func (o *Order) event(name, typ string, now time.Time, data any) events.Outgoing {
 	return events.Outgoing{
-		ID:          events.DerivedID(o.ID, catalog.Orders+"."+name),
-		Subject:     catalog.EventSubject(catalog.Orders, name, o.ID),
-		Type:        typ,
-		Source:      catalog.Source(catalog.Orders),
-		Time:        now,
-		Data:        data,
-		TraceParent: events.ChildTraceParent(traceparent),
+		ID:      events.DerivedID(o.ID, catalog.Orders+"."+name),
+		Subject: catalog.EventSubject(catalog.Orders, name, o.ID),
+		Type:    typ,
+		Source:  catalog.Source(catalog.Orders),
+		Time:    now,
+		Data:    data,
 	}
 }

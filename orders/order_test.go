@@ -28,7 +28,7 @@ func validPlace(orderID string) catalog.PlaceOrder {
 
 func placed(t *testing.T, orderID string) *orders.Order {
 	t.Helper()
-	o, _, err := orders.Place(validPlace(orderID), t0, "")
+	o, _, err := orders.Place(validPlace(orderID), t0)
 	if err != nil {
 		t.Fatalf("Place(%s): %v", orderID, err)
 	}
@@ -69,7 +69,7 @@ func TestPlaceRejectsInvalidCommands(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := validPlace("order-1")
 			tt.modify(&cmd)
-			o, out, err := orders.Place(cmd, t0, "")
+			o, out, err := orders.Place(cmd, t0)
 			if err == nil {
 				t.Fatalf("Place: got order %+v, want an error naming %q", o, tt.field)
 			}
@@ -89,7 +89,7 @@ func TestPlaceRejectsInvalidCommands(t *testing.T) {
 func TestPlaceAcceptsZeroPriceLine(t *testing.T) {
 	cmd := validPlace("order-1")
 	cmd.Items[1].UnitPrice = 0 // a free gift is a valid line
-	o, _, err := orders.Place(cmd, t0, "")
+	o, _, err := orders.Place(cmd, t0)
 	if err != nil {
 		t.Fatalf("Place: %v", err)
 	}
@@ -101,8 +101,7 @@ func TestPlaceAcceptsZeroPriceLine(t *testing.T) {
 func TestPlaceEmitsOnePlacedEvent(t *testing.T) {
 	const id = "0193a5c2-7c1e-7000-8000-000000000001"
 	local := time.Date(2025, 3, 1, 13, 0, 0, 0, time.FixedZone("CET", 3600))
-	parent := events.NewTraceParent()
-	o, out, err := orders.Place(validPlace(id), local, parent)
+	o, out, err := orders.Place(validPlace(id), local)
 	if err != nil {
 		t.Fatalf("Place: %v", err)
 	}
@@ -132,11 +131,6 @@ func TestPlaceEmitsOnePlacedEvent(t *testing.T) {
 	if e.Type != catalog.TypeOrderPlaced || e.Source != catalog.Source(catalog.Orders) {
 		t.Errorf("type/source: got %q %q, want %q %q", e.Type, e.Source, catalog.TypeOrderPlaced, catalog.Source(catalog.Orders))
 	}
-	if pid, _ := events.TraceID(parent); e.TraceParent == "" || e.TraceParent == parent {
-		t.Errorf("traceparent: got %q, want a child of %q", e.TraceParent, parent)
-	} else if cid, ok := events.TraceID(e.TraceParent); !ok || cid != pid {
-		t.Errorf("traceparent: got trace %q, want the parent's trace %q", cid, pid)
-	}
 	data, ok := e.Data.(catalog.OrderPlaced)
 	if !ok {
 		t.Fatalf("data: got %T, want catalog.OrderPlaced", e.Data)
@@ -150,7 +144,7 @@ func TestPlaceEmitsOnePlacedEvent(t *testing.T) {
 
 	// The order must not alias the caller's slice.
 	cmd := validPlace("order-2")
-	o2, _, _ := orders.Place(cmd, t0, "")
+	o2, _, _ := orders.Place(cmd, t0)
 	cmd.Items[0].Quantity = 99
 	if o2.Items[0].Quantity != 2 {
 		t.Errorf("order items alias the command's slice: quantity became %d", o2.Items[0].Quantity)
@@ -158,9 +152,9 @@ func TestPlaceEmitsOnePlacedEvent(t *testing.T) {
 }
 
 func TestPlaceEventIDIsStable(t *testing.T) {
-	_, a, _ := orders.Place(validPlace("order-1"), t0, "")
-	_, b, _ := orders.Place(validPlace("order-1"), t0.Add(time.Hour), "")
-	_, c, _ := orders.Place(validPlace("order-2"), t0, "")
+	_, a, _ := orders.Place(validPlace("order-1"), t0)
+	_, b, _ := orders.Place(validPlace("order-1"), t0.Add(time.Hour))
+	_, c, _ := orders.Place(validPlace("order-2"), t0)
 	if a[0].ID != b[0].ID {
 		t.Errorf("same order placed twice: ids %q and %q, want equal", a[0].ID, b[0].ID)
 	}
@@ -175,7 +169,7 @@ func TestOnPaymentCaptured(t *testing.T) {
 	t.Run("ConfirmsPendingOnce", func(t *testing.T) {
 		o := placed(t, "order-1")
 		later := t0.Add(time.Minute)
-		out := o.OnPaymentCaptured(capture, later, "")
+		out := o.OnPaymentCaptured(capture, later)
 		if o.Status != orders.Confirmed || o.Reason != "" || o.PaymentID != "pay-1" || !o.StockReserved {
 			t.Errorf("after capture: status=%q reason=%q payment=%q stock_reserved=%v, want CONFIRMED \"\" pay-1 true",
 				o.Status, o.Reason, o.PaymentID, o.StockReserved)
@@ -195,7 +189,7 @@ func TestOnPaymentCaptured(t *testing.T) {
 			t.Errorf("data: got %#v", e.Data)
 		}
 
-		again := o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-2"}, later.Add(time.Minute), "")
+		again := o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-2"}, later.Add(time.Minute))
 		if len(again) != 0 {
 			t.Errorf("second capture: got %d events, want none", len(again))
 		}
@@ -206,9 +200,9 @@ func TestOnPaymentCaptured(t *testing.T) {
 
 	t.Run("AfterCancelChangesNothing", func(t *testing.T) {
 		o := placed(t, "order-1")
-		o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: "order-1"}, t0.Add(time.Minute), "")
+		o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: "order-1"}, t0.Add(time.Minute))
 		before := *o
-		out := o.OnPaymentCaptured(capture, t0.Add(2*time.Minute), "")
+		out := o.OnPaymentCaptured(capture, t0.Add(2*time.Minute))
 		if len(out) != 0 {
 			t.Errorf("capture after cancel: got %d events, want none (refunding is payments' job)", len(out))
 		}
@@ -224,7 +218,7 @@ func TestOnStockReservationFailed(t *testing.T) {
 
 	t.Run("CancelsPendingAsOutOfStock", func(t *testing.T) {
 		o := placed(t, "order-1")
-		out := o.OnStockReservationFailed(failed, t0.Add(time.Minute), "")
+		out := o.OnStockReservationFailed(failed, t0.Add(time.Minute))
 		if o.Status != orders.Cancelled || o.Reason != catalog.ReasonOutOfStock {
 			t.Errorf("status/reason: got %q %q, want CANCELLED out_of_stock", o.Status, o.Reason)
 		}
@@ -242,15 +236,15 @@ func TestOnStockReservationFailed(t *testing.T) {
 		if err := data.Validate(); err != nil {
 			t.Errorf("data does not validate for consumers: %v", err)
 		}
-		if again := o.OnStockReservationFailed(failed, t0.Add(2*time.Minute), ""); len(again) != 0 {
+		if again := o.OnStockReservationFailed(failed, t0.Add(2*time.Minute)); len(again) != 0 {
 			t.Errorf("duplicate failure: got %d events, want none", len(again))
 		}
 	})
 
 	t.Run("LeavesConfirmedAlone", func(t *testing.T) {
 		o := placed(t, "order-1")
-		o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0, "")
-		if out := o.OnStockReservationFailed(failed, t0.Add(time.Minute), ""); len(out) != 0 {
+		o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0)
+		if out := o.OnStockReservationFailed(failed, t0.Add(time.Minute)); len(out) != 0 {
 			t.Errorf("failure after confirm: got %d events, want none", len(out))
 		}
 		if o.Status != orders.Confirmed || o.Reason != "" {
@@ -282,10 +276,10 @@ func TestTransitionsAreOrderIndependent(t *testing.T) {
 		return o.OnStockReserved(catalog.StockReserved{OrderID: o.ID}, t0)
 	}
 	captured := func(o *orders.Order) []events.Outgoing {
-		return o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: o.ID, PaymentID: "pay-1"}, t0, "")
+		return o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: o.ID, PaymentID: "pay-1"}, t0)
 	}
 	failed := func(o *orders.Order) []events.Outgoing {
-		return o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, t0, "")
+		return o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, t0)
 	}
 	run := func(seq []input) (orders.Status, string, []string) {
 		o := placed(t, "order-1")

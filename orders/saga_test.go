@@ -29,34 +29,34 @@ func TestCancellationTransitions(t *testing.T) {
 		wantEvent  string // subject prefix of the one event, or "" for none
 	}{
 		{"declined cancels a pending order", nil,
-			func(o *orders.Order) []events.Outgoing { return o.OnPaymentDeclined(catalog.PaymentDeclined{}, t0, "") },
+			func(o *orders.Order) []events.Outgoing { return o.OnPaymentDeclined(catalog.PaymentDeclined{}, t0) },
 			orders.Cancelled, catalog.ReasonPaymentDeclined, "orders.cancelled."},
 		{"deadline cancels a pending order", nil,
-			func(o *orders.Order) []events.Outgoing { return o.OnDeadline(catalog.OrderDeadline{}, t0, "") },
+			func(o *orders.Order) []events.Outgoing { return o.OnDeadline(catalog.OrderDeadline{}, t0) },
 			orders.Cancelled, catalog.ReasonTimeout, "orders.cancelled."},
 		{"deadline after confirmation changes nothing",
-			func(o *orders.Order) { o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0, "") },
-			func(o *orders.Order) []events.Outgoing { return o.OnDeadline(catalog.OrderDeadline{}, t0, "") },
+			func(o *orders.Order) { o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0) },
+			func(o *orders.Order) []events.Outgoing { return o.OnDeadline(catalog.OrderDeadline{}, t0) },
 			orders.Confirmed, "", ""},
 		{"declined after a customer cancel changes nothing",
-			func(o *orders.Order) { o.RequestCancel(t0, "") },
-			func(o *orders.Order) []events.Outgoing { return o.OnPaymentDeclined(catalog.PaymentDeclined{}, t0, "") },
+			func(o *orders.Order) { o.RequestCancel(t0) },
+			func(o *orders.Order) []events.Outgoing { return o.OnPaymentDeclined(catalog.PaymentDeclined{}, t0) },
 			orders.Cancelled, catalog.ReasonCustomerCancelled, ""},
 		{"customer cancels a pending order", nil,
-			func(o *orders.Order) []events.Outgoing { out, _ := o.RequestCancel(t0, ""); return out },
+			func(o *orders.Order) []events.Outgoing { out, _ := o.RequestCancel(t0); return out },
 			orders.Cancelled, catalog.ReasonCustomerCancelled, "orders.cancelled."},
 		{"a second cancel changes nothing",
-			func(o *orders.Order) { o.RequestCancel(t0, "") },
-			func(o *orders.Order) []events.Outgoing { out, _ := o.RequestCancel(t0, ""); return out },
+			func(o *orders.Order) { o.RequestCancel(t0) },
+			func(o *orders.Order) []events.Outgoing { out, _ := o.RequestCancel(t0); return out },
 			orders.Cancelled, catalog.ReasonCustomerCancelled, ""},
 		{"a cancel after confirmation is rejected with a reason",
-			func(o *orders.Order) { o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0, "") },
-			func(o *orders.Order) []events.Outgoing { out, _ := o.RequestCancel(t0, ""); return out },
+			func(o *orders.Order) { o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0) },
+			func(o *orders.Order) []events.Outgoing { out, _ := o.RequestCancel(t0); return out },
 			orders.Confirmed, "", "orders.cancel_rejected."},
 		{"a capture after a cancel changes nothing (payments refunds it)",
-			func(o *orders.Order) { o.RequestCancel(t0, "") },
+			func(o *orders.Order) { o.RequestCancel(t0) },
 			func(o *orders.Order) []events.Outgoing {
-				return o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0, "")
+				return o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0)
 			},
 			orders.Cancelled, catalog.ReasonCustomerCancelled, ""},
 	} {
@@ -81,8 +81,8 @@ func TestCancellationTransitions(t *testing.T) {
 
 func TestRequestCancelReportsRejection(t *testing.T) {
 	o := placed(t, "order-1")
-	o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0, "")
-	if _, rejected := o.RequestCancel(t0, ""); !rejected {
+	o.OnPaymentCaptured(catalog.PaymentCaptured{PaymentID: "p"}, t0)
+	if _, rejected := o.RequestCancel(t0); !rejected {
 		t.Error("cancel of a confirmed order: rejected=false, want true")
 	}
 }
@@ -90,7 +90,7 @@ func TestRequestCancelReportsRejection(t *testing.T) {
 func TestDeadlineEventIsAScheduledMessage(t *testing.T) {
 	o := placed(t, "order-1")
 	deadline := t0.Add(90 * time.Second)
-	e := o.DeadlineEvent(deadline, "")
+	e := o.DeadlineEvent(deadline)
 	// Outside orders.>: a subscriber to orders.> or *.*.<id> sees the
 	// deadline when it fires, not when it is scheduled.
 	if e.Subject != "schedules.orders.deadline.order-1" {
@@ -105,7 +105,7 @@ func TestDeadlineEventIsAScheduledMessage(t *testing.T) {
 	if e.Type != catalog.TypeOrderDeadline {
 		t.Errorf("type: got %q", e.Type)
 	}
-	if e2 := placed(t, "order-1").DeadlineEvent(deadline, ""); e2.ID != e.ID {
+	if e2 := placed(t, "order-1").DeadlineEvent(deadline); e2.ID != e.ID {
 		t.Errorf("id not stable: %s then %s", e.ID, e2.ID)
 	}
 }

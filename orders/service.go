@@ -107,7 +107,6 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 // once (after losing a race to create the order), and only the last, the
 // committed, run counts.
 func (s *Service) place(ctx context.Context, cmd catalog.PlaceOrder, decided func(o *Order, created bool)) Transition {
-	tp := events.TraceParentFrom(ctx)
 	return func(existing *Order) (*Order, []events.Outgoing, error) {
 		decided(nil, false)
 		if existing != nil {
@@ -118,12 +117,12 @@ func (s *Service) place(ctx context.Context, cmd catalog.PlaceOrder, decided fun
 			return nil, nil, nil
 		}
 		now := s.now()
-		o, out, err := Place(cmd, now, tp)
+		o, out, err := Place(cmd, now)
 		if err != nil {
 			return nil, nil, err
 		}
 		if s.deadline > 0 {
-			out = append(out, o.DeadlineEvent(now.Add(s.deadline), tp))
+			out = append(out, o.DeadlineEvent(now.Add(s.deadline)))
 		}
 		decided(o, true)
 		return o, out, nil
@@ -158,12 +157,11 @@ func (s *Service) Cancel(ctx context.Context, key inbox.Key, orderID string) (*O
 // cancel is the transition of a customer's cancel; it reports the order
 // it leaves and whether the cancel was rejected to decided.
 func (s *Service) cancel(ctx context.Context, orderID string, decided func(o *Order, rejected bool)) Transition {
-	tp := events.TraceParentFrom(ctx)
 	return func(o *Order) (*Order, []events.Outgoing, error) {
 		if o == nil {
 			return nil, nil, events.NotFound(fmt.Errorf("cancel order %s: %w", orderID, ErrNotFound))
 		}
-		out, rejected := o.RequestCancel(s.now(), tp)
+		out, rejected := o.RequestCancel(s.now())
 		decided(o, rejected)
 		return o, s.endDeadline(o, out), nil
 	}
@@ -194,7 +192,7 @@ func (s *Service) SweepDeadlines(ctx context.Context) (int, error) {
 				if o == nil || o.Status.Final() {
 					return nil, nil, nil
 				}
-				out := o.OnDeadline(catalog.OrderDeadline{OrderID: id, Deadline: o.PlacedAt.Add(s.deadline)}, s.now(), "")
+				out := o.OnDeadline(catalog.OrderDeadline{OrderID: id, Deadline: o.PlacedAt.Add(s.deadline)}, s.now())
 				applied = len(out) > 0
 				return o, s.endDeadline(o, out), nil
 			})
@@ -222,15 +220,14 @@ func (s *Service) endDeadline(o *Order, out []events.Outgoing) []events.Outgoing
 }
 
 // update is the work of an event that moves an existing order on.
-func (s *Service) update(ctx context.Context, key inbox.Key, orderID string, transition func(o *Order, now time.Time, tp string) []events.Outgoing) consumer.Work {
-	tp := events.TraceParentFrom(ctx)
+func (s *Service) update(key inbox.Key, orderID string, transition func(o *Order, now time.Time) []events.Outgoing) consumer.Work {
 	return s.store.Work(key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		if o == nil {
 			// Orders creates every order before anything can refer to it,
 			// so this is an event from elsewhere or a lost database.
 			return nil, nil, events.Permanent(fmt.Errorf("order %s: %w", orderID, ErrNotFound))
 		}
-		return o, s.endDeadline(o, transition(o, s.now(), tp)), nil
+		return o, s.endDeadline(o, transition(o, s.now())), nil
 	})
 }
 
@@ -272,16 +269,12 @@ func (s *Service) routes() *consumer.Router {
 	r := consumer.NewRouter(catalog.Orders)
 	consumer.Route(r, catalog.SubjectPlaceOrder, catalog.CommandOf[catalog.PlaceOrder], s.onPlace)
 	consumer.Route(r, catalog.SubjectCancelOrder, catalog.CommandOf[catalog.CancelOrder], s.onCancel)
-	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventDeadline, "*"),
-		catalog.EventOf[catalog.OrderDeadline](catalog.TypeOrderDeadline), s.onDeadline)
-	consumer.Route(r, catalog.EventSubject(catalog.Payments, catalog.EventDeclined, "*"),
-		catalog.EventOf[catalog.PaymentDeclined](catalog.TypePaymentDeclined), s.onPaymentDeclined)
-	consumer.Route(r, catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"),
-		catalog.EventOf[catalog.StockReserved](catalog.TypeStockReserved), s.onStockReserved)
-	consumer.Route(r, catalog.EventSubject(catalog.Inventory, catalog.EventReservationFailed, "*"),
-		catalog.EventOf[catalog.StockReservationFailed](catalog.TypeStockReservationFailed), s.onStockReservationFailed)
-	consumer.Route(r, catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*"),
-		catalog.EventOf[catalog.PaymentCaptured](catalog.TypePaymentCaptured), s.onPaymentCaptured)
+	// The events that move an existing order on, each to its transition.
+	onEvent(s, r, catalog.Orders, catalog.EventDeadline, catalog.TypeOrderDeadline, (*Order).OnDeadline)
+	onEvent(s, r, catalog.Payments, catalog.EventDeclined, catalog.TypePaymentDeclined, (*Order).OnPaymentDeclined)
+	onEvent(s, r, catalog.Inventory, catalog.EventReserved, catalog.TypeStockReserved, (*Order).OnStockReserved)
+	onEvent(s, r, catalog.Inventory, catalog.EventReservationFailed, catalog.TypeStockReservationFailed, (*Order).OnStockReservationFailed)
+	onEvent(s, r, catalog.Payments, catalog.EventCaptured, catalog.TypePaymentCaptured, (*Order).OnPaymentCaptured)
 	return r
 }
 
@@ -308,34 +301,15 @@ func (s *Service) onCancel(ctx context.Context, _ *consumer.Message, c catalog.C
 	}), nil
 }
 
-func (s *Service) onDeadline(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderDeadline]) (consumer.Work, error) {
-	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-		return o.OnDeadline(e.Data, now, tp)
-	}), nil
-}
-
-func (s *Service) onPaymentDeclined(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.PaymentDeclined]) (consumer.Work, error) {
-	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-		return o.OnPaymentDeclined(e.Data, now, tp)
-	}), nil
-}
-
-func (s *Service) onStockReserved(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.StockReserved]) (consumer.Work, error) {
-	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, _ string) []events.Outgoing {
-		return o.OnStockReserved(e.Data, now)
-	}), nil
-}
-
-func (s *Service) onStockReservationFailed(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.StockReservationFailed]) (consumer.Work, error) {
-	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-		return o.OnStockReservationFailed(e.Data, now, tp)
-	}), nil
-}
-
-func (s *Service) onPaymentCaptured(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.PaymentCaptured]) (consumer.Work, error) {
-	return s.update(ctx, eventKey(e.Envelope), e.Data.OrderID, func(o *Order, now time.Time, tp string) []events.Outgoing {
-		return o.OnPaymentCaptured(e.Data, now, tp)
-	}), nil
+// onEvent routes service's events of the given name and type to
+// transition, which moves an existing order on.
+func onEvent[T catalog.OrderEvent](s *Service, r *consumer.Router, service, event, typ string, transition func(o *Order, e T, now time.Time) []events.Outgoing) {
+	consumer.Route(r, catalog.EventSubject(service, event, "*"), catalog.EventOf[T](typ),
+		func(_ context.Context, _ *consumer.Message, e catalog.Event[T]) (consumer.Work, error) {
+			return s.update(eventKey(e.Envelope), e.Data.Order(), func(o *Order, now time.Time) []events.Outgoing {
+				return transition(o, e.Data, now)
+			}), nil
+		})
 }
 
 func eventKey(env events.Envelope) inbox.Key {

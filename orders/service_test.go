@@ -170,8 +170,8 @@ func TestHandle(t *testing.T) {
 
 func testPlaceBareJSON(t *testing.T, b sqltest.Backend) {
 	f := newFixture(t, b)
-	parent := events.NewTraceParent()
-	ctx := events.WithTraceParent(context.Background(), parent)
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := events.ExtractTrace(context.Background(), nats.Header{events.HeaderTraceParent: {parent}})
 	if err := f.handle(ctx, catalog.SubjectPlaceOrder, []byte(placeBody), nil); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}

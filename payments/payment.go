@@ -167,7 +167,7 @@ func (p *Payment) decide(now time.Time) {
 //   - DECLINED: no money moved; nothing to do.
 //
 // A second cancellation changes nothing.
-func (p *Payment) OnOrderCancelled(e catalog.OrderCancelled, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (p *Payment) OnOrderCancelled(e catalog.OrderCancelled, now time.Time) ([]events.Outgoing, error) {
 	if e.OrderID != p.OrderID {
 		return nil, events.Permanent(fmt.Errorf("payments: cancelled event for order %s applied to payment of %s", e.OrderID, p.OrderID))
 	}
@@ -180,7 +180,7 @@ func (p *Payment) OnOrderCancelled(e catalog.OrderCancelled, now time.Time, trac
 	switch p.Status {
 	case Waiting:
 		p.Status = Voided
-		return []events.Outgoing{p.voidedEvent(now, traceparent)}, nil
+		return []events.Outgoing{p.voidedEvent(now)}, nil
 	case CapturePending, Captured:
 		p.Status = CancelPending
 	}
@@ -213,7 +213,7 @@ func (p *Payment) CancelRequest() CancelRequest {
 // nothing: another delivery or replica recorded the capture first, or a
 // cancellation overtook the capture (CANCEL_PENDING and after), in which
 // case the provider's Cancel accounts for the charge, if any.
-func (p *Payment) OnCaptureResult(res CaptureResult, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (p *Payment) OnCaptureResult(res CaptureResult, now time.Time) ([]events.Outgoing, error) {
 	switch p.Status {
 	case CapturePending:
 	case Waiting:
@@ -226,7 +226,7 @@ func (p *Payment) OnCaptureResult(res CaptureResult, now time.Time, traceparent 
 		p.Status = Declined
 		p.DeclineReason = res.DeclineReason
 		p.UpdatedAt = now
-		return []events.Outgoing{p.event(catalog.EventDeclined, catalog.TypePaymentDeclined, now, traceparent,
+		return []events.Outgoing{p.event(catalog.EventDeclined, catalog.TypePaymentDeclined, now,
 			catalog.PaymentDeclined{OrderID: p.OrderID, Reason: p.DeclineReason})}, nil
 	}
 	if res.PaymentID == "" {
@@ -236,7 +236,7 @@ func (p *Payment) OnCaptureResult(res CaptureResult, now time.Time, traceparent 
 	p.PaymentID = res.PaymentID
 	p.CapturedAmount = p.Amount.Amount
 	p.UpdatedAt = now
-	return []events.Outgoing{p.event(catalog.EventCaptured, catalog.TypePaymentCaptured, now, traceparent,
+	return []events.Outgoing{p.event(catalog.EventCaptured, catalog.TypePaymentCaptured, now,
 		catalog.PaymentCaptured{OrderID: p.OrderID, PaymentID: p.PaymentID, Amount: p.Amount})}, nil
 }
 
@@ -248,7 +248,7 @@ func (p *Payment) OnCaptureResult(res CaptureResult, now time.Time, traceparent 
 // A refund may reveal a charge the service never recorded — the capture
 // went through but its answer was lost, or was overtaken by the
 // cancellation — so a refund sets CapturedAmount too when it is unset.
-func (p *Payment) OnCancelResult(res CancelResult, now time.Time, traceparent string) ([]events.Outgoing, error) {
+func (p *Payment) OnCancelResult(res CancelResult, now time.Time) ([]events.Outgoing, error) {
 	switch p.Status {
 	case CancelPending:
 	case Refunded, Voided:
@@ -265,7 +265,7 @@ func (p *Payment) OnCancelResult(res CancelResult, now time.Time, traceparent st
 	case res.Voided:
 		p.Status = Voided
 		p.UpdatedAt = now
-		return []events.Outgoing{p.voidedEvent(now, traceparent)}, nil
+		return []events.Outgoing{p.voidedEvent(now)}, nil
 	}
 	if res.Amount.Currency != p.Amount.Currency {
 		return nil, fmt.Errorf("payments: cancel of order %s refunds %s, the order is in %q: %w", p.OrderID, res.Amount, p.Amount.Currency, ErrProviderAnswer)
@@ -281,33 +281,32 @@ func (p *Payment) OnCancelResult(res CancelResult, now time.Time, traceparent st
 		if p.PaymentID == "" {
 			p.PaymentID = res.PaymentID
 		}
-		out = append(out, p.event(catalog.EventCaptured, catalog.TypePaymentCaptured, now, traceparent,
+		out = append(out, p.event(catalog.EventCaptured, catalog.TypePaymentCaptured, now,
 			catalog.PaymentCaptured{OrderID: p.OrderID, PaymentID: p.PaymentID, Amount: res.Amount}))
 	}
 	p.Status = Refunded
 	p.RefundedAmount = res.Amount.Amount
 	p.UpdatedAt = now
-	return append(out, p.event(catalog.EventRefunded, catalog.TypePaymentRefunded, now, traceparent,
+	return append(out, p.event(catalog.EventRefunded, catalog.TypePaymentRefunded, now,
 		catalog.PaymentRefunded{OrderID: p.OrderID, PaymentID: p.PaymentID, Amount: res.Amount})), nil
 }
 
-func (p *Payment) voidedEvent(now time.Time, traceparent string) events.Outgoing {
-	return p.event(catalog.EventVoided, catalog.TypePaymentVoided, now, traceparent, catalog.PaymentVoided{OrderID: p.OrderID})
+func (p *Payment) voidedEvent(now time.Time) events.Outgoing {
+	return p.event(catalog.EventVoided, catalog.TypePaymentVoided, now, catalog.PaymentVoided{OrderID: p.OrderID})
 }
 
 // event returns a payments.<name>.<order> event. Each happens at most once
 // per order, so the order id and the name alone derive its id: a retried
 // or replayed step yields the same event, which the stream's duplicate
 // window drops.
-func (p *Payment) event(name, typ string, now time.Time, traceparent string, data any) events.Outgoing {
+func (p *Payment) event(name, typ string, now time.Time, data any) events.Outgoing {
 	return events.Outgoing{
-		ID:          EventID(p.OrderID, name),
-		Subject:     catalog.EventSubject(catalog.Payments, name, p.OrderID),
-		Type:        typ,
-		Source:      catalog.Source(catalog.Payments),
-		Time:        now,
-		Data:        data,
-		TraceParent: events.ChildTraceParent(traceparent),
+		ID:      EventID(p.OrderID, name),
+		Subject: catalog.EventSubject(catalog.Payments, name, p.OrderID),
+		Type:    typ,
+		Source:  catalog.Source(catalog.Payments),
+		Time:    now,
+		Data:    data,
 	}
 }
 

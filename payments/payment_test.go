@@ -45,19 +45,19 @@ var (
 	stepCancelled = step{"cancelled", func(p *payments.Payment) ([]events.Outgoing, error) {
 		e := placedEvent(order)
 		return p.OnOrderCancelled(catalog.OrderCancelled{OrderID: order, CustomerID: e.CustomerID,
-			Reason: catalog.ReasonCustomerCancelled, Total: e.Total}, t0, "")
+			Reason: catalog.ReasonCustomerCancelled, Total: e.Total}, t0)
 	}}
 	stepCharged = step{"charged", func(p *payments.Payment) ([]events.Outgoing, error) {
-		return p.OnCaptureResult(payments.CaptureResult{PaymentID: "pay-1"}, t0, "")
+		return p.OnCaptureResult(payments.CaptureResult{PaymentID: "pay-1"}, t0)
 	}}
 	stepDeclined = step{"declined", func(p *payments.Payment) ([]events.Outgoing, error) {
-		return p.OnCaptureResult(payments.CaptureResult{Declined: true, DeclineReason: "card_declined"}, t0, "")
+		return p.OnCaptureResult(payments.CaptureResult{Declined: true, DeclineReason: "card_declined"}, t0)
 	}}
 	stepRefunded = step{"refunded", func(p *payments.Payment) ([]events.Outgoing, error) {
-		return p.OnCancelResult(payments.CancelResult{Refunded: true, Amount: eur1200}, t0, "")
+		return p.OnCancelResult(payments.CancelResult{Refunded: true, Amount: eur1200}, t0)
 	}}
 	stepVoided = step{"voided", func(p *payments.Payment) ([]events.Outgoing, error) {
-		return p.OnCancelResult(payments.CancelResult{Voided: true}, t0, "")
+		return p.OnCancelResult(payments.CancelResult{Voided: true}, t0)
 	}}
 )
 
@@ -247,9 +247,6 @@ func TestPaymentEvents(t *testing.T) {
 			if fmt.Sprintf("%#v", e.Data) != fmt.Sprintf("%#v", tt.want.Data) {
 				t.Errorf("data: got %#v, want %#v", e.Data, tt.want.Data)
 			}
-			if _, ok := events.TraceID(e.TraceParent); !ok {
-				t.Errorf("traceparent: got %q, want a valid one", e.TraceParent)
-			}
 			// Validate what consumers will check.
 			if v, ok := e.Data.(interface{ Validate() error }); ok {
 				if err := v.Validate(); err != nil {
@@ -272,16 +269,16 @@ func TestPaymentRefusesBadProviderAnswers(t *testing.T) {
 		apply func(p *payments.Payment) ([]events.Outgoing, error)
 	}{
 		{"ChargeWithoutPaymentID", pending, func(p *payments.Payment) ([]events.Outgoing, error) {
-			return p.OnCaptureResult(payments.CaptureResult{}, t0, "")
+			return p.OnCaptureResult(payments.CaptureResult{}, t0)
 		}},
 		{"CancelNeitherRefundedNorVoided", cancelling, func(p *payments.Payment) ([]events.Outgoing, error) {
-			return p.OnCancelResult(payments.CancelResult{}, t0, "")
+			return p.OnCancelResult(payments.CancelResult{}, t0)
 		}},
 		{"CancelBothRefundedAndVoided", cancelling, func(p *payments.Payment) ([]events.Outgoing, error) {
-			return p.OnCancelResult(payments.CancelResult{Refunded: true, Voided: true, Amount: eur1200}, t0, "")
+			return p.OnCancelResult(payments.CancelResult{Refunded: true, Voided: true, Amount: eur1200}, t0)
 		}},
 		{"RefundInAnotherCurrency", cancelling, func(p *payments.Payment) ([]events.Outgoing, error) {
-			return p.OnCancelResult(payments.CancelResult{Refunded: true, Amount: catalog.Money{Amount: 1200, Currency: "USD"}}, t0, "")
+			return p.OnCancelResult(payments.CancelResult{Refunded: true, Amount: catalog.Money{Amount: 1200, Currency: "USD"}}, t0)
 		}},
 	}
 	for _, tt := range tests {
@@ -322,7 +319,7 @@ func TestPaymentRejectsBadInput(t *testing.T) {
 		}},
 		{"CancelledForOtherOrder", func(p *payments.Payment) error {
 			_, err := p.OnOrderCancelled(catalog.OrderCancelled{OrderID: "order-2", CustomerID: "cust-1",
-				Reason: catalog.ReasonTimeout}, t0, "")
+				Reason: catalog.ReasonTimeout}, t0)
 			return err
 		}},
 		{"NegativeTotal", func(p *payments.Payment) error {

@@ -117,20 +117,20 @@ func (s *Service) routes() *consumer.Router {
 	r := consumer.NewRouter(catalog.Payments)
 	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"), catalog.EventOf[catalog.OrderPlaced](catalog.TypeOrderPlaced),
 		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.OrderPlaced]) (consumer.Work, error) {
-			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time, _ string) ([]events.Outgoing, error) {
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
 				return nil, p.OnOrderPlaced(e.Data, now)
 			}), nil
 		})
 	consumer.Route(r, catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"), catalog.EventOf[catalog.StockReserved](catalog.TypeStockReserved),
 		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.StockReserved]) (consumer.Work, error) {
-			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time, _ string) ([]events.Outgoing, error) {
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
 				return nil, p.OnStockReserved(e.Data, now)
 			}), nil
 		})
 	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"), catalog.EventOf[catalog.OrderCancelled](catalog.TypeOrderCancelled),
 		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.OrderCancelled]) (consumer.Work, error) {
-			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time, tp string) ([]events.Outgoing, error) {
-				return p.OnOrderCancelled(e.Data, now, tp)
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
+				return p.OnOrderCancelled(e.Data, now)
 			}), nil
 		})
 	return r
@@ -143,8 +143,7 @@ func (s *Service) routes() *consumer.Router {
 // committed step 1 and failed (or crashed) before the provider's answer
 // was recorded, and this redelivery is what finishes it.
 func (s *Service) record(ctx context.Context, m *consumer.Message, env events.Envelope, orderID string,
-	transition func(p *Payment, now time.Time, tp string) ([]events.Outgoing, error)) consumer.Work {
-	tp := events.TraceParentFrom(ctx)
+	transition func(p *Payment, now time.Time) ([]events.Outgoing, error)) consumer.Work {
 	var saved *Payment
 	w := s.store.Work(inbox.Key{Consumer: consumerName, EventID: env.ID}, orderID, func(p *Payment) (*Payment, []events.Outgoing, error) {
 		saved = nil
@@ -152,7 +151,7 @@ func (s *Service) record(ctx context.Context, m *consumer.Message, env events.En
 		if p == nil {
 			p = NewPayment(orderID, now)
 		}
-		out, err := transition(p, now, tp)
+		out, err := transition(p, now)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -210,7 +209,6 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 			return consumer.Work{}, err
 		}
 	}
-	tp := events.TraceParentFrom(ctx)
 	var (
 		answer func(p *Payment) ([]events.Outgoing, error)
 		report func(recorded *Payment)
@@ -223,7 +221,7 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 		if err != nil {
 			return consumer.Work{}, providerFailure("capture", p.OrderID, err)
 		}
-		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCaptureResult(res, s.now(), tp) }
+		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCaptureResult(res, s.now()) }
 		report = func(recorded *Payment) {
 			if recorded.Status == Declined {
 				s.log.Info("payments: declined", "order_id", orderID, "reason", recorded.DeclineReason)
@@ -239,7 +237,7 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 		if err != nil {
 			return consumer.Work{}, providerFailure("cancel", p.OrderID, err)
 		}
-		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCancelResult(res, s.now(), tp) }
+		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCancelResult(res, s.now()) }
 		report = func(recorded *Payment) {
 			if recorded.Status == Refunded {
 				s.log.Info("payments: refunded", "order_id", orderID, "payment_id", recorded.PaymentID,

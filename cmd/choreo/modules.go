@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/worker"
@@ -33,7 +33,7 @@ type builtService struct {
 	outbox   *outbox.Outbox
 	consumer consumer.Config
 	tasks    []worker.Task
-	routes   func(mux *http.ServeMux)
+	routes   func(mux httpx.Mux)
 }
 
 // serviceOptions are the settings some services need beyond a database.
@@ -81,7 +81,7 @@ func buildOrders(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtServ
 			_, err := svc.SweepDeadlines(ctx)
 			return err
 		}}},
-		routes: func(mux *http.ServeMux) { orderhttp.Register(mux, svc, log) },
+		routes: func(mux httpx.Mux) { orderhttp.Register(mux, svc, log) },
 	}, nil
 }
 
@@ -94,7 +94,7 @@ func buildInventory(db *sqldb.DB, log *slog.Logger, _ serviceOptions) (builtServ
 	return builtService{
 		outbox:   store.Outbox(),
 		consumer: svc.Consumer(),
-		routes:   func(mux *http.ServeMux) { inventoryhttp.Register(mux, svc, log) },
+		routes:   func(mux httpx.Mux) { inventoryhttp.Register(mux, svc, log) },
 	}, nil
 }
 
@@ -115,7 +115,7 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 	return builtService{
 		outbox:   store.Outbox(),
 		consumer: svc.Consumer(),
-		routes:   func(mux *http.ServeMux) { paymenthttp.Register(mux, svc, log) },
+		routes:   func(mux httpx.Mux) { paymenthttp.Register(mux, svc, log) },
 	}, nil
 }
 
@@ -138,7 +138,7 @@ func buildNotifications(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (bu
 	return builtService{
 		outbox:   store.Outbox(),
 		consumer: svc.Consumer(),
-		routes:   func(mux *http.ServeMux) { notificationhttp.Register(mux, svc, log) },
+		routes:   func(mux httpx.Mux) { notificationhttp.Register(mux, svc, log) },
 	}, nil
 }
 

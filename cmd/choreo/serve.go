@@ -64,6 +64,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		replicas: replicas,
 		opts:     opts,
 		log:      log,
+		getenv:   getenv,
 	})
 	if err != nil {
 		return err

@@ -20,8 +20,10 @@ import (
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/streams"
+	"github.com/choreo-dev/choreo/events/telemetry"
 	"github.com/choreo-dev/choreo/events/worker"
 )
 
@@ -35,6 +37,7 @@ type systemConfig struct {
 	replicas int
 	opts     serviceOptions
 	log      *slog.Logger
+	getenv   func(string) string
 }
 
 // system is a set of running services sharing one NATS connection and one
@@ -49,6 +52,7 @@ type system struct {
 	httpAddr string
 	httpDone chan struct{}
 	pprof    *pprofServer
+	tracing  *telemetry.Tracing
 	ready    atomic.Bool
 	log      *slog.Logger
 }
@@ -91,6 +95,12 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		return nil, err
 	}
 
+	s.tracing, err = telemetry.NewTracing(ctx, telemetry.TracingConfig{Getenv: cfg.getenv, Exporter: testSpanExporter, Version: microVersion})
+	if err != nil {
+		return nil, err
+	}
+	s.tracing.Install("choreo")
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -108,9 +118,11 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
+		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
-		built.consumer.Middleware = append(built.consumer.Middleware, consumer.LogOutcomes(log))
+		built.consumer.Middleware = append(built.consumer.Middleware, telemetry.TraceMessages(tracer), consumer.LogOutcomes(log))
 		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
+			RelayOptions:   []outbox.Option{outbox.WithTracerProvider(tracer)},
 			InboxRetention: cfg.opts.inboxRetention, Tasks: built.tasks, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
@@ -121,7 +133,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.micro = append(s.micro, ms)
-		built.routes(mux)
+		built.routes(routes{mux: mux, tracer: tracer})
 		ob := built.outbox
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "choreo_outbox_backlog",
@@ -229,6 +241,22 @@ func (s *system) stop() {
 	for _, db := range s.dbs {
 		db.Close()
 	}
+	if s.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.tracing.Shutdown(ctx); err != nil {
+			s.log.Warn("telemetry: spans not exported at shutdown", "err", err)
+		}
+		cancel()
+	}
+}
+
+// serviceName is the OpenTelemetry service.name of a service's spans: its
+// name, or OTEL_SERVICE_NAME where a process runs that one service only.
+func serviceName(cfg systemConfig, service string) string {
+	if name := cfg.getenv("OTEL_SERVICE_NAME"); name != "" && len(cfg.services) == 1 {
+		return name
+	}
+	return service
 }
 
 // minServerVersion is the oldest nats-server choreo runs on: the message

@@ -119,6 +119,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		replicas: 1,
 		opts:     opts,
 		log:      log,
+		getenv:   getenv,
 	})
 	if err != nil {
 		return err

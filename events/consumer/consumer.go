@@ -419,9 +419,6 @@ func (c *Consumer) handleBatch(raws []jetstream.Msg) {
 			continue
 		}
 		it := &item{m: m, ctx: WithMessage(c.baseCtx, m), first: true}
-		if tp := m.Header.Get(events.HeaderTraceParent); tp != "" {
-			it.ctx = events.WithTraceParent(it.ctx, tp)
-		}
 		for _, mw := range c.cfg.Middleware {
 			var done func(Outcome)
 			it.ctx, done = mw(it.ctx, m)

@@ -248,16 +248,15 @@ func TestExponentialBackoff(t *testing.T) {
 func TestHandlerReceivesMessage(t *testing.T) {
 	f := mustFixture(t)
 	type seen struct {
-		msg consumer.Message
-		tp  string
+		msg   consumer.Message
+		inCtx bool
 	}
 	got := make(chan seen, 1)
 	mustStart(t, f.js, config(), func(ctx context.Context, m *consumer.Message) error {
-		got <- seen{msg: *m, tp: events.TraceParentFrom(ctx)}
+		got <- seen{msg: *m, inCtx: consumer.MessageFrom(ctx) == m}
 		return nil
 	})
-	tp := events.NewTraceParent()
-	seq := mustPublish(t, f.js, "t.happened.k1", `{"x":1}`, nats.Header{events.HeaderTraceParent: {tp}})
+	seq := mustPublish(t, f.js, "t.happened.k1", `{"x":1}`, nil)
 	var s seen
 	select {
 	case s = <-got:
@@ -271,8 +270,11 @@ func TestHandlerReceivesMessage(t *testing.T) {
 		t.Errorf("metadata: got stream %q seq %d delivered %d time %s, want T %d 1 and a time",
 			s.msg.Stream, s.msg.Sequence, s.msg.Delivered, s.msg.Time, seq)
 	}
-	if s.tp != tp {
-		t.Errorf("traceparent in the handler's context: got %q, want %q", s.tp, tp)
+	if s.msg.Consumer != "svc" {
+		t.Errorf("consumer: got %q, want svc", s.msg.Consumer)
+	}
+	if !s.inCtx {
+		t.Errorf("the handler's context does not carry the message")
 	}
 	if info := waitSettled(t, f.js, "T", "svc"); info.NumRedelivered != 0 {
 		t.Errorf("redelivered: got %d, want 0 (acked once handled)", info.NumRedelivered)
@@ -305,7 +307,7 @@ func TestPoisonMessageGoesToDLQ(t *testing.T) {
 		}
 		return nil
 	})
-	tp := events.NewTraceParent()
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	seq := mustPublish(t, f.js, "t.happened.k1", `{"poison":true}`, nats.Header{
 		events.HeaderTraceParent: {tp},
 		jetstream.MsgIDHeader:    {"m-1"},

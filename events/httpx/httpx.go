@@ -14,6 +14,16 @@ import (
 	"github.com/choreo-dev/choreo/events"
 )
 
+// Mux is where a service registers its HTTP routes: an *http.ServeMux, or
+// a wrapper that instruments each route (traces, metrics) before handing
+// it to one.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
+var _ Mux = (*http.ServeMux)(nil)
+
 // MaxBodyBytes bounds a request body.
 const MaxBodyBytes = 64 << 10
 

@@ -53,7 +53,7 @@ func benchmarkApply(b *testing.B, be sqltest.Backend) {
 		ON CONFLICT (key) DO UPDATE SET value = counters.value + 1`)
 	rawInsert := db.Dialect.Rebind(`INSERT INTO raw_outbox (event_id, subject, headers, payload, created_unix_ms)
 		VALUES (?, ?, ?, ?, ?)`)
-	headers := `{"traceparent":"` + traceParentBench + `"}`
+	headers := `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`
 
 	var raw, apply time.Duration
 	const rounds = 4
@@ -112,15 +112,12 @@ func rawOutboxDDL(db *sqldb.DB) string {
 		headers TEXT NOT NULL, payload BLOB NOT NULL, created_unix_ms INTEGER NOT NULL)`
 }
 
-const traceParentBench = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
 func benchOutgoing(prefix string, i int) events.Outgoing {
 	return events.Outgoing{
-		ID:          events.DerivedID(prefix+"-"+strconv.Itoa(i), "reserved"),
-		Subject:     "inventory.reserved.order-" + strconv.Itoa(i),
-		Type:        "choreo.inventory.reserved.v1",
-		Source:      "choreo/inventory",
-		TraceParent: traceParentBench,
+		ID:      events.DerivedID(prefix+"-"+strconv.Itoa(i), "reserved"),
+		Subject: "inventory.reserved.order-" + strconv.Itoa(i),
+		Type:    "choreo.inventory.reserved.v1",
+		Source:  "choreo/inventory",
 		Data: map[string]any{
 			"order_id": "order-" + strconv.Itoa(i),
 			"items":    []map[string]any{{"sku": "SKU-1", "quantity": 2}},

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
@@ -133,12 +135,11 @@ func (s store) outboxEventIDs(t testing.TB) []string {
 // incremented is the event a counter handler publishes.
 func incremented(cause, key string, value int) events.Outgoing {
 	return events.Outgoing{
-		ID:          events.DerivedID(cause, "incremented"),
-		Subject:     "test.incremented." + key,
-		Type:        "choreo.test.incremented.v1",
-		Source:      "choreo/test",
-		Data:        map[string]any{"key": key, "value": value},
-		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		ID:      events.DerivedID(cause, "incremented"),
+		Subject: "test.incremented." + key,
+		Type:    "choreo.test.incremented.v1",
+		Source:  "choreo/test",
+		Data:    map[string]any{"key": key, "value": value},
 	}
 }
 
@@ -155,7 +156,8 @@ func (s store) incrementHandler(ctx context.Context, eventID, key string) func(_
 }
 
 func testApplyCommits(t *testing.T, b sqltest.Backend) {
-	ctx := context.Background()
+	// In a trace, which the event written keeps.
+	ctx := events.ExtractTrace(context.Background(), nats.Header{events.HeaderTraceParent: {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}})
 	s := mustStore(t, b)
 	key := inbox.Key{Consumer: "counter", EventID: "in-1"}
 	applied, err := inbox.Apply(ctx, s.ob, key, s.incrementHandler(ctx, key.EventID, "k"))

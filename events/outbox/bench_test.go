@@ -160,12 +160,11 @@ func waitRelayed(b *testing.B, seen *atomic.Uint64, ob *outbox.Outbox, want uint
 
 func benchEvent(prefix string, i int) events.Outgoing {
 	return events.Outgoing{
-		ID:          prefix + "-" + strconv.Itoa(i),
-		Subject:     "bench." + prefix + "." + strconv.Itoa(i),
-		Type:        "choreo.orders.placed.v1",
-		Source:      "choreo/orders",
-		Time:        time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
-		TraceParent: traceParent,
+		ID:      prefix + "-" + strconv.Itoa(i),
+		Subject: "bench." + prefix + "." + strconv.Itoa(i),
+		Type:    "choreo.orders.placed.v1",
+		Source:  "choreo/orders",
+		Time:    time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
 		Data: map[string]any{
 			"order_id":    "0193a5c2-7c1e-7000-8000-" + strconv.Itoa(100000000000+i),
 			"customer_id": "cust-1",

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -56,17 +57,10 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 	now := time.Now()
 	stmts := o.db.In(tx)
 	cause := events.CauseFrom(ctx)
+	tracer := events.Tracer(ctx)
 	for _, e := range evts {
 		if e.CausationID == "" {
 			e.CausationID = cause
-		}
-		env, err := e.Envelope()
-		if err != nil {
-			return fmt.Errorf("outbox: %w", err)
-		}
-		payload, err := events.Encode(env)
-		if err != nil {
-			return fmt.Errorf("outbox: event %s on %s: %w", e.ID, e.Subject, err)
 		}
 		if err := validSubject(e.Subject); err != nil {
 			return fmt.Errorf("outbox: event %s: %w", e.ID, err)
@@ -75,8 +69,14 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 		for k, v := range e.Headers {
 			headers.Set(k, v)
 		}
-		if e.TraceParent != "" {
-			headers.Set(events.HeaderTraceParent, e.TraceParent)
+		env, err := e.Envelope()
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		create(ctx, tracer, e, headers, &env)
+		payload, err := events.Encode(env)
+		if err != nil {
+			return fmt.Errorf("outbox: event %s on %s: %w", e.ID, e.Subject, err)
 		}
 		if _, err := stmts.Exec(ctx, `INSERT INTO outbox (event_id, subject, headers, payload, created_unix_ms)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
@@ -85,6 +85,24 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, evts ...events.Outgoing) e
 		}
 	}
 	return nil
+}
+
+// create is the event's creation span, a child of the span that decided
+// to publish it (a message's process span, an HTTP request's): its
+// context becomes the event's trace context, in the row's headers (for
+// the relay's send span, and for the consumers' process spans as their
+// parent) and in the envelope's distributed-tracing extension. It ends at
+// once: writing the row is all there is to it.
+func create(ctx context.Context, tracer trace.Tracer, e events.Outgoing, headers nats.Header, env *events.Envelope) {
+	template := events.SubjectTemplate(e.Subject)
+	ctx, span := tracer.Start(ctx, "create "+template, trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(events.MessageAttributes("create", e.Subject, template, e.ID, e.Type)...)
+	}
+	events.InjectTrace(ctx, headers)
+	env.TraceParent = headers.Get(events.HeaderTraceParent)
+	env.TraceState = headers.Get(events.HeaderTraceState)
 }
 
 // validSubject accepts only subjects the relay can publish: tokens that are

@@ -13,9 +13,20 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/sqldb"
 )
+
+// noObserver is the relay's observer when none is set.
+type noObserver struct{}
+
+func (noObserver) Acked(string, time.Duration) {}
+func (noObserver) NotAcked(string)             {}
 
 // ErrInvalidOption is wrapped by every error a relay option returns.
 var ErrInvalidOption = errors.New("outbox: invalid option")
@@ -86,6 +97,40 @@ func WithDeleteDelay(d time.Duration) Option {
 	}
 }
 
+// Observer is told what a relay does, for metrics. Its methods are called
+// from the relay's goroutines and must return quickly.
+type Observer interface {
+	// Acked: the server acked the event the relay published on subject,
+	// took after it was sent.
+	Acked(subject string, took time.Duration)
+	// NotAcked: the publish of an event failed or its ack did not come in
+	// time; its row stays and is sent again.
+	NotAcked(subject string)
+}
+
+// WithObserver sets the relay's observer (default: none).
+func WithObserver(o Observer) Option {
+	return func(r *Relay) error {
+		if o == nil {
+			return fmt.Errorf("%w: nil observer", ErrInvalidOption)
+		}
+		r.observer = o
+		return nil
+	}
+}
+
+// WithTracerProvider sets the provider of the relay's send spans (default:
+// the global one).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(r *Relay) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		r.tracer = tp.Tracer(events.TracerName)
+		return nil
+	}
+}
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option {
 	return func(r *Relay) error {
@@ -115,6 +160,8 @@ type Relay struct {
 	backoffMax  time.Duration
 	deleteDelay time.Duration
 	log         *slog.Logger
+	observer    Observer
+	tracer      trace.Tracer
 
 	// acked holds the rows the server acked and the relay has not deleted
 	// yet, so that they are not published again meanwhile; ackedSince is
@@ -143,6 +190,8 @@ func NewRelay(ob *Outbox, js jetstream.JetStream, opts ...Option) (*Relay, error
 		backoffMax:  5 * time.Second,
 		deleteDelay: 50 * time.Millisecond,
 		log:         slog.New(slog.DiscardHandler),
+		observer:    noObserver{},
+		tracer:      otel.GetTracerProvider().Tracer(events.TracerName),
 		acked:       map[int64]struct{}{},
 	}
 	for _, opt := range opts {
@@ -351,18 +400,23 @@ func (r *Relay) drain(ctx context.Context, from int64) (int, error) {
 type batch struct {
 	rows     []row
 	acks     []jetstream.PubAckFuture // nil from the first row that failed to publish
-	deadline time.Time                // the acks are given up on after it
-	err      error                    // the publish error, if any
+	spans    []trace.Span             // each row's send span, ended when it settles
+	sent     time.Time
+	deadline time.Time // the acks are given up on after it
+	err      error     // the publish error, if any
 }
 
-// send publishes rows asynchronously, stopping at the first failure.
+// send publishes rows asynchronously, stopping at the first failure. Each
+// publish has a send span whose parent is the event's creation context
+// (the row's trace headers); it ends when the ack comes, or does not.
 func (r *Relay) send(rows []row) *batch {
-	b := &batch{rows: rows, acks: make([]jetstream.PubAckFuture, len(rows))}
+	b := &batch{rows: rows, acks: make([]jetstream.PubAckFuture, len(rows)), spans: make([]trace.Span, len(rows)), sent: time.Now()}
 	for i, rw := range rows {
 		msg := nats.NewMsg(rw.subject)
 		msg.Data = rw.payload
 		setHeaders(msg.Header, rw.headers)
 		msg.Header.Set(jetstream.MsgIDHeader, rw.eventID)
+		b.spans[i] = r.startSend(msg, rw)
 		f, err := r.js.PublishMsgAsync(msg)
 		if err != nil {
 			b.err = fmt.Errorf("outbox: publish %s to %s: %w", rw.eventID, rw.subject, err)
@@ -374,6 +428,29 @@ func (r *Relay) send(rows []row) *batch {
 	return b
 }
 
+// startSend starts the send span of a row's publish. Its kind is Client,
+// not Producer: the creation context the message carries is the create
+// span's (see Outbox.Add), as the messaging conventions have it.
+func (r *Relay) startSend(msg *nats.Msg, rw row) trace.Span {
+	template := events.SubjectTemplate(rw.subject)
+	_, span := r.tracer.Start(events.ExtractTrace(context.Background(), msg.Header), "send "+template,
+		trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(events.MessageAttributes("send", rw.subject, template, rw.eventID, "")...)
+		span.SetAttributes(semconv.MessagingMessageBodySize(len(rw.payload)))
+	}
+	return span
+}
+
+// failed ends the send span of b's i-th row with err and tells the
+// observer.
+func (r *Relay) failed(b *batch, i int, err error) {
+	r.observer.NotAcked(b.rows[i].subject)
+	b.spans[i].RecordError(err)
+	b.spans[i].SetStatus(codes.Error, err.Error())
+	b.spans[i].End()
+}
+
 // settle waits for the acks of b until its deadline and records the rows
 // the server acked, for deleteAcked. The error reports the rows that
 // stay to be sent again.
@@ -382,6 +459,7 @@ func (r *Relay) settle(ctx context.Context, b *batch) error {
 	defer deadline.Stop()
 	firstErr := b.err
 	acked := make([]int64, 0, len(b.rows))
+	settled := 0 // the rows before it had their ack or their error
 wait:
 	for i, f := range b.acks {
 		if f == nil {
@@ -390,16 +468,26 @@ wait:
 		select {
 		case <-f.Ok():
 			acked = append(acked, b.rows[i].id)
+			r.observer.Acked(b.rows[i].subject, time.Since(b.sent))
+			b.spans[i].End()
 		case err := <-f.Err():
+			err = fmt.Errorf("outbox: publish %s to %s: %w", b.rows[i].eventID, b.rows[i].subject, err)
 			if firstErr == nil {
-				firstErr = fmt.Errorf("outbox: publish %s to %s: %w", b.rows[i].eventID, b.rows[i].subject, err)
+				firstErr = err
 			}
+			r.failed(b, i, err)
 		case <-deadline.C:
 			if firstErr == nil {
 				firstErr = fmt.Errorf("outbox: no ack within %s for %d events", r.ackTimeout, len(b.rows)-i)
 			}
 			break wait
 		}
+		settled = i + 1
+	}
+	// The rest were not acked in time, or (after a failed publish) the
+	// one that failed; those never sent have no span.
+	for i := settled; i < len(b.spans) && b.spans[i] != nil; i++ {
+		r.failed(b, i, firstErr)
 	}
 	if len(acked) > 0 {
 		r.mu.Lock()

@@ -65,12 +65,11 @@ func mustStream(t testing.TB, js jetstream.JetStream, name string, subjects ...s
 
 func testEvent(prefix string, i int) events.Outgoing {
 	return events.Outgoing{
-		ID:          fmt.Sprintf("%s-%04d", prefix, i),
-		Subject:     fmt.Sprintf("test.happened.%s-%d", prefix, i),
-		Type:        "choreo.test.happened.v1",
-		Source:      "choreo/test",
-		Data:        map[string]int{"n": i},
-		TraceParent: traceParent,
+		ID:      fmt.Sprintf("%s-%04d", prefix, i),
+		Subject: fmt.Sprintf("test.happened.%s-%d", prefix, i),
+		Type:    "choreo.test.happened.v1",
+		Source:  "choreo/test",
+		Data:    map[string]int{"n": i},
 	}
 }
 
@@ -81,8 +80,11 @@ func (f *fixture) mustAdd(t testing.TB, prefix string, from, n int) []events.Out
 	for i := range evts {
 		evts[i] = testEvent(prefix, from+i)
 	}
-	err := f.db.InTx(context.Background(), func(tx *sql.Tx) error {
-		return f.ob.Add(context.Background(), tx, evts...)
+	// Written in a trace: each event carries it (with no tracer
+	// installed, as it came).
+	ctx := events.ExtractTrace(context.Background(), nats.Header{events.HeaderTraceParent: {traceParent}})
+	err := f.db.InTx(ctx, func(tx *sql.Tx) error {
+		return f.ob.Add(ctx, tx, evts...)
 	})
 	if err != nil {
 		t.Fatalf("outbox.Add: %v", err)
@@ -271,7 +273,6 @@ func TestRelayPublishesWithHeadersAndDeletesAfterAck(t *testing.T) {
 func TestRelayWithoutTraceParentSendsNone(t *testing.T) {
 	f := mustFixture(t, sqltest.Backend{Name: "sqlite", URL: sqltest.SQLiteURL})
 	e := testEvent("e", 0)
-	e.TraceParent = ""
 	if err := f.db.InTx(context.Background(), func(tx *sql.Tx) error { return f.ob.Add(context.Background(), tx, e) }); err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +566,7 @@ func TestRelayRunReturnsOnCancel(t *testing.T) {
 // makes the server deliver a deadline later, onto its target subject.
 func TestRelaySendsExtraHeadersSuchAsSchedules(t *testing.T) {
 	f := mustFixture(t, sqltest.Backends()[0])
-	ctx := context.Background()
+	ctx := events.ExtractTrace(context.Background(), nats.Header{events.HeaderTraceParent: {traceParent}})
 	if _, err := f.js.CreateOrUpdateStream(ctx, streams.Config(streams.Spec{Name: "SCHED", Subjects: []string{"sched.>"}, Schedules: true}, streams.Options{})); err != nil {
 		t.Fatal(err)
 	}

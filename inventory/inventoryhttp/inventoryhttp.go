@@ -28,7 +28,7 @@ func View(st inventory.Stock) StockView {
 }
 
 // Register adds the inventory routes to mux.
-func Register(mux *http.ServeMux, svc *inventory.Service, log *slog.Logger) {
+func Register(mux httpx.Mux, svc *inventory.Service, log *slog.Logger) {
 	h := handler{svc: svc, log: log}
 	mux.HandleFunc("GET /inventory/{sku}", h.get)
 	mux.HandleFunc("POST /inventory/{sku}/restock", h.restock)
@@ -74,12 +74,7 @@ func (h handler) restock(w http.ResponseWriter, r *http.Request) {
 	if cmd.CommandID == "" {
 		cmd.CommandID = events.NewID()
 	}
-	tp := r.Header.Get(events.HeaderTraceParent)
-	if _, ok := events.TraceID(tp); !ok {
-		tp = events.NewTraceParent()
-	}
-	ctx := events.WithTraceParent(r.Context(), tp)
-	st, err := h.svc.Restock(ctx, inventory.RestockKey(cmd.CommandID), cmd)
+	st, err := h.svc.Restock(r.Context(), inventory.RestockKey(cmd.CommandID), cmd)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return

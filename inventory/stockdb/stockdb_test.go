@@ -74,7 +74,7 @@ func key(id string) inbox.Key { return inbox.Key{Consumer: catalog.Inventory, Ev
 // restock applies a restock of qty units of sku under key id.
 func restock(ctx context.Context, s *stockdb.Store, id, sku string, qty int64) (bool, error) {
 	return s.ApplySKU(ctx, key(id), sku, func(st *inventory.Stock) ([]events.Outgoing, error) {
-		return st.Restock(catalog.Restock{SKU: sku, Quantity: qty}, id, t0, "")
+		return st.Restock(catalog.Restock{SKU: sku, Quantity: qty}, id, t0)
 	})
 }
 
@@ -93,7 +93,7 @@ func reserve(ctx context.Context, s *stockdb.Store, id, orderID string, lines ..
 			if res != nil {
 				return nil, nil, nil
 			}
-			return inventory.Reserve(orderID, lines, stock, t0, "")
+			return inventory.Reserve(orderID, lines, stock, t0)
 		})
 }
 
@@ -221,7 +221,7 @@ func testDuplicate(t *testing.T, b sqltest.Backend) {
 	called := false
 	applied, err := s.ApplySKU(ctx, key("r-1"), "A", func(st *inventory.Stock) ([]events.Outgoing, error) {
 		called = true
-		return st.Restock(catalog.Restock{SKU: "A", Quantity: 5}, "r-1", t0, "")
+		return st.Restock(catalog.Restock{SKU: "A", Quantity: 5}, "r-1", t0)
 	})
 	if err != nil || applied || called {
 		t.Errorf("duplicate restock: applied=%v called=%v err=%v; want not applied, not called", applied, called, err)
@@ -253,14 +253,14 @@ func testRollback(t *testing.T, b sqltest.Backend) {
 
 	boom := events.Permanent(errors.New("boom"))
 	_, err := s.ApplySKU(ctx, key("r-2"), "A", func(st *inventory.Stock) ([]events.Outgoing, error) {
-		out, _ := st.Restock(catalog.Restock{SKU: "A", Quantity: 7}, "r-2", t0, "")
+		out, _ := st.Restock(catalog.Restock{SKU: "A", Quantity: 7}, "r-2", t0)
 		return out, boom
 	})
 	if !errors.Is(err, boom) || !events.IsPermanent(err) {
 		t.Fatalf("err = %v, want the handler's permanent error", err)
 	}
 	_, err = s.ApplyOrder(ctx, key("p-1"), "o-1", []string{"A", "B"}, func(_ *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
-		res, out, _ := inventory.Reserve("o-1", []catalog.StockLine{line("A", 1)}, stock, t0, "")
+		res, out, _ := inventory.Reserve("o-1", []catalog.StockLine{line("A", 1)}, stock, t0)
 		return res, out, errors.New("transient boom")
 	})
 	if err == nil || events.IsPermanent(err) {
@@ -329,7 +329,7 @@ func testLocksReservationSKUs(t *testing.T, b sqltest.Backend) {
 		for sku := range stock {
 			got = append(got, sku)
 		}
-		out, err := res.Commit(stock, t0, "")
+		out, err := res.Commit(stock, t0)
 		return res, out, err
 	})
 	if err != nil {
@@ -418,7 +418,7 @@ func testConcurrentOverlapping(t *testing.T, b sqltest.Backend) {
 			lines := inventory.Lines([]catalog.LineItem{{SKU: names[0], Quantity: 2}, {SKU: names[1], Quantity: 1}})
 			if _, err := s.ApplyOrder(ctx, key("p-"+id), id, []string{names[0], names[1]},
 				func(_ *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
-					return inventory.Reserve(id, lines, stock, t0, "")
+					return inventory.Reserve(id, lines, stock, t0)
 				}); err != nil {
 				t.Errorf("reserve %s: %v", id, err)
 				return
@@ -426,7 +426,7 @@ func testConcurrentOverlapping(t *testing.T, b sqltest.Backend) {
 			if i%3 == 0 {
 				if _, err := s.ApplyOrder(ctx, key("c-"+id), id, nil,
 					func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
-						out, err := res.Commit(stock, t0, "")
+						out, err := res.Commit(stock, t0)
 						return res, out, err
 					}); err != nil {
 					t.Errorf("commit %s: %v", id, err)
@@ -540,19 +540,19 @@ func apply(ctx context.Context, s *stockdb.Store, id, orderID string, skus []str
 
 func placeFn(orderID string, lines ...catalog.StockLine) func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
 	return func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
-		return inventory.OnPlaced(res, orderID, lines, stock, t0, "")
+		return inventory.OnPlaced(res, orderID, lines, stock, t0)
 	}
 }
 
 func confirmFn(orderID string) func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
 	return func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
-		return inventory.OnConfirmed(res, orderID, stock, t0, "")
+		return inventory.OnConfirmed(res, orderID, stock, t0)
 	}
 }
 
 func cancelFn(orderID string) func(*inventory.Reservation, map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
 	return func(res *inventory.Reservation, stock map[string]*inventory.Stock) (*inventory.Reservation, []events.Outgoing, error) {
-		return inventory.OnCancelled(res, orderID, stock, t0, "")
+		return inventory.OnCancelled(res, orderID, stock, t0)
 	}
 }
 

@@ -88,7 +88,7 @@ func testApplyAtomic(t *testing.T, b sqltest.Backend) {
 	// Marking it sent commits the state and notifications.sent together.
 	var want *notifications.Notification
 	applied, err := s.Apply(ctx, inbox.Key{}, n.ID, func(cur *notifications.Notification) (*notifications.Notification, []events.Outgoing, error) {
-		out, err := cur.MarkSent(notifications.SendResult{Channel: "log"}, t0.Add(time.Second), "")
+		out, err := cur.MarkSent(notifications.SendResult{Channel: "log"}, t0.Add(time.Second))
 		want = cur
 		return cur, out, err
 	})
@@ -168,7 +168,7 @@ func testConcurrent(t *testing.T, b sqltest.Backend) {
 	for range workers {
 		wg.Go(func() {
 			_, err := s.Apply(ctx, inbox.Key{}, n.ID, func(cur *notifications.Notification) (*notifications.Notification, []events.Outgoing, error) {
-				out, err := cur.MarkSent(notifications.SendResult{Channel: "log"}, t0, "")
+				out, err := cur.MarkSent(notifications.SendResult{Channel: "log"}, t0)
 				if len(out) == 0 {
 					return nil, nil, err
 				}
@@ -225,7 +225,7 @@ func testListAndCounts(t *testing.T, b sqltest.Backend) {
 		}
 	}
 	_, err := s.Apply(ctx, inbox.Key{}, confirmed("order-2").ID, func(cur *notifications.Notification) (*notifications.Notification, []events.Outgoing, error) {
-		out, err := cur.MarkSent(notifications.SendResult{Channel: "log"}, t0, "")
+		out, err := cur.MarkSent(notifications.SendResult{Channel: "log"}, t0)
 		return cur, out, err
 	})
 	if err != nil {

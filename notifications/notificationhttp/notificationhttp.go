@@ -50,7 +50,7 @@ func View(orderID string, list []*notifications.Notification) OrderNotifications
 }
 
 // Register adds the notifications routes to mux.
-func Register(mux *http.ServeMux, svc *notifications.Service, log *slog.Logger) {
+func Register(mux httpx.Mux, svc *notifications.Service, log *slog.Logger) {
 	h := handler{svc: svc, log: log}
 	mux.HandleFunc("GET /notifications/{order_id}", h.list)
 }

@@ -13,6 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/notifications"
 )
 
@@ -221,7 +227,7 @@ func (s *SMTP) Send(ctx context.Context, n notifications.Notification) (notifica
 	if err != nil {
 		return notifications.SendResult{}, fmt.Errorf("sender: smtp %s: %w", n.ID, err)
 	}
-	if err := s.deliver(ctx, m); err != nil {
+	if err := s.deliverTraced(ctx, m); err != nil {
 		return notifications.SendResult{}, fmt.Errorf("sender: smtp %s via %s: %w", n.ID, s.addr, err)
 	}
 	s.log.LogAttrs(ctx, slog.LevelDebug, "email sent",
@@ -230,6 +236,21 @@ func (s *SMTP) Send(ctx context.Context, n notifications.Notification) (notifica
 		slog.String("message_id", m.messageID),
 		slog.String("channel", ChannelEmail))
 	return notifications.SendResult{Channel: ChannelEmail}, nil
+}
+
+// deliverTraced delivers m in a client span of the caller's trace.
+func (s *SMTP) deliverTraced(ctx context.Context, m message) error {
+	ctx, span := events.Tracer(ctx).Start(ctx, "smtp send", trace.WithSpanKind(trace.SpanKindClient))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(semconv.ServerAddress(s.host), attribute.String("smtp.message_id", m.messageID))
+	}
+	err := s.deliver(ctx, m)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }
 
 // deliver runs one SMTP conversation for m, bounded by ctx and s.timeout.

@@ -77,7 +77,7 @@ func create(t *testing.T, s *orderdb.Store, orderID string) *orders.Order {
 		if o != nil {
 			return nil, nil, fmt.Errorf("order %s exists before it was placed", orderID)
 		}
-		n, out, err := orders.Place(placeCmd(orderID), t0, "")
+		n, out, err := orders.Place(placeCmd(orderID), t0)
 		placed = n
 		return n, out, err
 	})
@@ -144,7 +144,7 @@ func testApplyCommitsTogether(t *testing.T, open opener) {
 	called := false
 	applied, err := s.Apply(ctx, key("place-order-1"), "order-1", func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
 		called = true
-		out := o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0, "")
+		out := o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0)
 		return o, out, nil
 	})
 	if err != nil || applied {
@@ -162,7 +162,7 @@ func testApplyCommitsTogether(t *testing.T, open opener) {
 
 	// A new key on the same order applies, and its events join the outbox.
 	applied, err = s.Apply(ctx, key("capture-1"), "order-1", func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
-		return o, o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0.Add(time.Minute), ""), nil
+		return o, o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0.Add(time.Minute)), nil
 	})
 	if err != nil || !applied {
 		t.Fatalf("capture Apply: applied=%v err=%v, want true nil", applied, err)
@@ -182,7 +182,7 @@ func testRoundTrip(t *testing.T, open opener) {
 	var want orders.Order
 	_, err := s.Apply(context.Background(), key("fail-1"), "order-1", func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
 		o.OnStockReserved(catalog.StockReserved{OrderID: o.ID}, t0)
-		out := o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, updated, "")
+		out := o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, updated)
 		o.PaymentID = "pay-x"
 		want = *o
 		return o, out, nil
@@ -246,7 +246,7 @@ func testHandlerErrorRollsBack(t *testing.T, open opener) {
 	errBoom := events.Permanent(errors.New("boom"))
 
 	applied, err := s.Apply(ctx, key("capture-1"), "order-1", func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
-		out := o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0.Add(time.Minute), "")
+		out := o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0.Add(time.Minute))
 		return o, out, errBoom
 	})
 	if applied || !errors.Is(err, errBoom) {
@@ -264,7 +264,7 @@ func testHandlerErrorRollsBack(t *testing.T, open opener) {
 
 	// The claim rolled back too, so a redelivery with the same key applies.
 	applied, err = s.Apply(ctx, key("capture-1"), "order-1", func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
-		return o, o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0.Add(time.Minute), ""), nil
+		return o, o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "pay-1"}, t0.Add(time.Minute)), nil
 	})
 	if err != nil || !applied {
 		t.Fatalf("retry: applied=%v err=%v, want true nil (the failed attempt must not claim the key)", applied, err)
@@ -282,7 +282,7 @@ func testHandlerErrorOnCreate(t *testing.T, open opener) {
 	s, _ := open(t)
 	errBoom := errors.New("boom")
 	_, err := s.Apply(ctx, key("place-1"), "order-1", func(o *orders.Order) (*orders.Order, []events.Outgoing, error) {
-		n, out, _ := orders.Place(placeCmd("order-1"), t0, "")
+		n, out, _ := orders.Place(placeCmd("order-1"), t0)
 		return n, out, errBoom
 	})
 	if !errors.Is(err, errBoom) {
@@ -455,11 +455,11 @@ func testCounts(t *testing.T, open opener) {
 		}
 	}
 	transition("c-1", func(o *orders.Order) []events.Outgoing {
-		return o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: o.ID, PaymentID: "pay"}, t0, "")
+		return o.OnPaymentCaptured(catalog.PaymentCaptured{OrderID: o.ID, PaymentID: "pay"}, t0)
 	})
 	for _, id := range []string{"x-1", "x-2", "x-3"} {
 		transition(id, func(o *orders.Order) []events.Outgoing {
-			return o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, t0, "")
+			return o.OnStockReservationFailed(catalog.StockReservationFailed{OrderID: o.ID}, t0)
 		})
 	}
 	counts, err = s.Counts(ctx)

@@ -3,7 +3,6 @@
 package orderhttp
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -42,7 +41,7 @@ func View(o *orders.Order) OrderView {
 }
 
 // Register adds the orders routes to mux.
-func Register(mux *http.ServeMux, svc *orders.Service, log *slog.Logger) {
+func Register(mux httpx.Mux, svc *orders.Service, log *slog.Logger) {
 	h := handler{svc: svc, log: log}
 	mux.HandleFunc("POST /orders", h.place)
 	mux.HandleFunc("GET /orders/{id}", h.get)
@@ -71,7 +70,7 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 			cmd.OrderID = events.NewID()
 		}
 	}
-	ctx := withTrace(r)
+	ctx := r.Context()
 	// The order id itself makes placing idempotent; no inbox claim needed.
 	o, _, err := h.svc.Place(ctx, inbox.Key{}, cmd)
 	if err != nil {
@@ -98,20 +97,10 @@ func (h handler) get(w http.ResponseWriter, r *http.Request) {
 // it was cancelled before), 409 when it is already confirmed, 404 when it
 // does not exist. It takes no body.
 func (h handler) cancel(w http.ResponseWriter, r *http.Request) {
-	o, err := h.svc.Cancel(withTrace(r), inbox.Key{}, r.PathValue("id"))
+	o, err := h.svc.Cancel(r.Context(), inbox.Key{}, r.PathValue("id"))
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, View(o))
-}
-
-// withTrace continues the caller's W3C trace, or starts one: the saga's
-// events carry it from here through every service.
-func withTrace(r *http.Request) context.Context {
-	tp := r.Header.Get(events.HeaderTraceParent)
-	if _, ok := events.TraceID(tp); !ok {
-		tp = events.NewTraceParent()
-	}
-	return events.WithTraceParent(r.Context(), tp)
 }

@@ -41,7 +41,7 @@ func View(p *payments.Payment) PaymentView {
 }
 
 // Register adds the payments routes to mux.
-func Register(mux *http.ServeMux, svc *payments.Service, log *slog.Logger) {
+func Register(mux httpx.Mux, svc *payments.Service, log *slog.Logger) {
 	h := handler{svc: svc, log: log}
 	mux.HandleFunc("GET /payments/{order_id}", h.get)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/httpx"
@@ -115,8 +116,21 @@ func (c *HTTPConfig) setDefaults() {
 	if c.HTTPClient == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = c.MaxConcurrent
-		c.HTTPClient = &http.Client{Transport: t}
+		// Each call is a client span in the caller's trace, and carries
+		// its trace context to the provider.
+		c.HTTPClient = &http.Client{Transport: otelhttp.NewTransport(t, otelhttp.WithSpanNameFormatter(clientSpanName))}
 	}
+}
+
+// clientSpanName names a call's client span after its method and URL
+// template, as the HTTP conventions have it: the capture key in a cancel's
+// path would make every name unique.
+func clientSpanName(_ string, r *http.Request) string {
+	path := r.URL.Path
+	if strings.HasPrefix(path, "/v1/captures/") && strings.HasSuffix(path, "/cancel") {
+		path = "/v1/captures/{key}/cancel"
+	}
+	return r.Method + " " + path
 }
 
 // Validate reports the first problem of c, after defaults.
