@@ -200,11 +200,10 @@ func (s *Service) orderWork(key inbox.Key, orderID, input, verb string, skus []s
 		}
 		return out, nil
 	}
-	w.After = func(context.Context, bool) (consumer.Work, error) {
+	w.Committed = func(ctx context.Context) {
 		if anomaly != "" {
-			s.log.Error("inventory: "+anomaly+"; stock left as it is", "order_id", orderID, "input", input, "status", status)
+			s.log.ErrorContext(ctx, "inventory: "+anomaly+"; stock left as it is", "order_id", orderID, "input", input, "status", status)
 		}
-		return consumer.Work{}, nil
 	}
 	return w
 }

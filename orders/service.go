@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/catalog"
@@ -41,6 +43,7 @@ type Service struct {
 	deadline time.Duration
 	grace    time.Duration
 	router   *consumer.Router
+	sagas    *prometheus.HistogramVec
 }
 
 // Config configures a Service.
@@ -74,7 +77,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.DeadlineGrace <= 0 {
 		cfg.DeadlineGrace = time.Minute
 	}
-	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline, grace: cfg.DeadlineGrace}
+	s := &Service{store: cfg.Store, log: cfg.Logger, now: cfg.Now, deadline: cfg.Deadline, grace: cfg.DeadlineGrace, sagas: newSagaDuration()}
 	s.router = s.routes()
 	return s, nil
 }
@@ -92,7 +95,7 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 		return nil, false, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
 	var result *Order
-	_, err = s.store.Apply(ctx, key, cmd.OrderID, s.place(ctx, cmd, func(o *Order, c bool) { result, created = o, c }))
+	_, err = s.store.Apply(ctx, key, cmd.OrderID, s.place(cmd, func(o *Order, c bool) { result, created = o, c }))
 	if err != nil {
 		return nil, false, err
 	}
@@ -106,7 +109,7 @@ func (s *Service) Place(ctx context.Context, key inbox.Key, cmd catalog.PlaceOrd
 // and whether it created it to decided; the store may run it more than
 // once (after losing a race to create the order), and only the last, the
 // committed, run counts.
-func (s *Service) place(ctx context.Context, cmd catalog.PlaceOrder, decided func(o *Order, created bool)) Transition {
+func (s *Service) place(cmd catalog.PlaceOrder, decided func(o *Order, created bool)) Transition {
 	return func(existing *Order) (*Order, []events.Outgoing, error) {
 		decided(nil, false)
 		if existing != nil {
@@ -138,9 +141,13 @@ func (s *Service) Cancel(ctx context.Context, key inbox.Key, orderID string) (*O
 		result   *Order
 		rejected bool
 	)
-	applied, err := s.store.Apply(ctx, key, orderID, s.cancel(ctx, orderID, func(o *Order, r bool) { result, rejected = o, r }))
+	cancel, ended := s.watchEnd(s.cancel(orderID, func(o *Order, r bool) { result, rejected = o, r }))
+	applied, err := s.store.Apply(ctx, key, orderID, cancel)
 	if err != nil {
 		return nil, err
+	}
+	if applied {
+		ended(ctx)
 	}
 	if !applied { // a repeated command: report the order as it is
 		if result, err = s.store.Get(ctx, orderID); err != nil {
@@ -156,7 +163,7 @@ func (s *Service) Cancel(ctx context.Context, key inbox.Key, orderID string) (*O
 
 // cancel is the transition of a customer's cancel; it reports the order
 // it leaves and whether the cancel was rejected to decided.
-func (s *Service) cancel(ctx context.Context, orderID string, decided func(o *Order, rejected bool)) Transition {
+func (s *Service) cancel(orderID string, decided func(o *Order, rejected bool)) Transition {
 	return func(o *Order) (*Order, []events.Outgoing, error) {
 		if o == nil {
 			return nil, nil, events.NotFound(fmt.Errorf("cancel order %s: %w", orderID, ErrNotFound))
@@ -187,7 +194,7 @@ func (s *Service) SweepDeadlines(ctx context.Context) (int, error) {
 		}
 		for _, id := range ids {
 			applied := false
-			_, err := s.store.Apply(ctx, inbox.Key{}, id, func(o *Order) (*Order, []events.Outgoing, error) {
+			timeout, ended := s.watchEnd(func(o *Order) (*Order, []events.Outgoing, error) {
 				applied = false
 				if o == nil || o.Status.Final() {
 					return nil, nil, nil
@@ -196,10 +203,11 @@ func (s *Service) SweepDeadlines(ctx context.Context) (int, error) {
 				applied = len(out) > 0
 				return o, s.endDeadline(o, out), nil
 			})
-			if err != nil {
+			if _, err := s.store.Apply(ctx, inbox.Key{}, id, timeout); err != nil {
 				return cancelled, fmt.Errorf("orders: sweep deadline of %s: %w", id, err)
 			}
 			if applied {
+				ended(ctx)
 				cancelled++
 				s.log.Warn("orders: cancelled an order past its deadline whose scheduled deadline never came", "order_id", id)
 			}
@@ -221,7 +229,7 @@ func (s *Service) endDeadline(o *Order, out []events.Outgoing) []events.Outgoing
 
 // update is the work of an event that moves an existing order on.
 func (s *Service) update(key inbox.Key, orderID string, transition func(o *Order, now time.Time) []events.Outgoing) consumer.Work {
-	return s.store.Work(key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
+	return s.work(key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		if o == nil {
 			// Orders creates every order before anything can refer to it,
 			// so this is an event from elsewhere or a lost database.
@@ -229,6 +237,14 @@ func (s *Service) update(key inbox.Key, orderID string, transition func(o *Order
 		}
 		return o, s.endDeadline(o, transition(o, s.now())), nil
 	})
+}
+
+// work is the store's Work for fn, recording the saga's end if fn ends it.
+func (s *Service) work(key inbox.Key, orderID string, fn Transition) consumer.Work {
+	fn, ended := s.watchEnd(fn)
+	w := s.store.Work(key, orderID, fn)
+	w.Committed = ended
+	return w
 }
 
 // Durable consumer name of the orders service on every stream it reads.
@@ -282,12 +298,12 @@ func (s *Service) onPlace(ctx context.Context, _ *consumer.Message, c catalog.Co
 	if err := c.Body.Validate(); err != nil {
 		return consumer.Work{}, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
-	return s.store.Work(commandKey(c.Key), c.Body.OrderID, s.place(ctx, c.Body, func(*Order, bool) {})), nil
+	return s.store.Work(commandKey(c.Key), c.Body.OrderID, s.place(c.Body, func(*Order, bool) {})), nil
 }
 
 func (s *Service) onCancel(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.CancelOrder]) (consumer.Work, error) {
-	cancel := s.cancel(ctx, c.Body.OrderID, func(*Order, bool) {})
-	return s.store.Work(commandKey(c.Key), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
+	cancel := s.cancel(c.Body.OrderID, func(*Order, bool) {})
+	return s.work(commandKey(c.Key), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		next, out, err := cancel(o)
 		if errors.Is(err, ErrNotFound) {
 			// The place command may still be on its way (both travel on

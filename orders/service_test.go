@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
@@ -364,6 +365,32 @@ func testCaptureTwice(t *testing.T, b sqltest.Backend) {
 	if got := f.subjects(t); !reflect.DeepEqual(got, want) {
 		t.Errorf("outbox: got %v, want %v", got, want)
 	}
+	if got := sagaEnds(t, f.svc); !reflect.DeepEqual(got, map[string]uint64{"CONFIRMED/": 1}) {
+		t.Errorf("saga durations observed: %v, want one CONFIRMED (duplicates do not count)", got)
+	}
+}
+
+// sagaEnds returns how many saga durations the service observed, by
+// "state/reason".
+func sagaEnds(t *testing.T, svc *orders.Service) map[string]uint64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(svc.Collector())
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, fam := range families {
+		for _, m := range fam.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			out[labels["state"]+"/"+labels["reason"]] += m.GetHistogram().GetSampleCount()
+		}
+	}
+	return out
 }
 
 func testReservationFailed(t *testing.T, b sqltest.Backend) {
@@ -395,6 +422,9 @@ func testReservationFailed(t *testing.T, b sqltest.Backend) {
 	var data catalog.OrderCancelled
 	if err := json.Unmarshal(rows[1].Env.Data, &data); err != nil || data.Reason != catalog.ReasonOutOfStock {
 		t.Errorf("cancelled data: got %s (%v), want reason out_of_stock", rows[1].Env.Data, err)
+	}
+	if got := sagaEnds(t, f.svc); !reflect.DeepEqual(got, map[string]uint64{"CANCELLED/out_of_stock": 1}) {
+		t.Errorf("saga durations observed: %v, want one CANCELLED out_of_stock", got)
 	}
 }
 

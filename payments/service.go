@@ -211,7 +211,7 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 	}
 	var (
 		answer func(p *Payment) ([]events.Outgoing, error)
-		report func(recorded *Payment)
+		report func(ctx context.Context, recorded *Payment)
 	)
 	switch p.Status {
 	case CapturePending:
@@ -222,12 +222,12 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 			return consumer.Work{}, providerFailure("capture", p.OrderID, err)
 		}
 		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCaptureResult(res, s.now()) }
-		report = func(recorded *Payment) {
+		report = func(ctx context.Context, recorded *Payment) {
 			if recorded.Status == Declined {
-				s.log.Info("payments: declined", "order_id", orderID, "reason", recorded.DeclineReason)
+				s.log.InfoContext(ctx, "payments: declined", "order_id", orderID, "reason", recorded.DeclineReason)
 				return
 			}
-			s.log.Info("payments: captured", "order_id", orderID, "payment_id", recorded.PaymentID,
+			s.log.InfoContext(ctx, "payments: captured", "order_id", orderID, "payment_id", recorded.PaymentID,
 				"amount", recorded.Amount.Amount, "currency", recorded.Amount.Currency)
 		}
 	case CancelPending:
@@ -238,13 +238,13 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 			return consumer.Work{}, providerFailure("cancel", p.OrderID, err)
 		}
 		answer = func(p *Payment) ([]events.Outgoing, error) { return p.OnCancelResult(res, s.now()) }
-		report = func(recorded *Payment) {
+		report = func(ctx context.Context, recorded *Payment) {
 			if recorded.Status == Refunded {
-				s.log.Info("payments: refunded", "order_id", orderID, "payment_id", recorded.PaymentID,
+				s.log.InfoContext(ctx, "payments: refunded", "order_id", orderID, "payment_id", recorded.PaymentID,
 					"amount", recorded.RefundedAmount, "currency", recorded.Amount.Currency)
 				return
 			}
-			s.log.Info("payments: voided", "order_id", orderID)
+			s.log.InfoContext(ctx, "payments: voided", "order_id", orderID)
 		}
 	default:
 		return consumer.Work{}, nil
@@ -252,7 +252,7 @@ func (s *Service) settle(ctx context.Context, m *consumer.Message, orderID strin
 	w, recorded := s.recordAnswer(orderID, answer)
 	w.After = func(ctx context.Context, _ bool) (consumer.Work, error) {
 		if r := *recorded; r != nil {
-			report(r)
+			report(ctx, r)
 			if !r.Status.Pending() {
 				return consumer.Work{}, nil // settled by this answer
 			}

@@ -585,8 +585,9 @@ func testConcurrentCancel(t *testing.T, b sqltest.Backend) {
 	errs := make(chan error, 6*orders)
 	for i := range orders {
 		id := fmt.Sprintf("order-%02d", i)
-		cancelled := cancelledMsg(t, id, catalog.ReasonCustomerCancelled)
-		for _, m := range []*consumer.Message{placedMsg(t, id), reservedMsg(t, id), cancelled, placedMsg(t, id), reservedMsg(t, id), cancelled} {
+		// Each delivery is a message of its own, as the consumer makes it.
+		cancelled := func() *consumer.Message { return cancelledMsg(t, id, catalog.ReasonCustomerCancelled) }
+		for _, m := range []*consumer.Message{placedMsg(t, id), reservedMsg(t, id), cancelled(), placedMsg(t, id), reservedMsg(t, id), cancelled()} {
 			wg.Go(func() {
 				if err := h.svc.Handle(context.Background(), m); err != nil {
 					errs <- fmt.Errorf("%s: %w", m.Subject, err)

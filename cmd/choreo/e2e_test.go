@@ -29,6 +29,7 @@ type runningChoreo struct {
 	natsURL     string
 	httpURL     string
 	providerURL string
+	stderr      *lockedBuffer
 	stop        func()
 }
 
@@ -85,7 +86,7 @@ func startUp(t *testing.T, extra ...string) *runningChoreo {
 		}
 	}
 	t.Cleanup(stop)
-	c := &runningChoreo{natsURL: nm[1], httpURL: hm[1], stop: stop}
+	c := &runningChoreo{natsURL: nm[1], httpURL: hm[1], stderr: &stderr, stop: stop}
 	if pm := providerLine.FindStringSubmatch(printed.String()); pm != nil {
 		c.providerURL = pm[1]
 	}

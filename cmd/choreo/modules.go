@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/httpx"
@@ -34,6 +36,9 @@ type builtService struct {
 	consumer consumer.Config
 	tasks    []worker.Task
 	routes   func(mux httpx.Mux)
+	// collectors are the service's own metrics (beyond the consumer's,
+	// the relay's and the outbox's, which every service has).
+	collectors []prometheus.Collector
 }
 
 // serviceOptions are the settings some services need beyond a database.
@@ -81,7 +86,8 @@ func buildOrders(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtServ
 			_, err := svc.SweepDeadlines(ctx)
 			return err
 		}}},
-		routes: func(mux httpx.Mux) { orderhttp.Register(mux, svc, log) },
+		routes:     func(mux httpx.Mux) { orderhttp.Register(mux, svc, log) },
+		collectors: []prometheus.Collector{svc.Collector()},
 	}, nil
 }
 
@@ -100,22 +106,26 @@ func buildInventory(db *sqldb.DB, log *slog.Logger, _ serviceOptions) (builtServ
 
 func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtService, error) {
 	store := paymentdb.New(db)
-	var pay payments.Provider = provider.NewAlwaysApprove()
+	var (
+		pay        payments.Provider = provider.NewAlwaysApprove()
+		collectors []prometheus.Collector
+	)
 	if !opts.offline {
 		client, err := provider.NewHTTP(provider.HTTPConfig{BaseURL: opts.providerURL, Logger: log})
 		if err != nil {
 			return builtService{}, err
 		}
-		pay = client
+		pay, collectors = client, client.Collectors()
 	}
 	svc, err := payments.New(payments.Config{Store: store, Provider: pay, Logger: log})
 	if err != nil {
 		return builtService{}, err
 	}
 	return builtService{
-		outbox:   store.Outbox(),
-		consumer: svc.Consumer(),
-		routes:   func(mux httpx.Mux) { paymenthttp.Register(mux, svc, log) },
+		outbox:     store.Outbox(),
+		consumer:   svc.Consumer(),
+		routes:     func(mux httpx.Mux) { paymenthttp.Register(mux, svc, log) },
+		collectors: collectors,
 	}, nil
 }
 

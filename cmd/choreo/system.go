@@ -103,6 +103,8 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := telemetry.NewMetrics(reg)
+	dlqPrefixes := map[string]string{}
 	mux := http.NewServeMux()
 	for _, m := range cfg.services {
 		log := cfg.log.With("service", m.name)
@@ -120,9 +122,10 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		}
 		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
-		built.consumer.Middleware = append(built.consumer.Middleware, telemetry.TraceMessages(tracer), consumer.LogOutcomes(log))
+		built.consumer.Middleware = append(built.consumer.Middleware,
+			telemetry.TraceMessages(tracer), metrics.Messages(durables(built.consumer)...), consumer.LogOutcomes(log))
 		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
-			RelayOptions:   []outbox.Option{outbox.WithTracerProvider(tracer)},
+			RelayOptions:   []outbox.Option{outbox.WithTracerProvider(tracer), outbox.WithObserver(metrics.Relay(m.name))},
 			InboxRetention: cfg.opts.inboxRetention, Tasks: built.tasks, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
@@ -133,21 +136,13 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.micro = append(s.micro, ms)
-		built.routes(routes{mux: mux, tracer: tracer})
-		ob := built.outbox
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "choreo_outbox_backlog",
-			Help:        "Outbox rows waiting to be published.",
-			ConstLabels: prometheus.Labels{"service": m.name},
-		}, func() float64 {
-			n, _, err := ob.Backlog(context.Background())
-			if err != nil {
-				return -1
-			}
-			return float64(n)
-		}))
+		built.routes(routes{mux: mux, service: m.name, tracer: tracer, metrics: metrics})
+		metrics.Outbox(m.name, built.outbox)
+		reg.MustRegister(built.collectors...)
+		dlqPrefixes[m.name] = built.consumer.DLQSubject
 		log.Info("service started", "db", db.URL)
 	}
+	metrics.DLQ(js, catalog.StreamDLQ, dlqPrefixes)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -248,6 +243,15 @@ func (s *system) stop() {
 		}
 		cancel()
 	}
+}
+
+// durables returns the names of the durable consumers of cfg.
+func durables(cfg consumer.Config) []string {
+	names := make([]string, 0, len(cfg.Sources))
+	for _, s := range cfg.Sources {
+		names = append(names, s.Durable)
+	}
+	return names
 }
 
 // serviceName is the OpenTelemetry service.name of a service's spans: its

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/telemetry"
 )
 
 // testSpanExporter, when a test sets it, receives the spans of every
@@ -16,16 +17,19 @@ var testSpanExporter sdktrace.SpanExporter
 
 // routes is the mux a service registers its routes on: each route gets a
 // server span (named "<METHOD> <route>", a child of the caller's W3C
-// trace context) from the service's own tracer provider.
+// trace context) from the service's own tracer provider, and its requests
+// are counted and timed by route and status.
 type routes struct {
-	mux    *http.ServeMux
-	tracer trace.TracerProvider
+	mux     *http.ServeMux
+	service string
+	tracer  trace.TracerProvider
+	metrics *telemetry.Metrics
 }
 
 var _ httpx.Mux = routes{}
 
 func (r routes) Handle(pattern string, h http.Handler) {
-	r.mux.Handle(pattern, otelhttp.NewHandler(h, pattern,
+	r.mux.Handle(pattern, otelhttp.NewHandler(r.metrics.HTTP(r.service, pattern, h), pattern,
 		otelhttp.WithTracerProvider(r.tracer),
 		otelhttp.WithSpanNameFormatter(func(op string, req *http.Request) string {
 			if req.Pattern != "" {

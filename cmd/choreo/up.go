@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/events/telemetry"
 	"github.com/choreo-dev/choreo/payments/provider/simulator"
 )
 
@@ -242,5 +243,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	// Every record names the trace and the message it is about (see
+	// telemetry.NewLogHandler), with durations as readable strings.
+	return slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l, ReplaceAttr: telemetry.ReadableDurations}))), nil
 }

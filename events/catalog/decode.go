@@ -169,8 +169,13 @@ type Event[T any] struct {
 // whose data is a T (see DecodeEvent).
 func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 	return func(m *consumer.Message) (Event[T], error) {
+		// The route's type, even when the message turns out not to be
+		// one: what was expected on its subject is what it is counted as.
+		m.Type, m.KeyName = typ, keyNames[typ]
 		env, v, err := DecodeEvent[T](m.Data, typ)
-		m.ID, m.Type, m.Key, m.KeyName = env.ID, env.Type, env.Subject, keyNames[typ]
+		if env.ID != "" {
+			m.ID, m.Key = env.ID, env.Subject
+		}
 		return Event[T]{Envelope: env, Data: v}, err
 	}
 }

@@ -493,7 +493,14 @@ func (c *Consumer) message(raw jetstream.Msg) (*Message, bool) {
 		c.cfg.Logger.Error("consumer: message without metadata", "subject", raw.Subject(), "err", err)
 		return nil, false
 	}
+	// Until its route decodes it, a message is known by its Nats-Msg-Id
+	// (an event's id, as the relay publishes it), else its position.
+	id := raw.Headers().Get(jetstream.MsgIDHeader)
+	if id == "" {
+		id = meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
 	return &Message{
+		ID:        id,
 		Consumer:  c.durable(meta.Stream),
 		Subject:   raw.Subject(),
 		Data:      raw.Data(),
@@ -576,19 +583,26 @@ func (c *Consumer) apply(items []*item) {
 		ictx, cancel := context.WithTimeout(it.ctx, c.cfg.HandlerTimeout)
 		it.err = safe(func() error {
 			applied, err := inbox.Apply(ictx, c.cfg.Outbox, it.work.Key, inbox.Fn(it.work.Apply))
+			if err != nil {
+				return err
+			}
 			it.setApplied(applied)
-			return err
+			return nil
 		})
 		cancel()
 	}
 }
 
-// setApplied records whether the item's work was applied; the handler's
-// own work not applied, with a claim, means the message is a duplicate.
+// setApplied records whether the item's work was applied (and committed);
+// the handler's own work not applied, with a claim, means the message is
+// a duplicate.
 func (it *item) setApplied(applied bool) {
 	it.applied = applied
 	if it.first && !applied && it.work.Key.EventID != "" {
 		it.dup = true
+	}
+	if applied && it.work.Committed != nil {
+		it.work.Committed(it.ctx)
 	}
 }
 

@@ -28,6 +28,12 @@ type Work struct {
 	// state from an earlier run, and it must do all its reads and writes
 	// through tx. nil: no state change.
 	Apply func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error)
+	// Committed runs right after Apply's transaction committed (not for
+	// a duplicate, whose Apply was skipped), on the runner's goroutine,
+	// with the message's context: the place for quick bookkeeping about
+	// what Apply's last, committed run decided — a metric, a log record.
+	// It must not block. nil: nothing.
+	Committed func(ctx context.Context)
 	// After runs once Apply's transaction has committed (applied true),
 	// or when the inbox showed the message had been handled before
 	// (applied false): the place for calls outside the database — a
@@ -93,6 +99,9 @@ func HandleOne(ctx context.Context, ob *outbox.Outbox, h Handler, m *Message) er
 			}
 			if applied, err = inbox.Apply(ctx, ob, w.Key, inbox.Fn(w.Apply)); err != nil {
 				return err
+			}
+			if applied && w.Committed != nil {
+				w.Committed(ctx)
 			}
 		}
 		if w.After == nil {

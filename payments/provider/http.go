@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
@@ -185,6 +186,8 @@ type HTTP struct {
 	slots   chan struct{}
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
 	log     *slog.Logger
+	calls   *prometheus.HistogramVec
+	state   prometheus.GaugeFunc
 }
 
 var _ payments.Provider = (*HTTP)(nil)
@@ -203,7 +206,17 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		queue:   cfg.QueueTimeout,
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 		log:     cfg.Logger,
+		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "choreo_provider_request_duration_seconds",
+			Help:    "Payment provider calls by operation (capture, cancel) and outcome: captured, declined, refunded, voided, rejected (a 4xx), unavailable (not made: breaker open or bulkhead full), failed (no answer, a 5xx, a timeout).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"operation", "outcome"}),
 	}
+	h.state = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "choreo_circuit_breaker_state",
+		Help:        "State of a circuit breaker: 0 closed, 1 half-open, 2 open.",
+		ConstLabels: prometheus.Labels{"breaker": "payment-provider"},
+	}, func() float64 { return float64(h.breaker.State()) })
 	failures := uint32(cfg.BreakerFailures)
 	h.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:    "payment-provider",
@@ -227,6 +240,26 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		},
 	})
 	return h, nil
+}
+
+// Collectors returns the client's metrics, for a Prometheus registry: the
+// calls' durations by outcome and the circuit breaker's state.
+func (h *HTTP) Collectors() []prometheus.Collector { return []prometheus.Collector{h.calls, h.state} }
+
+// observe records a call of operation that started at start.
+func (h *HTTP) observe(operation string, start time.Time, outcome string, err error) {
+	if err != nil {
+		var se *StatusError
+		switch {
+		case errors.Is(err, ErrUnavailable):
+			outcome = "unavailable"
+		case errors.As(err, &se) && se.Permanent():
+			outcome = "rejected"
+		default:
+			outcome = "failed"
+		}
+	}
+	h.calls.WithLabelValues(operation, outcome).Observe(time.Since(start).Seconds())
 }
 
 // BreakerState returns the circuit breaker's state: "closed", "half-open"
@@ -263,17 +296,19 @@ func (h *HTTP) Capture(ctx context.Context, req payments.CaptureRequest) (paymen
 		return payments.CaptureResult{}, ErrNoIdempotencyKey
 	}
 	body := captureBody{OrderID: req.OrderID, CustomerID: req.CustomerID, Amount: req.Amount}
+	start := time.Now()
 	a, err := h.call(ctx, req.IdempotencyKey, "/v1/captures", body)
+	if err == nil && !(a.Status == "captured" && a.PaymentID != "") && a.Status != "declined" {
+		err = fmt.Errorf("unexpected answer %+v", a)
+	}
+	h.observe("capture", start, a.Status, err)
 	if err != nil {
 		return payments.CaptureResult{}, fmt.Errorf("provider: capture %s: %w", req.IdempotencyKey, err)
 	}
-	switch {
-	case a.Status == "captured" && a.PaymentID != "":
-		return payments.CaptureResult{PaymentID: a.PaymentID}, nil
-	case a.Status == "declined":
+	if a.Status == "declined" {
 		return payments.CaptureResult{Declined: true, DeclineReason: a.Reason}, nil
 	}
-	return payments.CaptureResult{}, fmt.Errorf("provider: capture %s: unexpected answer %+v", req.IdempotencyKey, a)
+	return payments.CaptureResult{PaymentID: a.PaymentID}, nil
 }
 
 // Cancel implements payments.Provider with POST
@@ -283,17 +318,19 @@ func (h *HTTP) Cancel(ctx context.Context, req payments.CancelRequest) (payments
 		return payments.CancelResult{}, ErrNoIdempotencyKey
 	}
 	path := "/v1/captures/" + url.PathEscape(req.IdempotencyKey) + "/cancel"
+	start := time.Now()
 	a, err := h.call(ctx, req.IdempotencyKey, path, cancelBody{OrderID: req.OrderID})
+	if err == nil && !(a.Status == "refunded" && a.Amount != nil) && a.Status != "voided" {
+		err = fmt.Errorf("unexpected answer %+v", a)
+	}
+	h.observe("cancel", start, a.Status, err)
 	if err != nil {
 		return payments.CancelResult{}, fmt.Errorf("provider: cancel %s: %w", req.IdempotencyKey, err)
 	}
-	switch {
-	case a.Status == "refunded" && a.Amount != nil:
-		return payments.CancelResult{Refunded: true, Amount: *a.Amount, PaymentID: a.PaymentID}, nil
-	case a.Status == "voided":
+	if a.Status == "voided" {
 		return payments.CancelResult{Voided: true}, nil
 	}
-	return payments.CancelResult{}, fmt.Errorf("provider: cancel %s: unexpected answer %+v", req.IdempotencyKey, a)
+	return payments.CancelResult{Refunded: true, Amount: *a.Amount, PaymentID: a.PaymentID}, nil
 }
 
 // call POSTs body to path under the bulkhead and the breaker, and decodes
