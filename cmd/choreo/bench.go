@@ -68,7 +68,9 @@ each beside the machine's limits measured first in the same run on the same
 NATS server and storage: the JetStream async publish rate, the store's
 two-row commit rate, and a minimal saga of the same shape with no domain
 logic (the ceiling). With --embedded it starts choreo up as a child process
-on a fresh data directory and measures that process; otherwise it drives
+on a fresh data directory and measures that process (the OTEL_* variables,
+GOGC, GOMEMLIMIT, GOMAXPROCS and GODEBUG reach it: measure tracing on with
+OTEL_TRACES_SAMPLER=always_on and an OTLP endpoint); otherwise it drives
 the system behind --nats-url (pass --pid to measure its process).`
 
 func parseBench(args []string, stderr io.Writer, getenv func(string) string) (benchConfig, error) {
@@ -530,9 +532,16 @@ func startBenchChild(ctx context.Context, cfg benchConfig, dataDir, dbURL string
 		args = append(args, "--durable")
 	}
 	cmd := exec.Command(bin, args...)
-	// Only what choreo up needs: the caller's NATS_URL must not send the
-	// child to another server.
+	// Only what choreo up needs — the caller's NATS_URL must not send the
+	// child to another server — and what a measurement may vary: the
+	// OpenTelemetry settings (tracing off vs on) and the Go runtime's.
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "OTEL_") || slices.Contains([]string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"}, name) {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	logFile, err := os.Create(filepath.Join(dataDir, "choreo-up.log"))
 	if err != nil {
 		return nil, err
