@@ -212,23 +212,9 @@ func (s *Service) orderWork(key inbox.Key, orderID, input, verb string, skus []s
 const consumerName = catalog.Inventory
 
 // Consumer returns the configuration of the service's consumer: the
-// streams it reads and its handler.
+// streams its routes read, and its router.
 func (s *Service) Consumer() consumer.Config {
-	src := func(stream string, filters ...string) consumer.Source {
-		return consumer.Source{Stream: stream, Durable: consumerName, FilterSubjects: filters}
-	}
-	return consumer.Config{
-		Sources: []consumer.Source{
-			src(catalog.StreamCommands, "cmd.inventory.>"),
-			src(catalog.StreamOrders,
-				catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
-				catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"),
-				catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")),
-		},
-		Handler:    s.router.Handle,
-		DLQSubject: catalog.DLQSubject(catalog.Inventory),
-		Logger:     s.log,
-	}
+	return catalog.ConsumerOf(catalog.Inventory, s.router, s.log)
 }
 
 // Handle handles one message to the end, in a transaction of its own: what

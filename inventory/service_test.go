@@ -489,8 +489,8 @@ func TestConsumer(t *testing.T) {
 		filters []string
 	}
 	wants := []want{
-		{catalog.StreamCommands, []string{"cmd.inventory.>"}},
 		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}},
+		{catalog.StreamCommands, []string{"cmd.inventory.restock"}},
 	}
 	if len(c.Sources) != len(wants) {
 		t.Fatalf("%d sources, want %d", len(c.Sources), len(wants))

@@ -76,23 +76,11 @@ func (s *Service) List(ctx context.Context, orderID string) ([]*Notification, er
 const consumerName = catalog.Notifications
 
 // Consumer returns the configuration of the service's consumer: the
-// stream it reads and its handler. A sender failure is returned as
+// stream its routes read, and its router. A sender failure is returned as
 // events.Transient, so the message comes back after a back-off and the
 // delivery is tried again.
 func (s *Service) Consumer() consumer.Config {
-	return consumer.Config{
-		Sources: []consumer.Source{{
-			Stream:  catalog.StreamOrders,
-			Durable: consumerName,
-			FilterSubjects: []string{
-				catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"),
-				catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"),
-			},
-		}},
-		Handler:    s.router.Handle,
-		DLQSubject: catalog.DLQSubject(catalog.Notifications),
-		Logger:     s.log,
-	}
+	return catalog.ConsumerOf(catalog.Notifications, s.router, s.log)
 }
 
 // Handle handles one message to the end, in a transaction of its own: what

@@ -251,27 +251,9 @@ func (s *Service) work(key inbox.Key, orderID string, fn Transition) consumer.Wo
 const consumerName = catalog.Orders
 
 // Consumer returns the configuration of the service's consumer: the
-// streams it reads and its handler.
+// streams its routes read, and its router.
 func (s *Service) Consumer() consumer.Config {
-	src := func(stream string, filters ...string) consumer.Source {
-		return consumer.Source{Stream: stream, Durable: consumerName, FilterSubjects: filters}
-	}
-	return consumer.Config{
-		Sources: []consumer.Source{
-			src(catalog.StreamCommands, "cmd.orders.>"),
-			src(catalog.StreamInventory,
-				catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*"),
-				catalog.EventSubject(catalog.Inventory, catalog.EventReservationFailed, "*")),
-			src(catalog.StreamPayments,
-				catalog.EventSubject(catalog.Payments, catalog.EventCaptured, "*"),
-				catalog.EventSubject(catalog.Payments, catalog.EventDeclined, "*")),
-			// Its own stream: the deadlines it scheduled come back from there.
-			src(catalog.StreamOrders, catalog.EventSubject(catalog.Orders, catalog.EventDeadline, "*")),
-		},
-		Handler:    s.router.Handle,
-		DLQSubject: catalog.DLQSubject(catalog.Orders),
-		Logger:     s.log,
-	}
+	return catalog.ConsumerOf(catalog.Orders, s.router, s.log)
 }
 
 // Handle handles one message to the end, in a transaction of its own: what

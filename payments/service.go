@@ -87,23 +87,12 @@ func (s *Service) Get(ctx context.Context, orderID string) (*Payment, error) {
 const consumerName = catalog.Payments
 
 // Consumer returns the configuration of the service's consumer: the
-// streams it reads and its handler. A provider outage is returned as
+// streams its routes read, and its router. A provider outage is returned as
 // events.Unavailable, so the message backs off and comes back for as long
 // as the outage lasts, never to the dead-letter queue; any other provider
 // failure is events.Transient.
 func (s *Service) Consumer() consumer.Config {
-	return consumer.Config{
-		Sources: []consumer.Source{
-			{Stream: catalog.StreamOrders, Durable: consumerName, FilterSubjects: []string{
-				catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"),
-				catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*")}},
-			{Stream: catalog.StreamInventory, Durable: consumerName, FilterSubjects: []string{
-				catalog.EventSubject(catalog.Inventory, catalog.EventReserved, "*")}},
-		},
-		Handler:    s.router.Handle,
-		DLQSubject: catalog.DLQSubject(catalog.Payments),
-		Logger:     s.log,
-	}
+	return catalog.ConsumerOf(catalog.Payments, s.router, s.log)
 }
 
 // Handle handles one message to the end, in a transaction of its own: what
