@@ -490,7 +490,7 @@ func TestConsumer(t *testing.T) {
 	}
 	wants := []want{
 		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}},
-		{catalog.StreamCommands, []string{"cmd.inventory.restock"}},
+		{catalog.StreamCommands, []string{"cmd.inventory.>"}},
 	}
 	if len(c.Sources) != len(wants) {
 		t.Fatalf("%d sources, want %d", len(c.Sources), len(wants))

@@ -18,7 +18,9 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/natstest"
+	"github.com/choreo-dev/choreo/events/sqltest"
 )
 
 // runStatusCmd runs `choreo status args...` against natsURL.
@@ -232,6 +234,42 @@ func TestStatus(t *testing.T) {
 		if st.Service != "orders" || st.Instance == "" || st.OutboxBacklog != 0 || st.Error != "" {
 			t.Errorf("choreo.orders.status: %s", msg.Data)
 		}
+
+		// The stats say what the service did: a row per subject its
+		// consumer handles, the messages it handled on it as requests.
+		msg, err = nc.Request("$SRV.STATS.choreo-orders", nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stats micro.Stats
+		if err := json.Unmarshal(msg.Data, &stats); err != nil {
+			t.Fatal(err)
+		}
+		rows := map[string]*micro.EndpointStats{}
+		for _, e := range stats.Endpoints {
+			rows[e.Name] = e
+		}
+		routes := 0
+		for _, src := range ordersConsumer(t).Sources {
+			routes += len(src.FilterSubjects)
+		}
+		if len(rows) != routes+1 || rows["status"] == nil {
+			t.Errorf("choreo-orders stats rows %v, want status and one per route (%d)", slices.Sorted(maps.Keys(rows)), routes)
+		}
+		place := rows["cmd-orders"]
+		if place == nil {
+			t.Fatalf("no cmd-orders row in %s", msg.Data)
+		}
+		var did struct {
+			Handled, Duplicates, Retried int
+			DeadLettered                 int `json:"dead_lettered"`
+		}
+		_ = json.Unmarshal(place.Data, &did)
+		// Three orders placed and one that could not be decoded.
+		if place.Subject != "cmd.orders.>" || did.Handled != 3 || did.DeadLettered != 1 ||
+			place.NumRequests != did.Handled+did.Duplicates+did.Retried+did.DeadLettered || place.NumErrors != did.Retried+did.DeadLettered {
+			t.Errorf("cmd-orders row: %+v, data %s; want 3 handled, 1 dead-lettered", place, place.Data)
+		}
 	})
 
 	t.Run("every instance counts", func(t *testing.T) {
@@ -240,7 +278,7 @@ func TestStatus(t *testing.T) {
 		ncs, _ := natstest.Connect(t, c.natsURL)
 		old := time.Now().Add(-5 * time.Second)
 		for _, n := range []int{3, 2} {
-			svc, err := startMicro(ncs, "payments", "other.db", func(context.Context) (int, time.Time, error) { return n, old, nil }, slog.New(slog.DiscardHandler))
+			svc, err := startMicro(ncs, "payments", "other.db", func(context.Context) (int, time.Time, error) { return n, old, nil }, consumer.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -365,4 +403,25 @@ func TestStatusSeesEveryReplica(t *testing.T) {
 			t.Errorf("orders row %q", l)
 		}
 	}
+}
+
+// ordersConsumer is the consumer configuration of an orders service.
+func ordersConsumer(t *testing.T) consumer.Config {
+	t.Helper()
+	db := sqltest.MustOpen(t, sqltest.SQLiteURL(t))
+	for _, m := range modules {
+		if m.name != catalog.Orders {
+			continue
+		}
+		if err := m.migrate(context.Background(), db); err != nil {
+			t.Fatal(err)
+		}
+		built, err := m.build(db, slog.New(slog.DiscardHandler), serviceOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return built.consumer
+	}
+	t.Fatal("no orders module")
+	return consumer.Config{}
 }

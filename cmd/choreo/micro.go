@@ -4,14 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
+
+	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/discovery"
 )
 
 // Every service process registers itself as a NATS micro service, so
@@ -21,6 +21,9 @@ import (
 //	          each with its own instance id)
 //	endpoint  choreo.<service>.status  answers a microStatus (micro's
 //	          queue group: one instance answers)
+//	endpoints one per subject its consumer handles (orders-placed for
+//	          orders.placed.*, ...): requests are the messages it handled,
+//	          errors those retried or dead-lettered
 //	stats     $SRV.STATS.choreo-<service> is answered by EVERY instance;
 //	          the status endpoint's "data" carries the same microStatus.
 //
@@ -56,15 +59,18 @@ func microStoreID(dbURL string) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// startMicro registers service as a micro service on nc.
-func startMicro(nc *nats.Conn, service, dbURL string, backlog microBacklogFunc, log *slog.Logger) (micro.Service, error) {
-	// The instance id is known once AddService returns, but a stats
-	// request may already be answered by then.
-	var id atomic.Pointer[string]
+// startMicro makes service discoverable (see package discovery): its
+// status endpoint, and a row for every subject its consumer handles with
+// what it did with it. Its Middleware must wrap the consumer for those
+// rows to count.
+func startMicro(nc *nats.Conn, service, dbURL string, backlog microBacklogFunc, consumes consumer.Config) (*discovery.Service, error) {
+	// The instance id is known once Start returns, but a status request
+	// may already be answered by then.
+	var started atomic.Pointer[discovery.Service]
 	status := func() microStatus {
 		st := microStatus{Service: service, Store: microStoreID(dbURL)}
-		if p := id.Load(); p != nil {
-			st.Instance = *p
+		if ms := started.Load(); ms != nil {
+			st.Instance = ms.ID()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -79,34 +85,27 @@ func startMicro(nc *nats.Conn, service, dbURL string, backlog microBacklogFunc, 
 		}
 		return st
 	}
-	svc, err := micro.AddService(nc, micro.Config{
+	cfg := discovery.Config{
 		Name:        microName(service),
 		Version:     microVersion,
-		Description: "choreo " + service + " service: outbox backlog and the age of its oldest row",
+		Description: "choreo " + service + " service: the events and commands it handles, its outbox backlog",
 		Metadata:    map[string]string{"service": service},
-		StatsHandler: func(*micro.Endpoint) any {
-			return status()
-		},
-	})
+		Endpoints: []discovery.Endpoint{{
+			Name: "status", Subject: "choreo." + service + ".status",
+			Metadata: map[string]string{"format": "application/json"},
+			Handle:   func(context.Context, []byte) (any, error) { return status(), nil },
+			Stats:    func() any { return status() },
+		}},
+	}
+	for _, src := range consumes.Sources {
+		for _, pattern := range src.FilterSubjects {
+			cfg.Consumes = append(cfg.Consumes, discovery.Consumed{Pattern: pattern, Stream: src.Stream, Consumer: src.Durable})
+		}
+	}
+	ms, err := discovery.Start(nc, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("micro service %s: %w", microName(service), err)
 	}
-	instance := svc.Info().ID
-	id.Store(&instance)
-	handler := micro.HandlerFunc(func(req micro.Request) {
-		b, err := json.Marshal(status())
-		if err != nil {
-			_ = req.Error("500", err.Error(), nil)
-			return
-		}
-		if err := req.Respond(b); err != nil {
-			log.Warn("micro: respond", "err", err)
-		}
-	})
-	if err := svc.AddGroup("choreo."+service).AddEndpoint("status", handler,
-		micro.WithEndpointMetadata(map[string]string{"format": "application/json"})); err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("micro service %s: %w", microName(service), err)
-	}
-	return svc, nil
+	started.Store(ms)
+	return ms, nil
 }

@@ -13,13 +13,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/discovery"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/streams"
@@ -47,7 +47,7 @@ type system struct {
 	ncClosed chan struct{}
 	dbs      []*sqldb.DB
 	workers  []*worker.Worker
-	micro    []micro.Service // one per service, see micro.go
+	micro    []*discovery.Service // one per service, see micro.go
 	http     *http.Server
 	httpAddr string
 	httpDone chan struct{}
@@ -122,8 +122,13 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		}
 		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
+		ms, err := startMicro(s.nc, m.name, db.URL, built.outbox.Backlog, built.consumer)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		s.micro = append(s.micro, ms)
 		built.consumer.Middleware = append(built.consumer.Middleware,
-			telemetry.TraceMessages(tracer), metrics.Messages(durables(built.consumer)...), consumer.LogOutcomes(log))
+			telemetry.TraceMessages(tracer), metrics.Messages(durables(built.consumer)...), ms.Middleware(), consumer.LogOutcomes(log))
 		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
 			RelayOptions:   []outbox.Option{outbox.WithTracerProvider(tracer), outbox.WithObserver(metrics.Relay(m.name))},
 			InboxRetention: cfg.opts.inboxRetention, Tasks: built.tasks, Logger: log})
@@ -131,11 +136,6 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.workers = append(s.workers, w)
-		ms, err := startMicro(s.nc, m.name, db.URL, built.outbox.Backlog, log)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.name, err)
-		}
-		s.micro = append(s.micro, ms)
 		built.routes(routes{mux: mux, service: m.name, tracer: tracer, metrics: metrics})
 		metrics.Outbox(m.name, built.outbox)
 		reg.MustRegister(built.collectors...)

@@ -3,25 +3,35 @@ package catalog
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/choreo-dev/choreo/events/consumer"
 )
 
 // ConsumerOf returns the consumer configuration of service, whose router
 // r says what it handles: one durable consumer (named after the service)
-// on each stream that holds subjects r routes, filtered on exactly those
+// on each stream that holds subjects r routes, filtered on those
 // subjects, handled by r, dead letters under DLQSubject(service). The
 // routes are the one list of what a service reads; the filters cannot
-// drift from them. A route no stream holds is a programming error, and
-// panics.
+// drift from them. One exception: a service that takes commands takes
+// every command addressed to it (cmd.<service>.>), so that one it has no
+// route for, a typo or a command from a newer client, is dead-lettered
+// with the reason instead of waiting unread in the stream. A route no
+// stream holds is a programming error, and panics.
 func ConsumerOf(service string, r *consumer.Router, log *slog.Logger) consumer.Config {
 	filters := map[string][]string{}
+	commands := CommandSubject(service, ">")
 	for _, pattern := range r.Patterns() {
 		stream, ok := StreamOf(pattern)
 		if !ok {
 			panic(fmt.Sprintf("catalog: %s routes %q, which no stream holds", service, pattern))
 		}
-		filters[stream] = append(filters[stream], pattern)
+		if consumer.MatchSubject(commands, pattern) {
+			pattern = commands
+		}
+		if !slices.Contains(filters[stream], pattern) {
+			filters[stream] = append(filters[stream], pattern)
+		}
 	}
 	cfg := consumer.Config{Handler: r.Handle, DLQSubject: DLQSubject(service), Logger: log}
 	for _, s := range Streams { // in the catalog's order: a stable config

@@ -19,6 +19,7 @@ func TestConsumerOfFiltersEachStreamOnTheRoutesItHolds(t *testing.T) {
 	route(r, "payments.captured.*")
 	route(r, "cmd.orders.place")
 	route(r, "inventory.reserved.*")
+	route(r, "cmd.orders.cancel")
 	route(r, "payments.declined.*")
 	cfg := catalog.ConsumerOf("orders", r, nil)
 	got := map[string]string{}
@@ -29,7 +30,7 @@ func TestConsumerOfFiltersEachStreamOnTheRoutesItHolds(t *testing.T) {
 		got[s.Stream] = fmt.Sprint(s.FilterSubjects)
 	}
 	want := map[string]string{
-		catalog.StreamCommands:  "[cmd.orders.place]",
+		catalog.StreamCommands:  "[cmd.orders.>]", // every command to orders: one it has no route for is dead-lettered
 		catalog.StreamInventory: "[inventory.reserved.*]",
 		catalog.StreamPayments:  "[payments.captured.* payments.declined.*]",
 	}

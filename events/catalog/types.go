@@ -69,6 +69,12 @@ const (
 	ReasonTimeout           = "timeout"
 )
 
+// CommandSubject returns "cmd.<service>.<action>", the subject of a
+// command to service ("cmd.orders.place").
+func CommandSubject(service, action string) string {
+	return "cmd." + service + "." + action
+}
+
 // EventSubject returns "<service>.<event>.<key>" for a domain event.
 func EventSubject(service, event, key string) string {
 	return service + "." + event + "." + key
