@@ -46,7 +46,10 @@ func runEvents(_ context.Context, args []string, stdout, stderr io.Writer, geten
 		}
 		return writeJSONLines(stdout, out)
 	}
-	fmt.Fprintf(stdout, "Commands go to the COMMANDS stream; the services consume them. Events are published by the\nservices themselves: publishing one by hand is for testing. Add --schema TYPE for a type's JSON Schema.\n")
+	fmt.Fprintf(stdout, "Commands go to the COMMANDS stream; the services consume them. Events are published by the\n"+
+		"services themselves: publishing one by hand is for testing. Every example acts on order ord-1001:\n"+
+		"the commands restock its SKU, place it and cancel it; an event published by hand reaches the\n"+
+		"services as if that order's saga had published it. Add --schema TYPE for a type's JSON Schema.\n")
 	for _, ti := range types {
 		fmt.Fprintln(stdout)
 		fmt.Fprintf(stdout, "%s (%s)\n", ti.Name, ti.Kind)

@@ -205,6 +205,31 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 			}
 		}
 	}
+	// Each example had the effect it states, none was dead-lettered as
+	// news of an order nobody placed: every consumer has handled
+	// everything, and the DLQ is empty.
+	waitFor(t, ctx, "every consumer done", func() (bool, string) {
+		for _, st := range catalog.Streams {
+			s, err := js.Stream(ctx, st.Name)
+			if err != nil {
+				return false, err.Error()
+			}
+			for ci := range s.ListConsumers(ctx).Info() {
+				if ci.NumPending+uint64(ci.NumAckPending) > 0 {
+					return false, fmt.Sprintf("%s/%s: %d pending, %d unacked", st.Name, ci.Name, ci.NumPending, ci.NumAckPending)
+				}
+			}
+		}
+		return true, ""
+	})
+	dlq, err := js.Stream(ctx, catalog.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dlq.Info(ctx); err != nil || info.State.Msgs != 0 {
+		list, _, _ := runTool(t, "dlq", "ls", "--nats-url", c.natsURL)
+		t.Errorf("examples were dead-lettered (%v):\n%s", err, list)
+	}
 }
 
 func mustUnmarshal(t *testing.T, body string, v any) {

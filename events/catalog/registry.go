@@ -80,23 +80,25 @@ func LookupType(s string) (TypeInfo, bool) {
 // exampleTime is the time in every example envelope.
 var exampleTime = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
-// Example ids. Commands act on exampleOrder; the hand-published events of
-// the examples name exampleEventOrder so that trying them does not disturb
-// the order the command examples place.
+// Example ids. Every example acts on one order, exampleOrder: the command
+// examples restock its SKU, place it and cancel it, and an event example
+// published by hand reaches the services as if that order's saga had
+// published it, so each has the effect it states instead of being
+// dead-lettered as news of an order nobody placed.
 const (
-	exampleOrder      = "ord-1001"
-	exampleEventOrder = "ord-2001"
-	exampleSKU        = "SKU-1"
+	exampleOrder = "ord-1001"
+	exampleSKU   = "SKU-1"
 )
 
 type regEntry struct {
 	name, kind, subject, ceType, stream, publisher, desc, effect, exampleSubject string
+	exampleKey                                                                   string // the CloudEvents subject: the order id or SKU
 	consumers                                                                    []string
 	data                                                                         any
 }
 
 func command(service, action, desc, effect string, example any) regEntry {
-	return regEntry{name: service + "." + action, kind: KindCommand, subject: "cmd." + service + "." + action,
+	return regEntry{name: service + "." + action, kind: KindCommand, subject: CommandSubject(service, action),
 		stream: StreamCommands, publisher: "clients (storefront, warehouse, operators)", desc: desc, effect: effect,
 		consumers: []string{service}, data: example}
 }
@@ -109,14 +111,14 @@ func event(service, name, ceType, key, exampleKey string, consumers []string, de
 	}
 	return regEntry{name: service + "." + name, kind: KindEvent, subject: EventSubject(service, name, key), ceType: ceType,
 		stream: strings.ToUpper(service), publisher: service + " service", desc: desc, effect: effect, consumers: consumers,
-		exampleSubject: EventSubject(service, name, exampleKey), data: example}
+		exampleSubject: EventSubject(service, name, exampleKey), exampleKey: exampleKey, data: example}
 }
 
 func by(services ...string) []string { return services }
 
 var exampleLines = []LineItem{{SKU: exampleSKU, Quantity: 2, UnitPrice: 1250}}
-var exampleEventLines = []LineItem{{SKU: "SKU-EXAMPLE", Quantity: 1, UnitPrice: 1250}}
-var exampleStock = []StockLine{{SKU: "SKU-EXAMPLE", Quantity: 1}}
+var exampleStock = []StockLine{{SKU: exampleSKU, Quantity: 2}}
+var exampleTotal = Money{Amount: 2500, Currency: "EUR"}
 
 var registry = buildRegistry([]regEntry{
 	command(Inventory, "restock", "Add received stock of one SKU. command_id makes a repeat harmless.",
@@ -129,51 +131,51 @@ var registry = buildRegistry([]regEntry{
 		"a PENDING order "+exampleOrder+" becomes CANCELLED (reason customer_cancelled); a CONFIRMED one stays CONFIRMED and orders publishes orders.cancel_rejected.<order-id> saying why; a CANCELLED one is left as it is",
 		CancelOrder{CommandID: "cancel-" + exampleOrder, OrderID: exampleOrder}),
 
-	event(Orders, EventPlaced, TypeOrderPlaced, "<order-id>", exampleEventOrder, by(Inventory, Payments),
+	event(Orders, EventPlaced, TypeOrderPlaced, "<order-id>", exampleOrder, by(Inventory, Payments),
 		"A new order is PENDING. Inventory reserves its stock; payments charges once it is reserved.",
-		OrderPlaced{OrderID: exampleEventOrder, CustomerID: "cust-1", Items: exampleEventLines, Total: Money{Amount: 1250, Currency: "EUR"}, PlacedAt: exampleTime}),
-	event(Orders, EventConfirmed, TypeOrderConfirmed, "<order-id>", exampleEventOrder, by(Inventory, Notifications),
+		OrderPlaced{OrderID: exampleOrder, CustomerID: "cust-1", Items: exampleLines, Total: exampleTotal, PlacedAt: exampleTime}),
+	event(Orders, EventConfirmed, TypeOrderConfirmed, "<order-id>", exampleOrder, by(Inventory, Notifications),
 		"The order is final and CONFIRMED. Inventory commits the reservation; notifications tells the customer.",
-		OrderConfirmed{OrderID: exampleEventOrder, CustomerID: "cust-1", Items: exampleEventLines, Total: Money{Amount: 1250, Currency: "EUR"}}),
-	event(Orders, EventCancelled, TypeOrderCancelled, "<order-id>", exampleEventOrder, by(Inventory, Payments, Notifications),
+		OrderConfirmed{OrderID: exampleOrder, CustomerID: "cust-1", Items: exampleLines, Total: exampleTotal}),
+	event(Orders, EventCancelled, TypeOrderCancelled, "<order-id>", exampleOrder, by(Inventory, Payments, Notifications),
 		"The order is final and CANCELLED for reason (out_of_stock, payment_declined, customer_cancelled, timeout). Inventory releases its stock, payments refunds or voids, notifications tells the customer.",
-		OrderCancelled{OrderID: exampleEventOrder, CustomerID: "cust-1", Reason: ReasonCustomerCancelled, Items: exampleEventLines, Total: Money{Amount: 1250, Currency: "EUR"}}),
-	event(Orders, EventCancelRejected, TypeOrderCancelRejected, "<order-id>", exampleEventOrder, nil,
+		OrderCancelled{OrderID: exampleOrder, CustomerID: "cust-1", Reason: ReasonCustomerCancelled, Items: exampleLines, Total: exampleTotal}),
+	event(Orders, EventCancelRejected, TypeOrderCancelRejected, "<order-id>", exampleOrder, nil,
 		"A cancel arrived for an order that can no longer be cancelled; says why nothing happened.",
-		OrderCancelRejected{OrderID: exampleEventOrder, Status: StatusConfirmed, Reason: "order is confirmed and can no longer be cancelled"}),
-	event(Orders, EventDeadline, TypeOrderDeadline, "<order-id>", exampleEventOrder, by(Orders),
+		OrderCancelRejected{OrderID: exampleOrder, Status: StatusConfirmed, Reason: "order is confirmed and can no longer be cancelled"}),
+	event(Orders, EventDeadline, TypeOrderDeadline, "<order-id>", exampleOrder, by(Orders),
 		"The order's deadline has come: orders cancels a still-PENDING order with reason timeout. Orders schedules it when the order is placed, as a message held on schedules.orders.deadline.<order-id> that the NATS server fires here at the deadline; the order's final event withdraws it, so it fires only for an order still pending.",
-		OrderDeadline{OrderID: exampleEventOrder, Deadline: exampleTime}),
-	event(Inventory, EventReserved, TypeStockReserved, "<order-id>", exampleEventOrder, by(Orders, Payments),
+		OrderDeadline{OrderID: exampleOrder, Deadline: exampleTime}),
+	event(Inventory, EventReserved, TypeStockReserved, "<order-id>", exampleOrder, by(Orders, Payments),
 		"Every line of the order is reserved. Orders records it; payments charges the order.",
-		StockReserved{OrderID: exampleEventOrder, Items: exampleStock}),
-	event(Inventory, EventReservationFailed, TypeStockReservationFailed, "<order-id>", exampleEventOrder, by(Orders),
+		StockReserved{OrderID: exampleOrder, Items: exampleStock}),
+	event(Inventory, EventReservationFailed, TypeStockReservationFailed, "<order-id>", exampleOrder, by(Orders),
 		"At least one line was short, so nothing is reserved. Orders cancels the order as out_of_stock.",
-		StockReservationFailed{OrderID: exampleEventOrder, Reason: ReasonOutOfStock, Shortages: []Shortage{{SKU: "SKU-EXAMPLE", Requested: 1, Available: 0}}}),
-	event(Inventory, EventCommitted, TypeReservationCommitted, "<order-id>", exampleEventOrder, nil,
+		StockReservationFailed{OrderID: exampleOrder, Reason: ReasonOutOfStock, Shortages: []Shortage{{SKU: exampleSKU, Requested: 1, Available: 0}}}),
+	event(Inventory, EventCommitted, TypeReservationCommitted, "<order-id>", exampleOrder, nil,
 		"The reserved stock of a confirmed order is sold.",
-		ReservationCommitted{OrderID: exampleEventOrder, Items: exampleStock}),
-	event(Inventory, EventReleased, TypeReservationReleased, "<order-id>", exampleEventOrder, nil,
+		ReservationCommitted{OrderID: exampleOrder, Items: exampleStock}),
+	event(Inventory, EventReleased, TypeReservationReleased, "<order-id>", exampleOrder, nil,
 		"The stock reserved for a cancelled order is available again.",
-		ReservationReleased{OrderID: exampleEventOrder, Items: exampleStock}),
-	event(Inventory, EventRestocked, TypeStockRestocked, "<sku>", "SKU-EXAMPLE", nil,
+		ReservationReleased{OrderID: exampleOrder, Items: exampleStock}),
+	event(Inventory, EventRestocked, TypeStockRestocked, "<sku>", exampleSKU, nil,
 		"Stock of one SKU was received; available is the new available count.",
-		StockRestocked{SKU: "SKU-EXAMPLE", Quantity: 10, Available: 10}),
-	event(Payments, EventCaptured, TypePaymentCaptured, "<order-id>", exampleEventOrder, by(Orders),
+		StockRestocked{SKU: exampleSKU, Quantity: 10, Available: 10}),
+	event(Payments, EventCaptured, TypePaymentCaptured, "<order-id>", exampleOrder, by(Orders),
 		"The order's total was charged. Orders confirms a PENDING order.",
-		PaymentCaptured{OrderID: exampleEventOrder, PaymentID: "pay-2001", Amount: Money{Amount: 1250, Currency: "EUR"}}),
-	event(Payments, EventDeclined, TypePaymentDeclined, "<order-id>", exampleEventOrder, by(Orders),
+		PaymentCaptured{OrderID: exampleOrder, PaymentID: "pay-1001", Amount: exampleTotal}),
+	event(Payments, EventDeclined, TypePaymentDeclined, "<order-id>", exampleOrder, by(Orders),
 		"The provider refused the charge. Orders cancels the order as payment_declined.",
-		PaymentDeclined{OrderID: exampleEventOrder, Reason: "card declined"}),
-	event(Payments, EventRefunded, TypePaymentRefunded, "<order-id>", exampleEventOrder, nil,
+		PaymentDeclined{OrderID: exampleOrder, Reason: "card declined"}),
+	event(Payments, EventRefunded, TypePaymentRefunded, "<order-id>", exampleOrder, nil,
 		"Money captured for a cancelled order was returned.",
-		PaymentRefunded{OrderID: exampleEventOrder, PaymentID: "pay-2001", Amount: Money{Amount: 1250, Currency: "EUR"}}),
-	event(Payments, EventVoided, TypePaymentVoided, "<order-id>", exampleEventOrder, nil,
+		PaymentRefunded{OrderID: exampleOrder, PaymentID: "pay-1001", Amount: exampleTotal}),
+	event(Payments, EventVoided, TypePaymentVoided, "<order-id>", exampleOrder, nil,
 		"The order was cancelled before any money was taken; the provider will refuse a late capture.",
-		PaymentVoided{OrderID: exampleEventOrder}),
-	event(Notifications, EventSent, TypeNotificationSent, "<order-id>", exampleEventOrder, nil,
+		PaymentVoided{OrderID: exampleOrder}),
+	event(Notifications, EventSent, TypeNotificationSent, "<order-id>", exampleOrder, nil,
 		"The customer was told about the order's final state.",
-		NotificationSent{NotificationID: "ntf-2001", OrderID: exampleEventOrder, CustomerID: "cust-1", Status: StatusConfirmed, Channel: "email"}),
+		NotificationSent{NotificationID: "ntf-1001", OrderID: exampleOrder, CustomerID: "cust-1", Status: StatusConfirmed, Channel: "email"}),
 })
 
 func buildRegistry(entries []regEntry) []TypeInfo {
@@ -193,7 +195,7 @@ func buildRegistry(entries []regEntry) []TypeInfo {
 		} else {
 			env := map[string]any{
 				"specversion": "1.0", "id": "example-" + e.name + "-1", "source": Source(strings.SplitN(e.name, ".", 2)[0]) + "/example",
-				"type": e.ceType, "subject": e.exampleSubject, "time": exampleTime.Format(time.RFC3339),
+				"type": e.ceType, "subject": e.exampleKey, "time": exampleTime.Format(time.RFC3339),
 				"datacontenttype": "application/json", "data": json.RawMessage(data),
 			}
 			// Marshal sorts the keys; build the envelope in CloudEvents order instead.

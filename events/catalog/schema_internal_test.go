@@ -93,8 +93,10 @@ func TestEveryExampleValidates(t *testing.T) {
 				t.Errorf("%s: example envelope: %v", ti.Name, err)
 				continue
 			}
-			if env.Type != ti.CloudEventsType || env.Subject != ti.ExampleSubject {
-				t.Errorf("%s: example type %q subject %q, want %q %q", ti.Name, env.Type, env.Subject, ti.CloudEventsType, ti.ExampleSubject)
+			// The CloudEvents subject is the key, as in live events (see
+			// events.SubjectKey), not the NATS subject.
+			if key := events.SubjectKey(ti.ExampleSubject); env.Type != ti.CloudEventsType || env.Subject != key || !strings.Contains(string(env.Data), `"`+key+`"`) {
+				t.Errorf("%s: example type %q subject %q, want %q and the key %q of its data", ti.Name, env.Type, env.Subject, ti.CloudEventsType, key)
 			}
 			data = env.Data
 		}
