@@ -8,15 +8,16 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/history"
 )
 
 const traceSynopsis = `trace <order-id> [--json] [--follow] [--nats-url URL]
@@ -122,8 +123,12 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	defer nc.Close()
 
+	reader, err := history.NewReader(js)
+	if err != nil {
+		return err
+	}
 	sources := traceSources(id)
-	rows, next, err := traceHistory(ctx, js, id, sources)
+	rows, next, err := traceHistory(ctx, reader, id, sources)
 	if err != nil {
 		return err
 	}
@@ -145,7 +150,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return err
 	}
 	if follow {
-		if err := traceFollow(ctx, js, id, sources, next, p, st); err != nil {
+		if err := traceFollow(ctx, reader, id, sources, next, p, st); err != nil {
 			return err
 		}
 	}
@@ -172,7 +177,7 @@ func traceHasStart(rows []traceRow) bool {
 func traceHistoryNote(ctx context.Context, js jetstream.JetStream) string {
 	var notes []string
 	for _, name := range []string{catalog.StreamCommands, catalog.StreamOrders} {
-		if h, err := readHistory(ctx, js, name); err == nil && h.dropped(1, time.Time{}) {
+		if h, err := history.StreamReach(ctx, js, name); err == nil && h.Dropped(1, time.Time{}) {
 			notes = append(notes, h.String())
 		}
 	}
@@ -183,134 +188,65 @@ func traceHistoryNote(ctx context.Context, js jetstream.JetStream) string {
 }
 
 // traceHistory reads every message of the order stored when it starts and
-// returns them with, per stream, the sequence to follow from.
-func traceHistory(ctx context.Context, js jetstream.JetStream, id string, sources []traceSource) ([]traceRow, map[string]uint64, error) {
+// returns them with, per stream, the sequence to follow from. Each source
+// is read with the subjects filtered on the server, and its consumer is
+// gone when the read returns.
+func traceHistory(ctx context.Context, reader *history.Reader, id string, sources []traceSource) ([]traceRow, map[string]uint64, error) {
 	var rows []traceRow
 	next := map[string]uint64{}
 	for _, src := range sources {
-		s, err := js.Stream(ctx, src.stream)
+		upTo, err := reader.Read(ctx, history.Query{Stream: src.stream, Subjects: src.filters}, func(m history.Message) error {
+			if r, ok := traceMakeRow(src, id, m); ok {
+				rows = append(rows, r)
+			}
+			return nil
+		})
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("stream %s: %w", src.stream, err)
+			return nil, nil, fmt.Errorf("trace: %w", err)
 		}
-		var last, count uint64
-		for _, f := range src.filters {
-			info, err := s.Info(ctx, jetstream.WithSubjectFilter(f))
-			if err != nil {
-				return nil, nil, fmt.Errorf("stream %s: %w", src.stream, err)
-			}
-			last = info.State.LastSeq
-			for _, n := range info.State.Subjects {
-				count += n
-			}
+		if n, ok := next[src.stream]; !ok || n > upTo+1 {
+			next[src.stream] = upTo + 1
 		}
-		if _, ok := next[src.stream]; !ok || next[src.stream] > last+1 {
-			next[src.stream] = last + 1
-		}
-		if count == 0 {
-			continue
-		}
-		got, err := traceRead(ctx, s, src, id, last)
-		if err != nil {
-			return nil, nil, err
-		}
-		rows = append(rows, got...)
 	}
 	return rows, next, nil
-}
-
-// traceRead reads src's messages up to sequence last with an ordered
-// consumer.
-func traceRead(ctx context.Context, s jetstream.Stream, src traceSource, id string, last uint64) ([]traceRow, error) {
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: src.filters,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-	}
-	defer it.Stop()
-	var rows []traceRow
-	for {
-		// A message counted by the stream info may be gone by now (a
-		// deadline that fired), so a quiet second also ends the read.
-		nctx, cancel := context.WithTimeout(ctx, time.Second)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
-			return rows, nil
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		if meta.Sequence.Stream > last {
-			return rows, nil
-		}
-		if r, ok := traceMakeRow(src, id, m.Subject(), m.Headers(), m.Data(), meta); ok {
-			rows = append(rows, r)
-		}
-		if meta.NumPending == 0 || meta.Sequence.Stream == last {
-			return rows, nil
-		}
-	}
 }
 
 // traceFollow prints the order's new messages as they are stored, from the
 // sequences history stopped at, until the order is final and notified (and
 // quiet for traceSettle) or ctx ends.
-func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources []traceSource, next map[string]uint64, p *tracePrinter, st *traceFold) error {
+func traceFollow(ctx context.Context, reader *history.Reader, id string, sources []traceSource, next map[string]uint64, p *tracePrinter, st *traceFold) error {
 	ctx, cancel := context.WithCancel(ctx)
 	live := make(chan traceRow, 64)
-	var stops []jetstream.ConsumeContext
+	failed := make(chan error, len(sources))
+	var wg sync.WaitGroup
 	defer func() {
-		cancel() // first: it unblocks a handler waiting to hand over a row
-		for _, cc := range stops {
-			cc.Stop()
-			<-cc.Closed()
-		}
+		cancel()  // first: it unblocks a reader waiting to hand over a row
+		wg.Wait() // then every reader has deleted its consumer
 	}()
 	for _, src := range sources {
 		start, ok := next[src.stream]
 		if !ok {
 			continue
 		}
-		cons, err := js.OrderedConsumer(ctx, src.stream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: src.filters,
-			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:    start,
-		})
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			meta, err := m.Metadata()
-			if err != nil {
-				return
-			}
-			if r, ok := traceMakeRow(src, id, m.Subject(), m.Headers(), m.Data(), meta); ok {
-				select {
-				case live <- r:
-				case <-ctx.Done():
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := reader.Follow(ctx, history.Query{Stream: src.stream, Subjects: src.filters, FromSeq: start}, func(m history.Message) error {
+				if r, ok := traceMakeRow(src, id, m); ok {
+					select {
+					case live <- r:
+					case <-ctx.Done():
+					}
 				}
+				return nil
+			})
+			if err != nil {
+				failed <- fmt.Errorf("trace --follow: %w", err)
 			}
-		})
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		stops = append(stops, cc)
+		}()
 	}
 	var settle <-chan time.Time
 	if st.final() && st.notified {
@@ -320,6 +256,8 @@ func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-failed:
+			return err
 		case <-settle:
 			return nil
 		case r := <-live:
@@ -336,13 +274,14 @@ func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources
 
 // traceMakeRow turns a stored message into a row; ok is false for a
 // command (or its dead letter) about another order.
-func traceMakeRow(src traceSource, id, subject string, hdr nats.Header, body []byte, meta *jetstream.MsgMetadata) (traceRow, bool) {
+func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool) {
+	subject, hdr, body := m.Subject, m.Header, m.Data
 	r := traceRow{
 		Kind:     "event",
-		Time:     meta.Timestamp.UTC(),
+		Time:     m.Time,
 		Subject:  subject,
-		Stream:   meta.Stream,
-		Sequence: meta.Sequence.Stream,
+		Stream:   m.Stream,
+		Sequence: m.Sequence,
 	}
 	tokens := strings.Split(subject, ".")
 	switch {
