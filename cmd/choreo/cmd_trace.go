@@ -16,7 +16,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/history"
 )
 
@@ -293,7 +293,7 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 			r.Service = tokens[1]
 		}
 		r.Type = "dead letter"
-		r.DLQReason = hdr.Get(consumer.HeaderDLQReason)
+		r.DLQReason = hdr.Get(dlq.HeaderReason)
 		r.Summary = r.DLQReason
 		r.ID = hdr.Get(jetstream.MsgIDHeader)
 		if env, err := events.Decode(body); err == nil {
