@@ -141,7 +141,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stderr, "note: the order's placement is not in the streams any more%s\n", note)
 	}
 
-	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout)}
+	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout), minWidths: traceMinWidths(id)}
 	st := &traceFold{}
 	for _, r := range rows {
 		st.add(r)
@@ -541,7 +541,36 @@ type tracePrinter struct {
 	colour bool
 	count  int
 	prev   time.Time
-	widths []int // column widths of the history table, for live rows
+	// minWidths are the narrowest each column may be (see
+	// traceMinWidths); widths are fixed by history and then used for
+	// every live row of --follow, so both line up.
+	minWidths []int
+	widths    []int
+}
+
+// traceMinWidths is how wide each column must be for any row of the
+// order's saga, whatever history happened to hold when --follow started:
+// the longest service, subject, stream, type the catalog knows, a gap of
+// minutes. Only SUMMARY, the last column, is free. A dead letter's subject
+// ("dlq.<service>.<subject>") may still be longer; it then pushes its own
+// row's later columns right, never the others'.
+func traceMinWidths(id string) []int {
+	w := make([]int, len(traceHeader))
+	w[0] = len(time.Time{}.Format(traceTimeFormat))
+	w[1] = len("+59m59.999s")
+	for _, s := range catalog.Services {
+		w[2] = max(w[2], len(s))
+	}
+	w[3] = len(catalog.SchedulePrefix+".orders.deadline.") + len(id)
+	w[5] = max(len("dead letter"), len("command"), len("invalid"))
+	for _, ti := range catalog.Types() {
+		w[3] = max(w[3], len(strings.Replace(ti.Subject, "<order-id>", id, 1)))
+		w[5] = max(w[5], len(ti.CloudEventsType))
+	}
+	for _, st := range catalog.Streams {
+		w[4] = max(w[4], len(st.Name)+len(":12345678"))
+	}
+	return w
 }
 
 func (p *tracePrinter) stamp(r *traceRow) {
@@ -581,25 +610,28 @@ func (p *tracePrinter) history(rows []traceRow) error {
 	if p.json {
 		return writeJSONLines(p.w, rows)
 	}
+	// The widths are fixed here, once, from the columns' minimums and the
+	// history; live rows reuse them.
 	p.widths = make([]int, len(traceHeader))
+	copy(p.widths, p.minWidths)
 	all := [][]string{traceHeader}
 	for _, r := range rows {
 		all = append(all, p.cells(r))
 	}
 	for _, cs := range all {
 		for i, c := range cs {
-			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(c)+2)
+			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(c))
 		}
 	}
-	t := newTable(p.w, traceHeader...)
+	if err := p.line(traceHeader, false); err != nil {
+		return err
+	}
 	for _, r := range rows {
-		cs := p.cells(r)
-		if r.Type == "dead letter" || r.Type == "invalid" {
-			cs[len(cs)-1] = colour(p.colour, "31", cs[len(cs)-1])
+		if err := p.line(p.cells(r), r.Type == "dead letter" || r.Type == "invalid"); err != nil {
+			return err
 		}
-		t.row(toAny(cs)...)
 	}
-	return t.flush()
+	return nil
 }
 
 // live prints a row of --follow, aligned with the history table.
@@ -608,22 +640,27 @@ func (p *tracePrinter) live(r traceRow) error {
 	if p.json {
 		return writeJSONLines(p.w, []traceRow{r})
 	}
-	cs := p.cells(r)
+	return p.line(p.cells(r), r.Type == "dead letter" || r.Type == "invalid")
+}
+
+// line writes cells padded to the fixed widths, two spaces between
+// columns; red marks the last cell of a failure.
+func (p *tracePrinter) line(cs []string, red bool) error {
 	var b strings.Builder
 	for i, c := range cs {
 		if i == len(cs)-1 {
-			if r.Type == "dead letter" || r.Type == "invalid" {
+			if red {
 				c = colour(p.colour, "31", c)
 			}
 			b.WriteString(c)
 			break
 		}
 		b.WriteString(c)
-		if pad := p.widths[i] - utf8.RuneCountInString(c); pad > 0 {
-			b.WriteString(strings.Repeat(" ", pad))
-		} else {
-			b.WriteString("  ")
+		pad := 2
+		if i < len(p.widths) {
+			pad = max(p.widths[i]-utf8.RuneCountInString(c), 0) + 2
 		}
+		b.WriteString(strings.Repeat(" ", pad))
 	}
 	_, err := fmt.Fprintln(p.w, b.String())
 	return err
