@@ -20,7 +20,7 @@ import (
 	"github.com/choreo-dev/choreo/events/history"
 )
 
-const traceSynopsis = `trace <order-id> [--json] [--follow] [--nats-url URL]
+const traceSynopsis = `trace <order-id> [--json] [--follow | --tree] [--nats-url URL]
 
 The saga of one order across every stream (ORDERS, INVENTORY, PAYMENTS,
 NOTIFICATIONS, COMMANDS and DLQ), oldest first: one row per message with
@@ -33,11 +33,19 @@ the order's state folded from its events:
 customer notification was sent (plus a second of quiet for trailing
 compensations), or until Ctrl-C. The order need not exist yet.
 
+--tree shows the saga as a causal tree instead: every event indented under
+the message whose handling published it (its CloudEvents causationid), a
+dead letter under the message it holds, with AFTER the time since that
+cause. A command, or an event whose cause is not in the streams, starts a
+branch of its own.
+
 --json prints one object per line instead: first one per message
   {"kind":"event","time","gap_ms","service","subject","stream","sequence",
-   "type","id","summary","data","dlq_reason"}
+   "type","id","causation_id","summary","data","dlq_reason"}
 (data is the event's data, a command's body or a dead letter's body, as
-JSON; dlq_reason only on dead letters), then exactly one last line
+JSON; causation_id only when the message names its cause, dlq_reason only
+on dead letters; with --tree, in tree order with a "depth"), then exactly
+one last line
   {"kind":"state","order_id","state","reason"}.
 
 An order with no message anywhere exits 1 ("no events for order <id>").`
@@ -78,20 +86,30 @@ func traceSources(id string) []traceSource {
 // traceRow is one message of the timeline; it is also the --json shape of
 // an event line.
 type traceRow struct {
-	Kind      string          `json:"kind"`
-	Time      time.Time       `json:"time"`
-	GapMS     int64           `json:"gap_ms"`
-	Service   string          `json:"service"`
-	Subject   string          `json:"subject"`
-	Stream    string          `json:"stream"`
-	Sequence  uint64          `json:"sequence"`
-	Type      string          `json:"type"`
-	ID        string          `json:"id"`
-	Summary   string          `json:"summary"`
-	Data      json.RawMessage `json:"data"`
-	DLQReason string          `json:"dlq_reason,omitempty"`
+	Kind     string    `json:"kind"`
+	Time     time.Time `json:"time"`
+	GapMS    int64     `json:"gap_ms"`
+	Service  string    `json:"service"`
+	Subject  string    `json:"subject"`
+	Stream   string    `json:"stream"`
+	Sequence uint64    `json:"sequence"`
+	Type     string    `json:"type"`
+	ID       string    `json:"id"`
+	// CausationID is the id of the message whose handling published it
+	// (events: the causationid extension; dead letters: the message they
+	// hold).
+	CausationID string          `json:"causation_id,omitempty"`
+	Summary     string          `json:"summary"`
+	Data        json.RawMessage `json:"data"`
+	DLQReason   string          `json:"dlq_reason,omitempty"`
 
 	gap time.Duration
+	// key is what the events it caused name as their cause: an event's
+	// id, a command's idempotency key (see consumer.Message.CommandKey).
+	key string
+	// cause is the key of the row that caused it; for a dead letter the
+	// stream position of the message it holds (see traceTree).
+	cause string
 }
 
 // traceState is the --json shape of the last line.
@@ -104,11 +122,15 @@ type traceState struct {
 
 func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	tf := newToolFlags("trace", traceSynopsis, "choreo trace 0195f3a2-7c1e-7b9a-8f00-2d1c3e4f5a6b --follow", stderr, getenv)
-	var follow bool
+	var follow, tree bool
 	tf.fs.BoolVar(&follow, "follow", false, "keep printing new messages until the order is final and notified (or Ctrl-C)")
+	tf.fs.BoolVar(&tree, "tree", false, "show the saga as a causal tree: each event under the message that caused it")
 	pos, err := tf.parse(args)
 	if err != nil {
 		return err
+	}
+	if follow && tree {
+		return fmt.Errorf("%w: --tree draws the saga once it is read; it does not go with --follow", errUsage)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: choreo trace takes exactly one order id, got %d (see choreo trace -h)", errUsage, len(pos))
@@ -141,10 +163,16 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stderr, "note: the order's placement is not in the streams any more%s\n", note)
 	}
 
-	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout), minWidths: traceMinWidths(id)}
+	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout), minWidths: traceMinWidths(id), orderID: id}
 	st := &traceFold{}
 	for _, r := range rows {
 		st.add(r)
+	}
+	if tree {
+		if err := p.tree(rows); err != nil {
+			return err
+		}
+		return p.state(id, st)
 	}
 	if err := p.history(rows); err != nil {
 		return err
@@ -298,7 +326,11 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 		r.ID = hdr.Get(jetstream.MsgIDHeader)
 		if env, err := events.Decode(body); err == nil {
 			r.ID = env.ID
+			r.CausationID = env.ID
 		}
+		// The dead letter lost the original's Nats-Msg-Id, but not where
+		// the original is stored: that finds its row.
+		r.cause = traceSeqKey(hdr.Get(dlq.HeaderOriginalStream), hdr.Get(dlq.HeaderOriginalSeq))
 		r.Data = rawOrString(body)
 	case src.byBody:
 		if commandOrderID(body) != id {
@@ -321,6 +353,15 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 		if r.ID == "" {
 			r.ID = cmd.CommandID
 		}
+		// The key the consumer names as the cause of what the command
+		// does: its Nats-Msg-Id, else command_id, else the envelope's id.
+		key := hdr.Get(jetstream.MsgIDHeader)
+		for _, k := range []string{cmd.CommandID, r.ID, fmt.Sprintf("%s:%d", m.Stream, m.Sequence)} {
+			if key == "" {
+				key = k
+			}
+		}
+		r.key = subject + ":" + key
 		action := tokens[len(tokens)-1]
 		r.Summary = action
 		if action == "place" {
@@ -340,6 +381,7 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 			return r, true
 		}
 		r.Type, r.ID, r.Data = env.Type, env.ID, rawOrString(env.Data)
+		r.key, r.CausationID, r.cause = env.ID, env.CausationID, env.CausationID
 		r.Summary = summarize(env.Type, env.Data)
 	}
 	return r, true
@@ -546,6 +588,8 @@ type tracePrinter struct {
 	// every live row of --follow, so both line up.
 	minWidths []int
 	widths    []int
+	// orderID is the traced order: the tree leaves it out of subjects.
+	orderID string
 }
 
 // traceMinWidths is how wide each column must be for any row of the
