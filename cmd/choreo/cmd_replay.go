@@ -114,7 +114,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		if h, err := history.StreamReach(ctx, js, name); err == nil && h.Dropped(*fromSeq, start) {
 			fmt.Fprintf(stderr, "note: older messages are gone: %s\n", h)
 		}
-		got, err := readStream(ctx, js, name, *fromSeq, start)
+		got, err := readStream(ctx, js, name, *fromSeq, start, filters)
 		if err != nil {
 			return err
 		}
@@ -161,13 +161,15 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 // readStream reads the stream's messages from a sequence or a time up to
 // its last sequence at the start, a page at a time, through
 // events/history: nothing is acknowledged, no consumer is left behind.
-func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSeq uint64, since time.Time) ([]replayed, error) {
+// The server keeps only messages on the subject filters (none: all), so
+// the others never cross the wire.
+func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSeq uint64, since time.Time, filters []string) ([]replayed, error) {
 	reader, err := history.NewReader(js)
 	if err != nil {
 		return nil, err
 	}
 	var out []replayed
-	_, err = reader.Read(ctx, history.Query{Stream: name, FromSeq: fromSeq, Since: since}, func(m history.Message) error {
+	_, err = reader.Read(ctx, history.Query{Stream: name, FromSeq: fromSeq, Since: since, Subjects: filters}, func(m history.Message) error {
 		r := replayed{Stream: m.Stream, Sequence: m.Sequence, Time: m.Time, Subject: m.Subject,
 			Data: json.RawMessage(m.Data), header: m.Header}
 		if env, err := events.Decode(m.Data); err == nil {

@@ -119,6 +119,12 @@ func TestReadFromSequenceFilteredOnTheServer(t *testing.T) {
 	if want := []uint64{3, 10}; !slices.Equal(got, want) {
 		t.Errorf("two subjects: got %v, want %v", got, want)
 	}
+	// Tools pass one filter list to several streams: a filter outside the
+	// stream's subjects just matches nothing there.
+	got, _ = read(t, ctx, r, history.Query{Stream: "T", Subjects: []string{"t.a.1", "elsewhere.>"}})
+	if want := []uint64{1}; !slices.Equal(got, want) {
+		t.Errorf("a filter of another stream alongside: got %v, want %v", got, want)
+	}
 	got, _ = read(t, ctx, r, history.Query{Stream: "T", Subjects: []string{"t.nothing.>"}})
 	if len(got) != 0 {
 		t.Errorf("a filter nothing matches: got %v, want nothing", got)
