@@ -64,12 +64,15 @@ func TestToolsLeaveNoConsumerBehind(t *testing.T) {
 	for _, args := range [][]string{
 		{"trace", order},
 		{"trace", order, "--json"},
+		{"trace", order, "--tree"},
 		// Final and notified: --follow prints the history, then returns.
 		{"trace", order, "--follow"},
 		{"replay", "--stream", catalog.StreamOrders},
 		{"replay", "--stream", catalog.StreamCommands, "--subject", "cmd.orders.>"},
 		{"dlq", "ls"},
 		{"dlq", "show", fmt.Sprint(dead.ID)},
+		{"dlq", "retry", "--all", "--dry-run"},
+		{"dlq", "discard", "--all", "--subject", "cmd.nothing.>"},
 		{"status"},
 	} {
 		var out, errb bytes.Buffer
