@@ -17,7 +17,8 @@ import (
 //   - only cmd/ may import several services.
 //
 // The rules are data: each names the packages it governs and the import
-// paths those packages must not use (directly, in code or in tests).
+// paths those packages must not use (directly, in code or in tests); the
+// last one looks at a package's imports together (setRules).
 const module = "github.com/choreo-dev/choreo"
 
 var services = []string{"orders", "inventory", "payments", "notifications"}
@@ -63,6 +64,44 @@ var rules = []rule{
 	},
 }
 
+// setRule governs a package's imports taken together: what no single
+// import breaks, but several do.
+type setRule struct {
+	name string
+	// violated returns the offending imports, none when the package is fine.
+	violated func(pkg string, imports []string) []string
+}
+
+var setRules = []setRule{
+	{
+		// The program that wires the services together lives under cmd/;
+		// anywhere else, a package that knows two services couples them.
+		name: "only cmd/ may import several services",
+		violated: func(pkg string, imports []string) []string {
+			if under(pkg, "cmd") {
+				return nil
+			}
+			seen := map[string]bool{}
+			if s := serviceOf(pkg); s != "" {
+				seen[s] = true
+			}
+			var offending []string
+			for _, imp := range imports {
+				if s := serviceOf(imp); s != "" && imp != pkg {
+					if !seen[s] {
+						offending = append(offending, imp)
+					}
+					seen[s] = true
+				}
+			}
+			if len(seen) < 2 {
+				return nil
+			}
+			return offending
+		},
+	},
+}
+
 type listedPackage struct {
 	ImportPath   string
 	Imports      []string
@@ -93,6 +132,11 @@ func TestImportPolicy(t *testing.T) {
 				if imp != p.ImportPath && r.forbidden(p.ImportPath, imp) {
 					t.Errorf("%s: %s imports %s", r.name, p.ImportPath, imp)
 				}
+			}
+		}
+		for _, r := range setRules {
+			if bad := r.violated(p.ImportPath, imports); len(bad) > 0 {
+				t.Errorf("%s: %s imports %s", r.name, p.ImportPath, strings.Join(bad, ", "))
 			}
 		}
 	}
@@ -131,5 +175,55 @@ func TestImportPolicyCatchesViolations(t *testing.T) {
 				t.Errorf("%s importing %s: rule %q fired, want allowed", ok.pkg, ok.imp, r.name)
 			}
 		}
+	}
+}
+
+// TestImportPolicyCatchesSeveralServices proves the set rule fires on
+// fabricated import lists, and stays quiet where several services are
+// allowed or only one is involved.
+func TestImportPolicyCatchesSeveralServices(t *testing.T) {
+	fires := func(pkg string, imports ...string) bool {
+		for _, r := range setRules {
+			if len(r.violated(pkg, imports)) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		pkg     string
+		imports []string
+	}{
+		{module + "/tools/sagadebug", []string{module + "/orders", module + "/payments/paymentdb"}},
+		{module + "/internal/e2e", []string{module + "/events", module + "/inventory", module + "/notifications/sender"}},
+		// A service's own sub-package plus another service: two services.
+		{module + "/orders/orderhttp", []string{module + "/orders", module + "/inventory/stockdb"}},
+	} {
+		if !fires(c.pkg, c.imports...) {
+			t.Errorf("%s importing %v: no rule fired, want a violation", c.pkg, c.imports)
+		}
+	}
+	for _, c := range []struct {
+		pkg     string
+		imports []string
+	}{
+		{module + "/cmd/choreo", []string{module + "/orders", module + "/inventory", module + "/payments", module + "/notifications"}},
+		{module + "/orders/orderdb", []string{module + "/orders", module + "/events/sqldb"}},
+		{module + "/tools/one", []string{module + "/payments", module + "/payments/provider"}},
+		{module + "/events/history", []string{module + "/events"}},
+	} {
+		if fires(c.pkg, c.imports...) {
+			t.Errorf("%s importing %v: a rule fired, want allowed", c.pkg, c.imports)
+		}
+	}
+	// events/ importing even one service is caught by the pairwise rule.
+	caught := false
+	for _, r := range rules {
+		if r.applies(module+"/events/dlq") && r.forbidden(module+"/events/dlq", module+"/notifications") {
+			caught = true
+		}
+	}
+	if !caught {
+		t.Error("events/dlq importing notifications: no rule fired, want a violation")
 	}
 }

@@ -12,6 +12,10 @@
 //     publishes them to JetStream;
 //   - inbox: idempotent consumption, claimed in the same transaction;
 //   - consumer: durable pull consumers with back-off and a dead-letter queue;
+//   - dlq: the dead-letter workflow (every DLQ header; list, show, retry
+//     with a loop guard, discard);
+//   - history: reading a stream by sequence or time, filtered on the
+//     server, a page at a time, leaving no consumer behind;
 //   - streams: stream definitions and Ensure;
 //   - natstest, sqltest: helpers for tests against real servers.
 //

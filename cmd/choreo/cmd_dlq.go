@@ -13,21 +13,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
 )
 
-// headerRetryCount counts how many times an operator retried a dead letter
-// with `choreo dlq retry`. The consumer copies it into a new dead letter
-// when the retried message fails again, so the count survives the loop.
-const headerRetryCount = "Choreo-Retry-Count"
-
-// dlqMaxRetries is the loop guard: an entry retried this many times is
-// refused by `choreo dlq retry`; fix the cause, or discard it.
-const dlqMaxRetries = 3
+// dlqConfig is where choreo keeps its dead letters; the workflow itself
+// (headers, loop guard, retry, discard) is events/dlq's.
+var dlqConfig = dlq.Config{Stream: catalog.StreamDLQ, Prefix: catalog.DLQPrefix}
 
 // dlqReasonWidth is how much of a reason the ls table shows.
 const dlqReasonWidth = 60
@@ -93,54 +86,32 @@ type dlqEntry struct {
 	StoredAt *time.Time          `json:"stored_at,omitempty"`
 	Headers  map[string][]string `json:"headers,omitempty"`
 
-	msg *jetstream.RawStreamMsg
+	entry *dlq.Entry
 }
 
-func newDlqEntry(m *jetstream.RawStreamMsg) *dlqEntry {
-	h := m.Header
-	e := &dlqEntry{
-		ID:              m.Sequence,
-		Consumer:        h.Get(consumer.HeaderConsumer),
-		OriginalSubject: h.Get(consumer.HeaderOriginalSubject),
-		OriginalStream:  h.Get(consumer.HeaderOriginalStream),
-		Reason:          h.Get(consumer.HeaderDLQReason),
-		msg:             m,
+// newDlqEntry is the script-facing shape of a dead letter.
+func newDlqEntry(e *dlq.Entry) *dlqEntry {
+	out := &dlqEntry{
+		ID: e.ID, FailedAt: e.FailedAt, Consumer: e.Consumer,
+		OriginalSubject: e.OriginalSubject, OriginalStream: e.OriginalStream, OriginalSequence: e.OriginalSequence,
+		DeliveryCount: e.DeliveryCount, RetryCount: e.RetryCount, TraceID: e.TraceID, Reason: e.Reason,
+		entry: e,
 	}
-	if t, err := time.Parse(time.RFC3339Nano, h.Get(consumer.HeaderFailedAt)); err == nil {
-		e.FailedAt = t.UTC()
+	if len(bytes.TrimSpace(e.Data)) > 0 && json.Valid(e.Data) {
+		out.Data = json.RawMessage(e.Data)
 	} else {
-		e.FailedAt = m.Time.UTC()
+		out.Data, _ = json.Marshal(string(e.Data))
 	}
-	e.OriginalSequence, _ = strconv.ParseUint(h.Get(consumer.HeaderOriginalSeq), 10, 64)
-	e.DeliveryCount, _ = strconv.ParseUint(h.Get(consumer.HeaderDeliveryCount), 10, 64)
-	e.RetryCount = dlqRetryCount(h)
-	if id, ok := events.TraceID(h.Get(events.HeaderTraceParent)); ok {
-		e.TraceID = id
-	}
-	if len(bytes.TrimSpace(m.Data)) > 0 && json.Valid(m.Data) {
-		e.Data = json.RawMessage(m.Data)
-	} else {
-		e.Data, _ = json.Marshal(string(m.Data))
-	}
-	return e
-}
-
-// dlqRetryCount is the entry's own Choreo-Retry-Count, 0 when absent or bad.
-func dlqRetryCount(h nats.Header) int {
-	n, err := strconv.Atoi(strings.TrimSpace(h.Get(headerRetryCount)))
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
+	return out
 }
 
 // withDetails fills the fields only show prints.
 func (e *dlqEntry) withDetails() *dlqEntry {
-	e.Subject = e.msg.Subject
-	t := e.msg.Time.UTC()
+	e.Subject = e.entry.Subject
+	t := e.entry.StoredAt
 	e.StoredAt = &t
 	e.Headers = map[string][]string{}
-	for k, vs := range e.msg.Header {
+	for k, vs := range e.entry.Header {
 		e.Headers[k] = vs
 	}
 	return e
@@ -168,37 +139,22 @@ func (d *dlqTool) addBulk(verb string) {
 	d.flags.fs.BoolVar(&d.dryRun, "dry-run", false, "print what would be done, change nothing")
 }
 
-// dlqFilter turns a filter on the original subject into one on the DLQ
-// subject: dead letters are "dlq.<service>.<original subject>".
-func dlqFilter(filter string) (string, error) {
-	if filter == "" {
-		return catalog.DLQSubject("*") + ".>", nil
+// checkSubject checks --subject, a filter on the original subject.
+func (d *dlqTool) checkSubject() error {
+	if err := dlq.ValidFilter(d.subject); err != nil {
+		return fmt.Errorf("%w: --subject: %v", errUsage, err)
 	}
-	if strings.ContainsAny(filter, " \t\r\n") {
-		return "", fmt.Errorf("%w: --subject %q: a NATS subject has no spaces", errUsage, filter)
-	}
-	toks := strings.Split(filter, ".")
-	for i, tok := range toks {
-		switch {
-		case tok == "":
-			return "", fmt.Errorf("%w: --subject %q: empty token", errUsage, filter)
-		case tok == ">" && i != len(toks)-1:
-			return "", fmt.Errorf("%w: --subject %q: '>' must be the last token", errUsage, filter)
-		case tok != ">" && tok != "*" && strings.ContainsAny(tok, "*>"):
-			return "", fmt.Errorf("%w: --subject %q: wildcards must be whole tokens", errUsage, filter)
-		}
-	}
-	return catalog.DLQSubject("*") + "." + filter, nil
+	return nil
 }
 
-// openDLQ connects and returns the DLQ stream; close the connection after.
-func (d *dlqTool) openDLQ(ctx context.Context) (*nats.Conn, jetstream.Stream, error) {
+// open connects and opens the DLQ; close the connection after.
+func (d *dlqTool) open(ctx context.Context) (*nats.Conn, *dlq.Queue, error) {
 	nc, js, err := d.flags.connect()
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := js.Stream(ctx, catalog.StreamDLQ)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	q, err := dlq.Open(ctx, js, dlqConfig)
+	if errors.Is(err, dlq.ErrNoQueue) {
 		nc.Close()
 		return nil, nil, fmt.Errorf("no %s stream on %s: has choreo up (or choreo serve) run against this server?", catalog.StreamDLQ, d.flags.natsURL)
 	}
@@ -206,39 +162,32 @@ func (d *dlqTool) openDLQ(ctx context.Context) (*nats.Conn, jetstream.Stream, er
 		nc.Close()
 		return nil, nil, fmt.Errorf("DLQ stream: %w", err)
 	}
-	return nc, s, nil
+	return nc, q, nil
 }
 
 // list returns the entries matching --subject, oldest first.
-func (d *dlqTool) list(ctx context.Context, s jetstream.Stream) ([]*dlqEntry, error) {
-	filter, err := dlqFilter(d.subject)
-	if err != nil {
-		return nil, err
-	}
+func (d *dlqTool) list(ctx context.Context, q *dlq.Queue) ([]*dlqEntry, error) {
 	var out []*dlqEntry
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the DLQ: %w", err)
-		}
-		out = append(out, newDlqEntry(m))
-		seq = m.Sequence + 1
+	err := q.List(ctx, d.subject, func(e *dlq.Entry) error {
+		out = append(out, newDlqEntry(e))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the DLQ: %w", err)
 	}
+	return out, nil
 }
 
 // getDlqEntry returns the entry with this id.
-func getDlqEntry(ctx context.Context, s jetstream.Stream, id uint64) (*dlqEntry, error) {
-	m, err := s.GetMsg(ctx, id)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+func getDlqEntry(ctx context.Context, q *dlq.Queue, id uint64) (*dlqEntry, error) {
+	e, err := q.Get(ctx, id)
+	if errors.Is(err, dlq.ErrNotFound) {
 		return nil, fmt.Errorf("no dead letter with id %d (choreo dlq ls lists them)", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dead letter %d: %w", id, err)
 	}
-	return newDlqEntry(m), nil
+	return newDlqEntry(e), nil
 }
 
 // parseDlqID parses an entry id: its DLQ stream sequence.
@@ -252,9 +201,9 @@ func parseDlqID(s string) (uint64, error) {
 
 // selectEntries resolves ids or --all [--subject] into entries, checking
 // every id exists before anything is changed.
-func (d *dlqTool) selectEntries(ctx context.Context, s jetstream.Stream, args []string, verb string) ([]*dlqEntry, error) {
+func (d *dlqTool) selectEntries(ctx context.Context, q *dlq.Queue, args []string, verb string) ([]*dlqEntry, error) {
 	if d.all {
-		return d.list(ctx, s)
+		return d.list(ctx, q)
 	}
 	seen := map[uint64]bool{}
 	var out []*dlqEntry
@@ -267,7 +216,7 @@ func (d *dlqTool) selectEntries(ctx context.Context, s jetstream.Stream, args []
 			continue
 		}
 		seen[id] = true
-		e, err := getDlqEntry(ctx, s, id)
+		e, err := getDlqEntry(ctx, q, id)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w; nothing changed", verb, err)
 		}
@@ -291,10 +240,7 @@ func (d *dlqTool) checkBulkArgs(args []string, verb string) error {
 			return err
 		}
 	}
-	if _, err := dlqFilter(d.subject); err != nil {
-		return err
-	}
-	return nil
+	return d.checkSubject()
 }
 
 func (d *dlqTool) emptyLine() string {
@@ -314,15 +260,15 @@ func runDlqLs(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if len(rest) > 0 {
 		return fmt.Errorf("%w: dlq ls takes no arguments (got %q); filter with --subject", errUsage, rest[0])
 	}
-	if _, err := dlqFilter(d.subject); err != nil {
+	if err := d.checkSubject(); err != nil {
 		return err
 	}
-	nc, s, err := d.openDLQ(ctx)
+	nc, q, err := d.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	entries, err := d.list(ctx, s)
+	entries, err := d.list(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -358,12 +304,12 @@ func runDlqShow(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	if err != nil {
 		return err
 	}
-	nc, s, err := d.openDLQ(ctx)
+	nc, q, err := d.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	e, err := getDlqEntry(ctx, s, id)
+	e, err := getDlqEntry(ctx, q, id)
 	if err != nil {
 		return err
 	}
@@ -379,7 +325,7 @@ func runDlqShow(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	tb.row("Original stream", dlqDash(e.OriginalStream))
 	tb.row("Original sequence", e.OriginalSequence)
 	tb.row("Deliveries", e.DeliveryCount)
-	tb.row("Retries", fmt.Sprintf("%d (at most %d)", e.RetryCount, dlqMaxRetries))
+	tb.row("Retries", fmt.Sprintf("%d (at most %d)", e.RetryCount, q.MaxRetries()))
 	tb.row("Trace ID", dlqDash(e.TraceID))
 	tb.row("DLQ subject", e.Subject)
 	tb.row("Stored at", e.StoredAt.Format(time.RFC3339Nano))
@@ -398,7 +344,7 @@ func runDlqShow(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 			fmt.Fprintf(&b, "  %s: %s\n", k, v)
 		}
 	}
-	data := e.msg.Data
+	data := e.entry.Data
 	var pretty bytes.Buffer
 	switch {
 	case len(bytes.TrimSpace(data)) == 0:
@@ -442,7 +388,7 @@ func runDlqRetry(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	usage := d.flags.fs.Usage
 	d.flags.fs.Usage = func() {
 		usage()
-		fmt.Fprintf(stderr, dlqRetryNote, dlqMaxRetries)
+		fmt.Fprintf(stderr, dlqRetryNote, dlq.DefaultMaxRetries)
 	}
 	rest, err := d.flags.parse(args)
 	if err != nil {
@@ -451,16 +397,12 @@ func runDlqRetry(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if err := d.checkBulkArgs(rest, "retry"); err != nil {
 		return err
 	}
-	nc, s, err := d.openDLQ(ctx)
+	nc, q, err := d.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	entries, err := d.selectEntries(ctx, s, rest, "retry")
+	entries, err := d.selectEntries(ctx, q, rest, "retry")
 	if err != nil {
 		return err
 	}
@@ -468,122 +410,73 @@ func runDlqRetry(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		fmt.Fprintln(stdout, d.emptyLine(), "Nothing to retry.")
 		return nil
 	}
-	// Check every entry before republishing any.
-	var noSubject, exhausted []string
-	for _, e := range entries {
-		switch {
-		case e.OriginalSubject == "":
-			noSubject = append(noSubject, strconv.FormatUint(e.ID, 10))
-		case e.RetryCount >= dlqMaxRetries:
-			exhausted = append(exhausted, strconv.FormatUint(e.ID, 10))
-		}
-	}
-	switch {
-	case len(exhausted) == 1:
-		e := exhausted[0]
-		return fmt.Errorf("refusing to retry: entry %s was already retried %d times, the limit: fix the cause, or choreo dlq discard %s; nothing was republished", e, dlqMaxRetries, e)
-	case len(exhausted) > 1:
-		return fmt.Errorf("refusing to retry: entries %s were already retried %d times, the limit: fix the cause, or choreo dlq discard %s; nothing was republished",
-			strings.Join(exhausted, ", "), dlqMaxRetries, strings.Join(exhausted, " "))
-	case len(noSubject) > 0:
-		return fmt.Errorf("refusing to retry: entries %s have no %s header, so there is nowhere to send them; nothing was republished",
-			strings.Join(noSubject, ", "), consumer.HeaderOriginalSubject)
-	}
 	var results []dlqResult
-	report := func(r dlqResult, line string) {
+	targets := make([]*dlq.Entry, len(entries))
+	for i, e := range entries {
+		targets[i] = e.entry
+	}
+	err = q.Retry(ctx, targets, d.dryRun, func(r dlq.Retried) {
+		e := r.Entry
+		res := dlqResult{ID: e.ID, OriginalSubject: e.OriginalSubject, OriginalStream: e.OriginalStream, RetryCount: r.Count}
+		same := ""
+		if r.SameAs != 0 {
+			same = fmt.Sprintf(" (the same message as %d, republished once for every consumer)", r.SameAs)
+		}
+		var line string
+		if r.DryRun {
+			res.Action = "would_retry"
+			line = fmt.Sprintf("would retry %d: republish to %s (stream %s) with %s: %d, then remove it from the DLQ%s",
+				e.ID, e.OriginalSubject, dlqDash(e.OriginalStream), dlq.HeaderRetryCount, r.Count, same)
+		} else {
+			res.Action, res.Sequence, res.Duplicate = "retried", r.Sequence, r.Duplicate
+			line = fmt.Sprintf("retried %d: republished to %s (stream %s seq %d, retry %d of %d) and removed from the DLQ%s",
+				e.ID, e.OriginalSubject, r.Stream, r.Sequence, r.Count, q.MaxRetries(), same)
+			if r.Duplicate {
+				line += " (the server had it already: an earlier retry was interrupted)"
+			}
+		}
 		if d.flags.json {
-			results = append(results, r)
+			results = append(results, res)
 		} else {
 			fmt.Fprintln(stdout, line)
 		}
-	}
-	// Entries of one message dead-lettered by several consumers (an event
-	// fanned out to inventory and payments) are republished once: the
-	// republished message reaches every consumer of the stream anyway.
-	type group struct {
-		first *dlqEntry
-		count int // the highest retry count in the group, plus one
-		ack   *jetstream.PubAck
-	}
-	groups := map[string]*group{}
-	keyOf := func(e *dlqEntry) string {
-		if e.OriginalStream == "" || e.OriginalSequence == 0 {
-			return "id:" + strconv.FormatUint(e.ID, 10)
-		}
-		return fmt.Sprintf("%s:%d:%s", e.OriginalStream, e.OriginalSequence, e.OriginalSubject)
-	}
-	for _, e := range entries {
-		g := groups[keyOf(e)]
-		if g == nil {
-			g = &group{first: e}
-			groups[keyOf(e)] = g
-		}
-		g.count = max(g.count, e.RetryCount+1)
-	}
-	for _, e := range entries {
-		g := groups[keyOf(e)]
-		r := dlqResult{ID: e.ID, OriginalSubject: e.OriginalSubject, OriginalStream: e.OriginalStream, RetryCount: g.count}
-		same := ""
-		if g.first != e {
-			same = fmt.Sprintf(" (the same message as %d, republished once for every consumer)", g.first.ID)
-		}
-		if d.dryRun {
-			r.Action = "would_retry"
-			report(r, fmt.Sprintf("would retry %d: republish to %s (stream %s) with %s: %d, then remove it from the DLQ%s",
-				e.ID, e.OriginalSubject, dlqDash(e.OriginalStream), headerRetryCount, g.count, same))
-			continue
-		}
-		if g.ack == nil {
-			ack, err := retryDlqEntry(ctx, js, e, g.count)
-			if err != nil {
-				_ = writeJSONLines(stdout, results)
-				return fmt.Errorf("retry %d: %w; entry %d stays in the DLQ", e.ID, err, e.ID)
-			}
-			g.ack = ack
-		}
-		ack := g.ack
-		if err := s.DeleteMsg(ctx, e.ID); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			_ = writeJSONLines(stdout, results)
-			return fmt.Errorf("retry %d: republished as %s seq %d, but removing it from the DLQ failed: %w; run choreo dlq discard %d",
-				e.ID, ack.Stream, ack.Sequence, err, e.ID)
-		}
-		r.Action, r.Sequence, r.Duplicate = "retried", ack.Sequence, ack.Duplicate
-		line := fmt.Sprintf("retried %d: republished to %s (stream %s seq %d, retry %d of %d) and removed from the DLQ%s",
-			e.ID, e.OriginalSubject, ack.Stream, ack.Sequence, g.count, dlqMaxRetries, same)
-		if ack.Duplicate {
-			line += " (the server had it already: an earlier retry was interrupted)"
-		}
-		report(r, line)
+	})
+	var refused *dlq.RefusedError
+	var removeErr *dlq.RemoveError
+	switch {
+	case errors.As(err, &refused):
+		return dlqRefusal(refused)
+	case errors.As(err, &removeErr):
+		_ = writeJSONLines(stdout, results)
+		return fmt.Errorf("retry %d: republished as %s seq %d, but removing it from the DLQ failed: %w; run choreo dlq discard %d",
+			removeErr.ID, removeErr.Stream, removeErr.Sequence, removeErr.Err, removeErr.ID)
+	case err != nil:
+		_ = writeJSONLines(stdout, results)
+		return err
 	}
 	return writeJSONLines(stdout, results)
 }
 
-// retryDlqEntry republishes a dead letter to its original subject.
-// count is the new Choreo-Retry-Count.
-func retryDlqEntry(ctx context.Context, js jetstream.JetStream, e *dlqEntry, count int) (*jetstream.PubAck, error) {
-	m := nats.NewMsg(e.OriginalSubject)
-	m.Data = e.msg.Data
-	for k, vs := range e.msg.Header {
-		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "nats-") || strings.HasPrefix(lk, "choreo-") {
-			continue
+// dlqRefusal says why retry refused, and what to do instead.
+func dlqRefusal(r *dlq.RefusedError) error {
+	ids := func(ids []uint64, sep string) string {
+		s := make([]string, len(ids))
+		for i, id := range ids {
+			s[i] = strconv.FormatUint(id, 10)
 		}
-		for _, v := range vs {
-			m.Header.Add(k, v)
-		}
+		return strings.Join(s, sep)
 	}
-	m.Header.Set(headerRetryCount, strconv.Itoa(count))
-	// Fresh, and the same if this very entry is retried again after an
-	// interruption between publish and delete: the server then drops the
-	// second copy as a duplicate.
-	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq-retry:%s:%d:%s:%d", catalog.StreamDLQ, e.ID, e.OriginalStream, e.OriginalSequence))
-	var opts []jetstream.PublishOpt
-	if e.OriginalStream != "" {
-		opts = append(opts, jetstream.WithExpectStream(e.OriginalStream))
+	switch {
+	case len(r.Exhausted) == 1:
+		e := ids(r.Exhausted, "")
+		return fmt.Errorf("refusing to retry: entry %s was already retried %d times, the limit: fix the cause, or choreo dlq discard %s; nothing was republished", e, r.MaxRetries, e)
+	case len(r.Exhausted) > 1:
+		return fmt.Errorf("refusing to retry: entries %s were already retried %d times, the limit: fix the cause, or choreo dlq discard %s; nothing was republished",
+			ids(r.Exhausted, ", "), r.MaxRetries, ids(r.Exhausted, " "))
+	default:
+		return fmt.Errorf("refusing to retry: entries %s have no %s header, so there is nowhere to send them; nothing was republished",
+			ids(r.NoSubject, ", "), dlq.HeaderOriginalSubject)
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return js.PublishMsg(pctx, m, opts...)
 }
 
 func runDlqDiscard(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -596,12 +489,12 @@ func runDlqDiscard(ctx context.Context, args []string, stdout, stderr io.Writer,
 	if err := d.checkBulkArgs(rest, "discard"); err != nil {
 		return err
 	}
-	nc, s, err := d.openDLQ(ctx)
+	nc, q, err := d.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	entries, err := d.selectEntries(ctx, s, rest, "discard")
+	entries, err := d.selectEntries(ctx, q, rest, "discard")
 	if err != nil {
 		return err
 	}
@@ -616,7 +509,7 @@ func runDlqDiscard(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if d.dryRun {
 			r.Action, verb = "would_discard", "would discard"
 		} else {
-			if err := s.DeleteMsg(ctx, e.ID); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			if err := q.Discard(ctx, e.ID); err != nil {
 				_ = writeJSONLines(stdout, results)
 				return fmt.Errorf("discard %d: %w", e.ID, err)
 			}

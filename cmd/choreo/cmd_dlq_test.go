@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/natstest"
 )
 
@@ -277,7 +278,7 @@ func TestDLQ(t *testing.T) {
 
 	t.Run("retry until the loop guard", func(t *testing.T) {
 		cur := restock
-		for n := 1; n <= dlqMaxRetries; n++ {
+		for n := 1; n <= dlq.DefaultMaxRetries; n++ {
 			code, out, errOut := dlqRun(c.natsURL, "retry", strconv.FormatUint(cur.ID, 10))
 			if code != 0 || !strings.Contains(out, fmt.Sprintf("retried %d", cur.ID)) {
 				t.Fatalf("retry %d: exit %d\n%s%s", n, code, out, errOut)

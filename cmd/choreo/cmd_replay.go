@@ -19,6 +19,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/history"
 	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
@@ -110,10 +111,10 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	defer nc.Close()
 	var msgs []replayed
 	for _, name := range names {
-		if h, err := readHistory(ctx, js, name); err == nil && h.dropped(*fromSeq, start) {
+		if h, err := history.StreamReach(ctx, js, name); err == nil && h.Dropped(*fromSeq, start) {
 			fmt.Fprintf(stderr, "note: older messages are gone: %s\n", h)
 		}
-		got, err := readStream(ctx, js, name, *fromSeq, start)
+		got, err := readStream(ctx, js, name, *fromSeq, start, filters)
 		if err != nil {
 			return err
 		}
@@ -158,74 +159,41 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 // readStream reads the stream's messages from a sequence or a time up to
-// its last sequence at the start, with an ordered consumer: nothing is
-// acknowledged, no durable state is left behind.
-func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSeq uint64, since time.Time) ([]replayed, error) {
-	s, err := js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("no stream %q (choreo has ORDERS, INVENTORY, PAYMENTS, NOTIFICATIONS, COMMANDS and DLQ)", name)
-	}
+// its last sequence at the start, a page at a time, through
+// events/history: nothing is acknowledged, no consumer is left behind.
+// The server keeps only messages on the subject filters (none: all), so
+// the others never cross the wire.
+func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSeq uint64, since time.Time, filters []string) ([]replayed, error) {
+	reader, err := history.NewReader(js)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", name, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", name, err)
-	}
-	last := info.State.LastSeq
-	if fromSeq > last {
-		return nil, fmt.Errorf("stream %s ends at sequence %d; --from-seq %d is past the end", name, last, fromSeq)
-	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case fromSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fromSeq
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	if info.State.Msgs == 0 {
-		return nil, nil
-	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", name, err)
+		return nil, err
 	}
 	var out []replayed
-	for {
-		// Fetch in batches until the last sequence the stream had when we
-		// started, or until nothing more matches.
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", name, err)
+	_, err = reader.Read(ctx, history.Query{Stream: name, FromSeq: fromSeq, Since: since, Subjects: filters}, func(m history.Message) error {
+		r := replayed{Stream: m.Stream, Sequence: m.Sequence, Time: m.Time, Subject: m.Subject,
+			Data: json.RawMessage(m.Data), header: m.Header}
+		if env, err := events.Decode(m.Data); err == nil {
+			r.Type, r.ID = env.Type, env.ID
 		}
-		n := 0
-		done := false
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			r := replayed{Stream: name, Sequence: meta.Sequence.Stream, Time: meta.Timestamp.UTC(), Subject: m.Subject(),
-				Data: json.RawMessage(m.Data()), header: m.Headers()}
-			if env, err := events.Decode(m.Data()); err == nil {
-				r.Type, r.ID = env.Type, env.ID
-			}
-			if !json.Valid(m.Data()) {
-				r.Data, _ = json.Marshal(string(m.Data()))
-			}
-			out = append(out, r)
-			if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-				done = true
-			}
+		if !json.Valid(m.Data) {
+			r.Data, _ = json.Marshal(string(m.Data))
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("stream %s: %w", name, err)
+		out = append(out, r)
+		return nil
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("no stream %q (choreo has ORDERS, INVENTORY, PAYMENTS, NOTIFICATIONS, COMMANDS and DLQ)", name)
+	case errors.Is(err, history.ErrPastEnd):
+		h, herr := history.StreamReach(ctx, js, name)
+		if herr != nil {
+			return nil, err
 		}
-		if done || n == 0 {
-			return out, nil
-		}
+		return nil, fmt.Errorf("stream %s ends at sequence %d; --from-seq %d is past the end", name, h.LastSeq, fromSeq)
+	case err != nil:
+		return nil, fmt.Errorf("replay: %w", err)
 	}
+	return out, nil
 }
 
 // replayInto runs the service's real handlers on msgs against a scratch

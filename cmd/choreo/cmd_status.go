@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/history"
 )
 
 // The rows `choreo status --json` writes, one object per line, told apart
@@ -169,22 +170,22 @@ func statusStreams(ctx context.Context, js jetstream.JetStream, stderr io.Writer
 		if err != nil {
 			return nil, nil, dlq, fmt.Errorf("stream %s: %w", spec.Name, err)
 		}
-		info := st.CachedInfo()
+		reach := history.ReachOf(st.CachedInfo())
 		streams = append(streams, statusStream{
 			Kind: "stream", Name: spec.Name,
-			Messages: info.State.Msgs, Bytes: info.State.Bytes,
-			FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq,
-			Consumers: info.State.Consumers,
+			Messages: reach.Msgs, Bytes: reach.Bytes,
+			FirstSeq: reach.FirstSeq, LastSeq: reach.LastSeq,
+			Consumers: reach.Consumers,
 		})
 		if spec.Name == catalog.StreamDLQ {
-			dlq.Depth = info.State.Msgs
+			dlq.Depth = reach.Msgs
 		}
 		var cs []statusConsumer
 		lister := st.ListConsumers(ctx)
 		for ci := range lister.Info() {
 			if ci.Config.Durable == "" {
-				// Ephemeral: a tool's ordered consumer (trace, replay),
-				// gone by itself in seconds. Operators watch the durables.
+				// Ephemeral: someone's read in progress (choreo's tools
+				// delete theirs when done). Operators watch the durables.
 				continue
 			}
 			cs = append(cs, statusConsumer{

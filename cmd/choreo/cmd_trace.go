@@ -8,18 +8,19 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
+	"github.com/choreo-dev/choreo/events/history"
 )
 
-const traceSynopsis = `trace <order-id> [--json] [--follow] [--nats-url URL]
+const traceSynopsis = `trace <order-id> [--json] [--follow | --tree] [--nats-url URL]
 
 The saga of one order across every stream (ORDERS, INVENTORY, PAYMENTS,
 NOTIFICATIONS, COMMANDS and DLQ), oldest first: one row per message with
@@ -32,11 +33,19 @@ the order's state folded from its events:
 customer notification was sent (plus a second of quiet for trailing
 compensations), or until Ctrl-C. The order need not exist yet.
 
+--tree shows the saga as a causal tree instead: every event indented under
+the message whose handling published it (its CloudEvents causationid), a
+dead letter under the message it holds, with AFTER the time since that
+cause. A command, or an event whose cause is not in the streams, starts a
+branch of its own.
+
 --json prints one object per line instead: first one per message
   {"kind":"event","time","gap_ms","service","subject","stream","sequence",
-   "type","id","summary","data","dlq_reason"}
+   "type","id","causation_id","summary","data","dlq_reason"}
 (data is the event's data, a command's body or a dead letter's body, as
-JSON; dlq_reason only on dead letters), then exactly one last line
+JSON; causation_id only when the message names its cause, dlq_reason only
+on dead letters; with --tree, in tree order with a "depth"), then exactly
+one last line
   {"kind":"state","order_id","state","reason"}.
 
 An order with no message anywhere exits 1 ("no events for order <id>").`
@@ -77,20 +86,30 @@ func traceSources(id string) []traceSource {
 // traceRow is one message of the timeline; it is also the --json shape of
 // an event line.
 type traceRow struct {
-	Kind      string          `json:"kind"`
-	Time      time.Time       `json:"time"`
-	GapMS     int64           `json:"gap_ms"`
-	Service   string          `json:"service"`
-	Subject   string          `json:"subject"`
-	Stream    string          `json:"stream"`
-	Sequence  uint64          `json:"sequence"`
-	Type      string          `json:"type"`
-	ID        string          `json:"id"`
-	Summary   string          `json:"summary"`
-	Data      json.RawMessage `json:"data"`
-	DLQReason string          `json:"dlq_reason,omitempty"`
+	Kind     string    `json:"kind"`
+	Time     time.Time `json:"time"`
+	GapMS    int64     `json:"gap_ms"`
+	Service  string    `json:"service"`
+	Subject  string    `json:"subject"`
+	Stream   string    `json:"stream"`
+	Sequence uint64    `json:"sequence"`
+	Type     string    `json:"type"`
+	ID       string    `json:"id"`
+	// CausationID is the id of the message whose handling published it
+	// (events: the causationid extension; dead letters: the message they
+	// hold).
+	CausationID string          `json:"causation_id,omitempty"`
+	Summary     string          `json:"summary"`
+	Data        json.RawMessage `json:"data"`
+	DLQReason   string          `json:"dlq_reason,omitempty"`
 
 	gap time.Duration
+	// key is what the events it caused name as their cause: an event's
+	// id, a command's idempotency key (see consumer.Message.CommandKey).
+	key string
+	// cause is the key of the row that caused it; for a dead letter the
+	// stream position of the message it holds (see traceTree).
+	cause string
 }
 
 // traceState is the --json shape of the last line.
@@ -103,11 +122,15 @@ type traceState struct {
 
 func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	tf := newToolFlags("trace", traceSynopsis, "choreo trace 0195f3a2-7c1e-7b9a-8f00-2d1c3e4f5a6b --follow", stderr, getenv)
-	var follow bool
+	var follow, tree bool
 	tf.fs.BoolVar(&follow, "follow", false, "keep printing new messages until the order is final and notified (or Ctrl-C)")
+	tf.fs.BoolVar(&tree, "tree", false, "show the saga as a causal tree: each event under the message that caused it")
 	pos, err := tf.parse(args)
 	if err != nil {
 		return err
+	}
+	if follow && tree {
+		return fmt.Errorf("%w: --tree draws the saga once it is read; it does not go with --follow", errUsage)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: choreo trace takes exactly one order id, got %d (see choreo trace -h)", errUsage, len(pos))
@@ -122,8 +145,12 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	defer nc.Close()
 
+	reader, err := history.NewReader(js)
+	if err != nil {
+		return err
+	}
 	sources := traceSources(id)
-	rows, next, err := traceHistory(ctx, js, id, sources)
+	rows, next, err := traceHistory(ctx, reader, id, sources)
 	if err != nil {
 		return err
 	}
@@ -136,16 +163,22 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stderr, "note: the order's placement is not in the streams any more%s\n", note)
 	}
 
-	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout)}
+	p := &tracePrinter{w: stdout, json: tf.json, colour: isTerminal(stdout), minWidths: traceMinWidths(id), orderID: id}
 	st := &traceFold{}
 	for _, r := range rows {
 		st.add(r)
+	}
+	if tree {
+		if err := p.tree(rows); err != nil {
+			return err
+		}
+		return p.state(id, st)
 	}
 	if err := p.history(rows); err != nil {
 		return err
 	}
 	if follow {
-		if err := traceFollow(ctx, js, id, sources, next, p, st); err != nil {
+		if err := traceFollow(ctx, reader, id, sources, next, p, st); err != nil {
 			return err
 		}
 	}
@@ -172,7 +205,7 @@ func traceHasStart(rows []traceRow) bool {
 func traceHistoryNote(ctx context.Context, js jetstream.JetStream) string {
 	var notes []string
 	for _, name := range []string{catalog.StreamCommands, catalog.StreamOrders} {
-		if h, err := readHistory(ctx, js, name); err == nil && h.dropped(1, time.Time{}) {
+		if h, err := history.StreamReach(ctx, js, name); err == nil && h.Dropped(1, time.Time{}) {
 			notes = append(notes, h.String())
 		}
 	}
@@ -183,134 +216,65 @@ func traceHistoryNote(ctx context.Context, js jetstream.JetStream) string {
 }
 
 // traceHistory reads every message of the order stored when it starts and
-// returns them with, per stream, the sequence to follow from.
-func traceHistory(ctx context.Context, js jetstream.JetStream, id string, sources []traceSource) ([]traceRow, map[string]uint64, error) {
+// returns them with, per stream, the sequence to follow from. Each source
+// is read with the subjects filtered on the server, and its consumer is
+// gone when the read returns.
+func traceHistory(ctx context.Context, reader *history.Reader, id string, sources []traceSource) ([]traceRow, map[string]uint64, error) {
 	var rows []traceRow
 	next := map[string]uint64{}
 	for _, src := range sources {
-		s, err := js.Stream(ctx, src.stream)
+		upTo, err := reader.Read(ctx, history.Query{Stream: src.stream, Subjects: src.filters}, func(m history.Message) error {
+			if r, ok := traceMakeRow(src, id, m); ok {
+				rows = append(rows, r)
+			}
+			return nil
+		})
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("stream %s: %w", src.stream, err)
+			return nil, nil, fmt.Errorf("trace: %w", err)
 		}
-		var last, count uint64
-		for _, f := range src.filters {
-			info, err := s.Info(ctx, jetstream.WithSubjectFilter(f))
-			if err != nil {
-				return nil, nil, fmt.Errorf("stream %s: %w", src.stream, err)
-			}
-			last = info.State.LastSeq
-			for _, n := range info.State.Subjects {
-				count += n
-			}
+		if n, ok := next[src.stream]; !ok || n > upTo+1 {
+			next[src.stream] = upTo + 1
 		}
-		if _, ok := next[src.stream]; !ok || next[src.stream] > last+1 {
-			next[src.stream] = last + 1
-		}
-		if count == 0 {
-			continue
-		}
-		got, err := traceRead(ctx, s, src, id, last)
-		if err != nil {
-			return nil, nil, err
-		}
-		rows = append(rows, got...)
 	}
 	return rows, next, nil
-}
-
-// traceRead reads src's messages up to sequence last with an ordered
-// consumer.
-func traceRead(ctx context.Context, s jetstream.Stream, src traceSource, id string, last uint64) ([]traceRow, error) {
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: src.filters,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-	}
-	defer it.Stop()
-	var rows []traceRow
-	for {
-		// A message counted by the stream info may be gone by now (a
-		// deadline that fired), so a quiet second also ends the read.
-		nctx, cancel := context.WithTimeout(ctx, time.Second)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
-			return rows, nil
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		if meta.Sequence.Stream > last {
-			return rows, nil
-		}
-		if r, ok := traceMakeRow(src, id, m.Subject(), m.Headers(), m.Data(), meta); ok {
-			rows = append(rows, r)
-		}
-		if meta.NumPending == 0 || meta.Sequence.Stream == last {
-			return rows, nil
-		}
-	}
 }
 
 // traceFollow prints the order's new messages as they are stored, from the
 // sequences history stopped at, until the order is final and notified (and
 // quiet for traceSettle) or ctx ends.
-func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources []traceSource, next map[string]uint64, p *tracePrinter, st *traceFold) error {
+func traceFollow(ctx context.Context, reader *history.Reader, id string, sources []traceSource, next map[string]uint64, p *tracePrinter, st *traceFold) error {
 	ctx, cancel := context.WithCancel(ctx)
 	live := make(chan traceRow, 64)
-	var stops []jetstream.ConsumeContext
+	failed := make(chan error, len(sources))
+	var wg sync.WaitGroup
 	defer func() {
-		cancel() // first: it unblocks a handler waiting to hand over a row
-		for _, cc := range stops {
-			cc.Stop()
-			<-cc.Closed()
-		}
+		cancel()  // first: it unblocks a reader waiting to hand over a row
+		wg.Wait() // then every reader has deleted its consumer
 	}()
 	for _, src := range sources {
 		start, ok := next[src.stream]
 		if !ok {
 			continue
 		}
-		cons, err := js.OrderedConsumer(ctx, src.stream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: src.filters,
-			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:    start,
-		})
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			meta, err := m.Metadata()
-			if err != nil {
-				return
-			}
-			if r, ok := traceMakeRow(src, id, m.Subject(), m.Headers(), m.Data(), meta); ok {
-				select {
-				case live <- r:
-				case <-ctx.Done():
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := reader.Follow(ctx, history.Query{Stream: src.stream, Subjects: src.filters, FromSeq: start}, func(m history.Message) error {
+				if r, ok := traceMakeRow(src, id, m); ok {
+					select {
+					case live <- r:
+					case <-ctx.Done():
+					}
 				}
+				return nil
+			})
+			if err != nil {
+				failed <- fmt.Errorf("trace --follow: %w", err)
 			}
-		})
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", src.stream, err)
-		}
-		stops = append(stops, cc)
+		}()
 	}
 	var settle <-chan time.Time
 	if st.final() && st.notified {
@@ -320,6 +284,8 @@ func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-failed:
+			return err
 		case <-settle:
 			return nil
 		case r := <-live:
@@ -336,13 +302,14 @@ func traceFollow(ctx context.Context, js jetstream.JetStream, id string, sources
 
 // traceMakeRow turns a stored message into a row; ok is false for a
 // command (or its dead letter) about another order.
-func traceMakeRow(src traceSource, id, subject string, hdr nats.Header, body []byte, meta *jetstream.MsgMetadata) (traceRow, bool) {
+func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool) {
+	subject, hdr, body := m.Subject, m.Header, m.Data
 	r := traceRow{
 		Kind:     "event",
-		Time:     meta.Timestamp.UTC(),
+		Time:     m.Time,
 		Subject:  subject,
-		Stream:   meta.Stream,
-		Sequence: meta.Sequence.Stream,
+		Stream:   m.Stream,
+		Sequence: m.Sequence,
 	}
 	tokens := strings.Split(subject, ".")
 	switch {
@@ -354,12 +321,16 @@ func traceMakeRow(src traceSource, id, subject string, hdr nats.Header, body []b
 			r.Service = tokens[1]
 		}
 		r.Type = "dead letter"
-		r.DLQReason = hdr.Get(consumer.HeaderDLQReason)
+		r.DLQReason = hdr.Get(dlq.HeaderReason)
 		r.Summary = r.DLQReason
 		r.ID = hdr.Get(jetstream.MsgIDHeader)
 		if env, err := events.Decode(body); err == nil {
 			r.ID = env.ID
+			r.CausationID = env.ID
 		}
+		// The dead letter lost the original's Nats-Msg-Id, but not where
+		// the original is stored: that finds its row.
+		r.cause = traceSeqKey(hdr.Get(dlq.HeaderOriginalStream), hdr.Get(dlq.HeaderOriginalSeq))
 		r.Data = rawOrString(body)
 	case src.byBody:
 		if commandOrderID(body) != id {
@@ -382,6 +353,15 @@ func traceMakeRow(src traceSource, id, subject string, hdr nats.Header, body []b
 		if r.ID == "" {
 			r.ID = cmd.CommandID
 		}
+		// The key the consumer names as the cause of what the command
+		// does: its Nats-Msg-Id, else command_id, else the envelope's id.
+		key := hdr.Get(jetstream.MsgIDHeader)
+		for _, k := range []string{cmd.CommandID, r.ID, fmt.Sprintf("%s:%d", m.Stream, m.Sequence)} {
+			if key == "" {
+				key = k
+			}
+		}
+		r.key = subject + ":" + key
 		action := tokens[len(tokens)-1]
 		r.Summary = action
 		if action == "place" {
@@ -401,6 +381,7 @@ func traceMakeRow(src traceSource, id, subject string, hdr nats.Header, body []b
 			return r, true
 		}
 		r.Type, r.ID, r.Data = env.Type, env.ID, rawOrString(env.Data)
+		r.key, r.CausationID, r.cause = env.ID, env.CausationID, env.CausationID
 		r.Summary = summarize(env.Type, env.Data)
 	}
 	return r, true
@@ -602,7 +583,38 @@ type tracePrinter struct {
 	colour bool
 	count  int
 	prev   time.Time
-	widths []int // column widths of the history table, for live rows
+	// minWidths are the narrowest each column may be (see
+	// traceMinWidths); widths are fixed by history and then used for
+	// every live row of --follow, so both line up.
+	minWidths []int
+	widths    []int
+	// orderID is the traced order: the tree leaves it out of subjects.
+	orderID string
+}
+
+// traceMinWidths is how wide each column must be for any row of the
+// order's saga, whatever history happened to hold when --follow started:
+// the longest service, subject, stream, type the catalog knows, a gap of
+// minutes. Only SUMMARY, the last column, is free. A dead letter's subject
+// ("dlq.<service>.<subject>") may still be longer; it then pushes its own
+// row's later columns right, never the others'.
+func traceMinWidths(id string) []int {
+	w := make([]int, len(traceHeader))
+	w[0] = len(time.Time{}.Format(traceTimeFormat))
+	w[1] = len("+59m59.999s")
+	for _, s := range catalog.Services {
+		w[2] = max(w[2], len(s))
+	}
+	w[3] = len(catalog.SchedulePrefix+".orders.deadline.") + len(id)
+	w[5] = max(len("dead letter"), len("command"), len("invalid"))
+	for _, ti := range catalog.Types() {
+		w[3] = max(w[3], len(strings.Replace(ti.Subject, "<order-id>", id, 1)))
+		w[5] = max(w[5], len(ti.CloudEventsType))
+	}
+	for _, st := range catalog.Streams {
+		w[4] = max(w[4], len(st.Name)+len(":12345678"))
+	}
+	return w
 }
 
 func (p *tracePrinter) stamp(r *traceRow) {
@@ -642,25 +654,28 @@ func (p *tracePrinter) history(rows []traceRow) error {
 	if p.json {
 		return writeJSONLines(p.w, rows)
 	}
+	// The widths are fixed here, once, from the columns' minimums and the
+	// history; live rows reuse them.
 	p.widths = make([]int, len(traceHeader))
+	copy(p.widths, p.minWidths)
 	all := [][]string{traceHeader}
 	for _, r := range rows {
 		all = append(all, p.cells(r))
 	}
 	for _, cs := range all {
 		for i, c := range cs {
-			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(c)+2)
+			p.widths[i] = max(p.widths[i], utf8.RuneCountInString(c))
 		}
 	}
-	t := newTable(p.w, traceHeader...)
+	if err := p.line(traceHeader, false); err != nil {
+		return err
+	}
 	for _, r := range rows {
-		cs := p.cells(r)
-		if r.Type == "dead letter" || r.Type == "invalid" {
-			cs[len(cs)-1] = colour(p.colour, "31", cs[len(cs)-1])
+		if err := p.line(p.cells(r), r.Type == "dead letter" || r.Type == "invalid"); err != nil {
+			return err
 		}
-		t.row(toAny(cs)...)
 	}
-	return t.flush()
+	return nil
 }
 
 // live prints a row of --follow, aligned with the history table.
@@ -669,22 +684,27 @@ func (p *tracePrinter) live(r traceRow) error {
 	if p.json {
 		return writeJSONLines(p.w, []traceRow{r})
 	}
-	cs := p.cells(r)
+	return p.line(p.cells(r), r.Type == "dead letter" || r.Type == "invalid")
+}
+
+// line writes cells padded to the fixed widths, two spaces between
+// columns; red marks the last cell of a failure.
+func (p *tracePrinter) line(cs []string, red bool) error {
 	var b strings.Builder
 	for i, c := range cs {
 		if i == len(cs)-1 {
-			if r.Type == "dead letter" || r.Type == "invalid" {
+			if red {
 				c = colour(p.colour, "31", c)
 			}
 			b.WriteString(c)
 			break
 		}
 		b.WriteString(c)
-		if pad := p.widths[i] - utf8.RuneCountInString(c); pad > 0 {
-			b.WriteString(strings.Repeat(" ", pad))
-		} else {
-			b.WriteString("  ")
+		pad := 2
+		if i < len(p.widths) {
+			pad = max(p.widths[i]-utf8.RuneCountInString(c), 0) + 2
 		}
+		b.WriteString(strings.Repeat(" ", pad))
 	}
 	_, err := fmt.Fprintln(p.w, b.String())
 	return err

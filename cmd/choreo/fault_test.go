@@ -16,7 +16,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/sqltest"
@@ -95,29 +95,29 @@ func TestPoisonMessagesGoToDLQAndTheNextIsProcessed(t *testing.T) {
 	}
 	waitConfirmed(t, ctx, c, good)
 
-	dlq, err := js.Stream(ctx, catalog.StreamDLQ)
+	dlqStream, err := js.Stream(ctx, catalog.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reasons := map[string][]string{} // original subject → reasons
 	waitFor(t, ctx, "every poison message dead-lettered", func() (bool, string) {
 		reasons = map[string][]string{}
-		info, err := dlq.Info(ctx)
+		info, err := dlqStream.Info(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
 		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-			m, err := dlq.GetMsg(ctx, seq)
+			m, err := dlqStream.GetMsg(ctx, seq)
 			if err != nil {
 				continue
 			}
-			for _, h := range []string{consumer.HeaderOriginalStream, consumer.HeaderOriginalSeq, consumer.HeaderDeliveryCount} {
+			for _, h := range []string{dlq.HeaderOriginalStream, dlq.HeaderOriginalSeq, dlq.HeaderDeliveryCount} {
 				if m.Header.Get(h) == "" {
 					t.Errorf("dead letter %s has no %s header", m.Subject, h)
 				}
 			}
-			orig := m.Header.Get(consumer.HeaderOriginalSubject)
-			reasons[orig] = append(reasons[orig], m.Header.Get(consumer.HeaderDLQReason)+" | "+string(m.Data))
+			orig := m.Header.Get(dlq.HeaderOriginalSubject)
+			reasons[orig] = append(reasons[orig], m.Header.Get(dlq.HeaderReason)+" | "+string(m.Data))
 		}
 		n := 0
 		for _, r := range reasons {
@@ -369,7 +369,7 @@ func TestCancelOfAnUnknownOrderIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	dl := waitDeadLetter(t, ctx, js, "dlq.orders.cmd.orders.cancel")
-	reason := dl.Header.Get(consumer.HeaderDLQReason)
+	reason := dl.Header.Get(dlq.HeaderReason)
 	if !strings.Contains(reason, "ghost") || !strings.Contains(reason, "not found") || !strings.Contains(reason, "deliveries") {
 		t.Errorf("reason %q: want it to name the order, say it was not found, and after how many deliveries", reason)
 	}

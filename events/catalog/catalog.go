@@ -37,7 +37,7 @@ var Streams = []streams.Spec{
 	{Name: StreamPayments, Subjects: []string{"payments.>"}, Description: "events published by the payments service"},
 	{Name: StreamNotifications, Subjects: []string{"notifications.>"}, Description: "events published by the notifications service"},
 	{Name: StreamCommands, Subjects: []string{"cmd.>"}, Description: "commands from outside: storefront, warehouse, operators"},
-	{Name: StreamDLQ, Subjects: []string{"dlq.>"}, Description: "messages a consumer could not handle, with the reason"},
+	{Name: StreamDLQ, Subjects: []string{DLQPrefix + ".>"}, Description: "messages a consumer could not handle, with the reason"},
 }
 
 // Retention is how much each kind of stream keeps.
@@ -75,5 +75,8 @@ func StreamSpecs(r Retention) []streams.Spec {
 // Source returns the CloudEvents source of a service's events.
 func Source(service string) string { return "/choreo/" + service }
 
+// DLQPrefix is the first token of every dead letter's subject.
+const DLQPrefix = "dlq"
+
 // DLQSubject returns the prefix of a service's dead letters: "dlq.<service>".
-func DLQSubject(service string) string { return "dlq." + service }
+func DLQSubject(service string) string { return DLQPrefix + "." + service }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -184,7 +185,7 @@ func TestPoisonMessageInABatchSparesItsNeighbours(t *testing.T) {
 		}
 		mustStartHandler(t, f.js, cfg)
 		dl := waitDeadLetters(t, f.js, 1)[0]
-		if got := dl.Header.Get(consumer.HeaderOriginalSubject); got != "t.happened.7" {
+		if got := dl.Header.Get(dlq.HeaderOriginalSubject); got != "t.happened.7" {
 			t.Errorf("dead letter: got %s, want t.happened.7", got)
 		}
 		waitSettled(t, f.js, "T", "svc")

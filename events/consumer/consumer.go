@@ -23,19 +23,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
-)
-
-// Headers set on every dead letter, besides a copy of the original headers.
-const (
-	HeaderDLQReason       = "Choreo-Dlq-Reason"
-	HeaderOriginalSubject = "Choreo-Original-Subject"
-	HeaderOriginalStream  = "Choreo-Original-Stream"
-	HeaderOriginalSeq     = "Choreo-Original-Sequence"
-	HeaderDeliveryCount   = "Choreo-Delivery-Count"
-	HeaderConsumer        = "Choreo-Consumer"
-	HeaderFailedAt        = "Choreo-Failed-At"
 )
 
 // ErrInvalidConfig is wrapped by every configuration error.
@@ -661,27 +651,13 @@ func (c *Consumer) durable(stream string) string {
 // terminates it. If the DLQ publish fails, the message is nak'ed and comes
 // back: it is never dropped.
 func (c *Consumer) deadLetter(ctx context.Context, m *Message, reason error) Outcome {
-	durable := m.Consumer
-	dl := nats.NewMsg(c.cfg.DLQSubject + "." + m.Subject)
-	dl.Data = m.Data
-	for k, vs := range m.Header {
-		if len(k) >= 5 && k[:5] == "Nats-" {
-			continue
-		}
-		for _, v := range vs {
-			dl.Header.Add(k, v)
-		}
-	}
-	dl.Header.Set(HeaderDLQReason, reason.Error())
-	dl.Header.Set(HeaderOriginalSubject, m.Subject)
-	dl.Header.Set(HeaderOriginalStream, m.Stream)
-	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(m.Sequence, 10))
-	dl.Header.Set(HeaderDeliveryCount, strconv.FormatUint(m.Delivered, 10))
-	dl.Header.Set(HeaderConsumer, durable)
-	dl.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
-	// One dead letter per (stream, sequence, consumer), even if we crash
-	// between this publish and the Term below.
-	dl.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%s", m.Stream, m.Sequence, durable))
+	// The dlq package writes every dead-letter header, and reads them back
+	// for the operator's tools.
+	dl := dlq.NewMsg(c.cfg.DLQSubject, dlq.Failure{
+		Subject: m.Subject, Header: m.Header, Data: m.Data,
+		Stream: m.Stream, Sequence: m.Sequence, Delivered: m.Delivered,
+		Consumer: m.Consumer, Reason: reason, At: time.Now(),
+	})
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/streams"
 )
@@ -322,23 +323,23 @@ func TestPoisonMessageGoesToDLQ(t *testing.T) {
 		t.Errorf("dead letter body: got %s, want the original %s", dl.Data, `{"poison":true}`)
 	}
 	wantHeaders := map[string]string{
-		consumer.HeaderOriginalSubject: "t.happened.k1",
-		consumer.HeaderOriginalStream:  "T",
-		consumer.HeaderOriginalSeq:     strconv.FormatUint(seq, 10),
-		consumer.HeaderDeliveryCount:   "1",
-		consumer.HeaderConsumer:        "svc",
-		events.HeaderTraceParent:       tp, // original headers travel along
+		dlq.HeaderOriginalSubject: "t.happened.k1",
+		dlq.HeaderOriginalStream:  "T",
+		dlq.HeaderOriginalSeq:     strconv.FormatUint(seq, 10),
+		dlq.HeaderDeliveryCount:   "1",
+		dlq.HeaderConsumer:        "svc",
+		events.HeaderTraceParent:  tp, // original headers travel along
 	}
 	for k, want := range wantHeaders {
 		if got := dl.Header.Get(k); got != want {
 			t.Errorf("dead letter header %s: got %q, want %q", k, got, want)
 		}
 	}
-	if got := dl.Header.Get(consumer.HeaderDLQReason); !strings.Contains(got, "undecodable: poison") {
-		t.Errorf("dead letter header %s: got %q, want the handler's error", consumer.HeaderDLQReason, got)
+	if got := dl.Header.Get(dlq.HeaderReason); !strings.Contains(got, "undecodable: poison") {
+		t.Errorf("dead letter header %s: got %q, want the handler's error", dlq.HeaderReason, got)
 	}
-	if _, err := time.Parse(time.RFC3339Nano, dl.Header.Get(consumer.HeaderFailedAt)); err != nil {
-		t.Errorf("dead letter header %s: got %q, want an RFC 3339 time", consumer.HeaderFailedAt, dl.Header.Get(consumer.HeaderFailedAt))
+	if _, err := time.Parse(time.RFC3339Nano, dl.Header.Get(dlq.HeaderFailedAt)); err != nil {
+		t.Errorf("dead letter header %s: got %q, want an RFC 3339 time", dlq.HeaderFailedAt, dl.Header.Get(dlq.HeaderFailedAt))
 	}
 	if got := dl.Header.Get(jetstream.MsgIDHeader); got == "m-1" {
 		t.Errorf("dead letter Nats-Msg-Id: got the original %q, want one of its own", got)
@@ -384,11 +385,11 @@ func TestExhaustedDeliveriesGoToDLQ(t *testing.T) {
 	})
 	mustPublish(t, f.js, "t.happened.k1", `{"x":1}`, nil)
 	dl := waitDeadLetters(t, f.js, 1)[0]
-	reason := dl.Header.Get(consumer.HeaderDLQReason)
+	reason := dl.Header.Get(dlq.HeaderReason)
 	if !strings.Contains(reason, "3 deliveries") || !strings.Contains(reason, "provider down") {
 		t.Errorf("dead letter reason: got %q, want it to name the 3 deliveries and the last error", reason)
 	}
-	if got := dl.Header.Get(consumer.HeaderDeliveryCount); got != "3" {
+	if got := dl.Header.Get(dlq.HeaderDeliveryCount); got != "3" {
 		t.Errorf("delivery count: got %q, want %q", got, "3")
 	}
 	waitSettled(t, f.js, "T", "svc")
@@ -454,7 +455,7 @@ func TestHandlerPanicGoesToDLQ(t *testing.T) {
 	mustPublish(t, f.js, "t.happened.boom", "{}", nil)
 	mustPublish(t, f.js, "t.happened.next", "{}", nil)
 	dl := waitDeadLetters(t, f.js, 1)[0]
-	if got := dl.Header.Get(consumer.HeaderDLQReason); !strings.Contains(got, "panic") || !strings.Contains(got, "nil map somewhere") {
+	if got := dl.Header.Get(dlq.HeaderReason); !strings.Contains(got, "panic") || !strings.Contains(got, "nil map somewhere") {
 		t.Errorf("dead letter reason: got %q, want it to report the panic", got)
 	}
 	waitFor(t, "the next message to be handled", func() bool { return rec.has("t.happened.next@1") })
