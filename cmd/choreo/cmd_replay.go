@@ -33,8 +33,12 @@ type replayed struct {
 	Type     string          `json:"type,omitempty"`
 	ID       string          `json:"id,omitempty"`
 	Data     json.RawMessage `json:"data,omitempty"`
-	// With --into: what the service's handler made of it.
+	// With --into: what the service's consumer made of it — handled,
+	// duplicate (the copied store had handled it before), retried,
+	// dead_lettered, or not_consumed (the service does not read it) —
+	// and why, for all but handled and duplicate.
 	Outcome string `json:"outcome,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 
 	header nats.Header // the original headers, for the handlers
 }
@@ -127,13 +131,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	// the order the live services could have seen them in.
 	slices.SortStableFunc(msgs, func(a, b replayed) int { return a.Time.Compare(b.Time) })
 	if target == nil {
-		return printReplayed(stdout, t.json, msgs, nil)
+		return printReplayed(stdout, t.json, msgs, false, nil)
 	}
 	out, changes, err := replayInto(ctx, *target, *dbFile, msgs, serviceOptions{offline: true, orderDeadline: *timeout})
 	if err != nil {
 		return err
 	}
-	if err := printReplayed(stdout, t.json, msgs, out); err != nil {
+	if err := printReplayed(stdout, t.json, msgs, true, out); err != nil {
 		return err
 	}
 	return printChanges(stdout, t.json, changes)
@@ -280,21 +284,22 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	for _, p := range before {
 		seen[p.EventID] = true
 	}
+	// The consumer as the live service runs it, minus the server: its
+	// inbox tells a message the copied store handled before (a
+	// duplicate), its rules a retry from a dead letter.
+	cfg := built.consumer
+	cfg.Outbox = built.outbox
 	for i := range msgs {
 		r := &msgs[i]
-		if !consumes(built.consumer, r.Stream, r.Subject) {
-			r.Outcome = "not consumed by " + m.name
+		if !consumes(cfg, r.Stream, r.Subject) {
+			r.Outcome, r.Reason = outcomeNotConsumed, m.name+" does not read this subject"
 			continue
 		}
-		err := consumer.HandleOne(ctx, built.outbox, built.consumer.Handler, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
-			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time})
-		switch {
-		case err == nil:
-			r.Outcome = "handled"
-		case events.IsPermanent(err):
-			r.Outcome = "would be dead-lettered: " + err.Error()
-		default:
-			r.Outcome = "would be retried: " + err.Error()
+		o := consumer.HandleOffline(ctx, cfg, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
+			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time, Consumer: m.name})
+		r.Outcome = string(o.Result)
+		if o.Err != nil {
+			r.Reason = o.Err.Error()
 		}
 	}
 	after, err := built.outbox.Pending(ctx)
@@ -318,6 +323,10 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	}
 	return out, diffTables(stateBefore, stateAfter), nil
 }
+
+// outcomeNotConsumed is the outcome of a replayed message the service's
+// consumer would never have received.
+const outcomeNotConsumed = "not_consumed"
 
 // consumedStreams lists the streams a service reads, in a stable order.
 func consumedStreams(m module) []string {
@@ -358,48 +367,56 @@ func consumes(c consumer.Config, stream, subject string) bool {
 	return false
 }
 
-func printReplayed(w io.Writer, asJSON bool, msgs []replayed, out []wouldPublish) error {
+// printReplayed prints the messages; with --into (into true), each
+// message's outcome and the events the service would have published —
+// the section is there, saying so, when there are none.
+func printReplayed(w io.Writer, asJSON bool, msgs []replayed, into bool, out []wouldPublish) error {
 	if asJSON {
 		if err := writeJSONLines(w, msgs); err != nil {
 			return err
 		}
-		if out != nil {
-			type published struct {
-				Kind string `json:"kind"`
-				wouldPublish
-			}
-			items := make([]published, len(out))
-			for i, o := range out {
-				items[i] = published{Kind: "would_publish", wouldPublish: o}
-			}
-			return writeJSONLines(w, items)
+		type published struct {
+			Kind string `json:"kind"`
+			wouldPublish
 		}
-		return nil
+		items := make([]published, len(out))
+		for i, o := range out {
+			items[i] = published{Kind: "would_publish", wouldPublish: o}
+		}
+		return writeJSONLines(w, items)
 	}
 	if len(msgs) == 0 {
 		fmt.Fprintln(w, "no messages match")
+	} else {
+		header := []string{"STREAM:SEQ", "TIME", "SUBJECT", "TYPE"}
+		if into {
+			header = append(header, "OUTCOME")
+		}
+		tb := newTable(w, header...)
+		for _, m := range msgs {
+			cells := []any{fmt.Sprintf("%s:%d", m.Stream, m.Sequence), m.Time.Format("2006-01-02T15:04:05.000Z"), m.Subject, orDash(m.Type)}
+			if into {
+				outcome := m.Outcome
+				if m.Reason != "" {
+					outcome += ": " + m.Reason
+				}
+				cells = append(cells, outcome)
+			}
+			tb.row(cells...)
+		}
+		if err := tb.flush(); err != nil {
+			return err
+		}
+	}
+	if !into {
 		return nil
 	}
-	header := []string{"STREAM:SEQ", "TIME", "SUBJECT", "TYPE"}
-	if out != nil {
-		header = append(header, "OUTCOME")
-	}
-	tb := newTable(w, header...)
-	for _, m := range msgs {
-		cells := []any{fmt.Sprintf("%s:%d", m.Stream, m.Sequence), m.Time.Format("2006-01-02T15:04:05.000Z"), m.Subject, orDash(m.Type)}
-		if out != nil {
-			cells = append(cells, m.Outcome)
-		}
-		tb.row(cells...)
-	}
-	if err := tb.flush(); err != nil {
-		return err
-	}
-	if out == nil {
+	if len(out) == 0 {
+		fmt.Fprintln(w, "\nwould publish nothing (nothing was published)")
 		return nil
 	}
 	fmt.Fprintf(w, "\nwould publish %d event(s) (nothing was published):\n", len(out))
-	tb = newTable(w, "SUBJECT", "TYPE", "ID", "DATA")
+	tb := newTable(w, "SUBJECT", "TYPE", "ID", "DATA")
 	for _, o := range out {
 		tb.row(o.Subject, o.Type, o.ID, string(o.Data))
 	}
@@ -496,6 +513,10 @@ func diffTables(before, after map[string]map[int64]map[string]string) []stateCha
 func printChanges(w io.Writer, asJSON bool, changes []stateChange) error {
 	if asJSON {
 		return writeJSONLines(w, changes)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintln(w, "\nstate would not change in the scratch store")
+		return nil
 	}
 	fmt.Fprintf(w, "\nstate would change in %d row(s) of the scratch store:\n", len(changes))
 	for _, c := range changes {
