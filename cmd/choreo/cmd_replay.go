@@ -18,8 +18,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/payments/provider"
 )
 
 const replayExample = `choreo replay --stream ORDERS --since 10m --subject 'orders.*.0193b3c4-0000-7000-8000-000000000001' --into inventory --db data/inventory.db`
@@ -133,14 +135,81 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if target == nil {
 		return printReplayed(stdout, t.json, msgs, false, nil)
 	}
-	out, changes, err := replayInto(ctx, *target, *dbFile, msgs, serviceOptions{offline: true, orderDeadline: *timeout})
+	opts := serviceOptions{offline: true, orderDeadline: *timeout}
+	var recorded *provider.Recorded
+	if target.name == catalog.Payments {
+		if recorded, err = recordedPayments(ctx, js); err != nil {
+			return err
+		}
+		opts.offlineProvider = recorded
+	}
+	out, changes, err := replayInto(ctx, *target, *dbFile, msgs, opts)
 	if err != nil {
 		return err
 	}
 	if err := printReplayed(stdout, t.json, msgs, true, out); err != nil {
 		return err
 	}
+	if recorded != nil {
+		if err := printUnanswered(stdout, t.json, recorded.Unanswered()); err != nil {
+			return err
+		}
+	}
 	return printChanges(stdout, t.json, changes)
+}
+
+// recordedPayments returns the payment provider a replay into payments
+// runs with. It never reaches the real provider: it answers each call
+// with the live provider's answer, read from the payments events of the
+// order on the PAYMENTS stream, so that the replayed service decides as
+// the live one did — a capture the live provider declined is declined
+// again, never charged and refunded.
+func recordedPayments(ctx context.Context, js jetstream.JetStream) (*provider.Recorded, error) {
+	stream, err := js.Stream(ctx, catalog.StreamPayments)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s, where the provider's answers are recorded: %w", catalog.StreamPayments, err)
+	}
+	return provider.NewRecorded(func(ctx context.Context, subject string) ([]byte, bool, error) {
+		// One event per subject and order: the last message is the one.
+		msg, err := stream.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("stream %s: %w", catalog.StreamPayments, err)
+		}
+		return msg.Data, true, nil
+	})
+}
+
+// unansweredCall is a provider call the replay could not answer from
+// the streams.
+type unansweredCall struct {
+	Kind      string `json:"kind"` // "unanswered_call"
+	Operation string `json:"operation"`
+	OrderID   string `json:"order_id"`
+	Reason    string `json:"reason"`
+}
+
+// printUnanswered says plainly which provider calls the replay could not
+// answer as the live run did, since their answer is on no stream.
+func printUnanswered(w io.Writer, asJSON bool, calls []provider.UnansweredCall) error {
+	if asJSON {
+		items := make([]unansweredCall, len(calls))
+		for i, c := range calls {
+			items[i] = unansweredCall{Kind: "unanswered_call", Operation: c.Operation, OrderID: c.OrderID, Reason: c.Err.Error()}
+		}
+		return writeJSONLines(w, items)
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nthe live provider's answer to %d call(s) is on no stream, so the replay cannot know it: it called no provider, and the service would retry\n", len(calls))
+	fmt.Fprintln(w, "(the live call failed — an outage, a timeout — or its answer was lost before it was recorded, or PAYMENTS no longer holds it):")
+	for _, c := range calls {
+		fmt.Fprintf(w, "  %s of order %s: %v\n", c.Operation, c.OrderID, c.Err)
+	}
+	return nil
 }
 
 // parseSince reads "10m" (that long before now) or an RFC 3339 time.

@@ -196,6 +196,99 @@ func TestReplayIntoACopiedStore(t *testing.T) {
 	}
 }
 
+// TestReplayIntoPaymentsFeedsTheRecordedProviderAnswers replays into
+// payments two orders whose provider call failed live — one the provider
+// declined, one whose captures met an outage until the deadline cancelled
+// it — and the replay decides as the live run did, from the answers
+// recorded on PAYMENTS: it would publish what the live run published
+// (payments.declined; payments.voided), never captured and refunded, says
+// plainly that the outage's capture has no recorded answer, and charges
+// nothing at the provider.
+func TestReplayIntoPaymentsFeedsTheRecordedProviderAnswers(t *testing.T) {
+	c := startUp(t, "--order-timeout", "3s")
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, c.natsURL)
+
+	declined := events.NewID()
+	restock(t, ctx, js, "SKU-RD", 5)
+	placeOrder(t, c, declined, "decline-cust", "SKU-RD", 1)
+	wantOrder(t, waitFinal(t, ctx, c, declined), catalog.StatusCancelled, catalog.ReasonPaymentDeclined)
+	settled(t, ctx, c, js, declined, 1000)
+
+	timedOut := events.NewID()
+	restock(t, ctx, js, "SKU-RO", 5)
+	setProviderMode(t, c, "down", nil)
+	placeOrder(t, c, timedOut, "cust-1", "SKU-RO", 1)
+	wantOrder(t, waitFinal(t, ctx, c, timedOut), catalog.StatusCancelled, catalog.ReasonTimeout)
+	setProviderMode(t, c, "normal", nil)
+	settled(t, ctx, c, js, timedOut, 1000)
+
+	for _, tc := range []struct {
+		name, id string
+		live     string // the event the live run ended the payment with
+		unknown  bool   // a capture whose answer no event recorded
+	}{
+		{"Declined", declined, catalog.EventDeclined, false},
+		{"OutageThenDeadline", timedOut, catalog.EventVoided, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live := liveEvents(t, ctx, c, catalog.StreamPayments, tc.id)
+			if len(live) != 1 || !strings.HasPrefix(live[0], catalog.EventSubject(catalog.Payments, tc.live, tc.id)+" ") {
+				t.Fatalf("the live run published %v, want payments.%s only", live, tc.live)
+			}
+			stdout, stderr, code := runTool(t, "replay", "--nats-url", c.natsURL, "--into", "payments", "--subject", "*.*."+tc.id, "--json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var would, unanswered, retried []string
+			sc := bufio.NewScanner(strings.NewReader(stdout))
+			for sc.Scan() {
+				var line struct {
+					Kind, Subject, ID, Outcome, Reason, Operation string
+					OrderID                                       string `json:"order_id"`
+				}
+				if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+					t.Fatalf("line %q: %v", sc.Text(), err)
+				}
+				switch {
+				case line.Kind == "would_publish":
+					would = append(would, line.Subject+" "+line.ID)
+				case line.Kind == "unanswered_call":
+					unanswered = append(unanswered, line.Operation+" "+line.OrderID)
+				case line.Kind == "" && line.Outcome == "retried":
+					if !strings.Contains(line.Reason, "no recorded answer") {
+						t.Errorf("%s retried: %s, want the reason to say no answer was recorded", line.Subject, line.Reason)
+					}
+					retried = append(retried, line.Subject)
+				case line.Kind == "" && line.Outcome != "handled" && line.Outcome != outcomeNotConsumed:
+					t.Errorf("%s: %s %s", line.Subject, line.Outcome, line.Reason)
+				}
+			}
+			slices.Sort(would)
+			if !slices.Equal(would, live) {
+				t.Errorf("replay would publish\n  %v\nthe live run published\n  %v\n%s", would, live, stdout)
+			}
+			wantUnknown := []string(nil)
+			if tc.unknown {
+				wantUnknown = []string{"capture " + tc.id}
+			}
+			if !slices.Equal(unanswered, wantUnknown) || len(retried) != len(wantUnknown) {
+				t.Errorf("unanswered calls %v and retried messages %v, want %v and one retried message each", unanswered, retried, wantUnknown)
+			}
+			if providerHolds(t, c, tc.id) {
+				t.Errorf("the provider holds a charge for %s after the replay", tc.id)
+			}
+		})
+	}
+
+	// For people: the outage's capture is said to be unknown.
+	stdout, _, code := runTool(t, "replay", "--nats-url", c.natsURL, "--into", "payments", "--subject", "*.*."+timedOut)
+	if code != 0 || !strings.Contains(stdout, "capture of order "+timedOut+":") || !strings.Contains(stdout, "cannot know it") {
+		t.Errorf("table output (exit %d):\n%s", code, stdout)
+	}
+}
+
 // mustCopySQLite copies a SQLite database a running service writes to.
 func mustCopySQLite(t *testing.T, ctx context.Context, src, dst string) {
 	t.Helper()
