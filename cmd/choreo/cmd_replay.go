@@ -204,8 +204,8 @@ func printUnanswered(w io.Writer, asJSON bool, calls []provider.UnansweredCall) 
 	if len(calls) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "\nthe live provider's answer to %d call(s) is on no stream, so the replay cannot know it: it called no provider, and the service would retry\n", len(calls))
-	fmt.Fprintln(w, "(the live call failed — an outage, a timeout — or its answer was lost before it was recorded, or PAYMENTS no longer holds it):")
+	fmt.Fprintf(w, "\nprovider answers not on record for %d call(s): the replay cannot know them, called no provider, and the service would retry\n", len(calls))
+	fmt.Fprintln(w, "(the live call failed — an outage, a timeout —, its answer was lost before it was recorded, or PAYMENTS no longer holds it):")
 	for _, c := range calls {
 		fmt.Fprintf(w, "  %s of order %s: %v\n", c.Operation, c.OrderID, c.Err)
 	}

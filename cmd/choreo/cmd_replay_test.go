@@ -284,7 +284,7 @@ func TestReplayIntoPaymentsFeedsTheRecordedProviderAnswers(t *testing.T) {
 
 	// For people: the outage's capture is said to be unknown.
 	stdout, _, code := runTool(t, "replay", "--nats-url", c.natsURL, "--into", "payments", "--subject", "*.*."+timedOut)
-	if code != 0 || !strings.Contains(stdout, "capture of order "+timedOut+":") || !strings.Contains(stdout, "cannot know it") {
+	if code != 0 || !strings.Contains(stdout, "capture of order "+timedOut+":") || !strings.Contains(stdout, "the replay cannot know them") {
 		t.Errorf("table output (exit %d):\n%s", code, stdout)
 	}
 }

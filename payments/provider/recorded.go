@@ -83,9 +83,8 @@ func (r *Recorded) Capture(ctx context.Context, req payments.CaptureRequest) (pa
 	if found {
 		return payments.CaptureResult{Declined: true, DeclineReason: declined.Reason}, nil
 	}
-	return payments.CaptureResult{}, r.fail("capture", req.OrderID, fmt.Errorf("%w: no %s or %s recorded it",
-		ErrNotRecorded, catalog.EventSubject(catalog.Payments, catalog.EventCaptured, req.OrderID),
-		catalog.EventSubject(catalog.Payments, catalog.EventDeclined, req.OrderID)))
+	return payments.CaptureResult{}, r.fail("capture", req.OrderID, fmt.Errorf("%w: neither payments.%s nor payments.%s of the order is on record",
+		ErrNotRecorded, catalog.EventCaptured, catalog.EventDeclined))
 }
 
 // Cancel implements payments.Provider: the recorded refund
@@ -106,9 +105,8 @@ func (r *Recorded) Cancel(ctx context.Context, req payments.CancelRequest) (paym
 	if found {
 		return payments.CancelResult{Voided: true}, nil
 	}
-	return payments.CancelResult{}, r.fail("cancel", req.OrderID, fmt.Errorf("%w: no %s or %s recorded it",
-		ErrNotRecorded, catalog.EventSubject(catalog.Payments, catalog.EventRefunded, req.OrderID),
-		catalog.EventSubject(catalog.Payments, catalog.EventVoided, req.OrderID)))
+	return payments.CancelResult{}, r.fail("cancel", req.OrderID, fmt.Errorf("%w: neither payments.%s nor payments.%s of the order is on record",
+		ErrNotRecorded, catalog.EventRefunded, catalog.EventVoided))
 }
 
 // Unanswered returns the calls that could not be answered from the record,
@@ -119,14 +117,15 @@ func (r *Recorded) Unanswered() []UnansweredCall {
 	return slices.Clone(r.unanswered)
 }
 
-// fail notes an unanswered call and returns its error.
+// fail notes an unanswered call and returns its error. The operation and
+// the order are not repeated in it: the service's own wrapping names them.
 func (r *Recorded) fail(op, orderID string, err error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !slices.ContainsFunc(r.unanswered, func(c UnansweredCall) bool { return c.Operation == op && c.OrderID == orderID }) {
 		r.unanswered = append(r.unanswered, UnansweredCall{Operation: op, OrderID: orderID, Err: err})
 	}
-	return fmt.Errorf("provider: %s order %s: %w", op, orderID, err)
+	return fmt.Errorf("provider: %w", err)
 }
 
 // lookUp reads and decodes the payments.<name> event of an order.
