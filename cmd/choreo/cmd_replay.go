@@ -360,12 +360,13 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	cfg.Outbox = built.outbox
 	for i := range msgs {
 		r := &msgs[i]
-		if !consumes(cfg, r.Stream, r.Subject) {
+		src, ok := sourceOf(cfg, r.Stream, r.Subject)
+		if !ok {
 			r.Outcome, r.Reason = outcomeNotConsumed, m.name+" does not read this subject"
 			continue
 		}
 		o := consumer.HandleOffline(ctx, cfg, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
-			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time, Consumer: m.name})
+			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time, Consumer: src.Durable})
 		r.Outcome = string(o.Result)
 		if o.Err != nil {
 			r.Reason = o.Err.Error()
@@ -422,18 +423,18 @@ func splitList(s string) []string {
 	return out
 }
 
-// consumes reports whether the service's consumer would receive a
-// message on subject in stream.
-func consumes(c consumer.Config, stream, subject string) bool {
+// sourceOf returns the durable consumer of the service that would
+// receive a message on subject in stream, if any does.
+func sourceOf(c consumer.Config, stream, subject string) (consumer.Source, bool) {
 	for _, s := range c.Sources {
 		if s.Stream != stream {
 			continue
 		}
 		if len(s.FilterSubjects) == 0 || slices.ContainsFunc(s.FilterSubjects, func(f string) bool { return consumer.MatchSubject(f, subject) }) {
-			return true
+			return s, true
 		}
 	}
-	return false
+	return consumer.Source{}, false
 }
 
 // printReplayed prints the messages; with --into (into true), each
