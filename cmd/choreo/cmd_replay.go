@@ -70,7 +70,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	fromSeq := t.fs.Uint64("from-seq", 0, "start at this stream sequence")
 	since := t.fs.String("since", "", "start at this time: a duration ago (10m, 2h) or an RFC 3339 time")
 	subject := t.fs.String("subject", "", "only messages whose subject matches one of these comma-separated filters (NATS wildcards)")
-	into := t.fs.String("into", "", "re-run this service's handlers on the messages against a scratch store, publishing nothing")
+	into := t.fs.String("into", "", "re-run this service's handlers on the messages against a scratch store, publishing nothing and calling nothing outside (payments gets the provider answers recorded on PAYMENTS)")
 	dbFile := t.fs.String("db", "", "with --into: start the scratch store as a copy of this SQLite file (default: empty)")
 	timeout := t.fs.Duration("order-timeout", 2*time.Minute, "with --into orders: the deadline the live service runs with")
 	pos, err := t.parse(args)
