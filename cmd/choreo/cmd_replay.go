@@ -18,9 +18,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/history"
 	"github.com/choreo-dev/choreo/events/sqldb"
+	"github.com/choreo-dev/choreo/payments/provider"
 )
 
 const replayExample = `choreo replay --stream ORDERS --since 10m --subject 'orders.*.0193b3c4-0000-7000-8000-000000000001' --into inventory --db data/inventory.db`
@@ -34,8 +36,12 @@ type replayed struct {
 	Type     string          `json:"type,omitempty"`
 	ID       string          `json:"id,omitempty"`
 	Data     json.RawMessage `json:"data,omitempty"`
-	// With --into: what the service's handler made of it.
+	// With --into: what the service's consumer made of it — handled,
+	// duplicate (the copied store had handled it before), retried,
+	// dead_lettered, or not_consumed (the service does not read it) —
+	// and why, for all but handled and duplicate.
 	Outcome string `json:"outcome,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 
 	header nats.Header // the original headers, for the handlers
 }
@@ -65,7 +71,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	fromSeq := t.fs.Uint64("from-seq", 0, "start at this stream sequence")
 	since := t.fs.String("since", "", "start at this time: a duration ago (10m, 2h) or an RFC 3339 time")
 	subject := t.fs.String("subject", "", "only messages whose subject matches one of these comma-separated filters (NATS wildcards)")
-	into := t.fs.String("into", "", "re-run this service's handlers on the messages against a scratch store, publishing nothing")
+	into := t.fs.String("into", "", "re-run this service's handlers on the messages against a scratch store, publishing nothing and calling nothing outside (payments gets the provider answers recorded on PAYMENTS)")
 	dbFile := t.fs.String("db", "", "with --into: start the scratch store as a copy of this SQLite file (default: empty)")
 	timeout := t.fs.Duration("order-timeout", 2*time.Minute, "with --into orders: the deadline the live service runs with")
 	pos, err := t.parse(args)
@@ -128,16 +134,83 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	// the order the live services could have seen them in.
 	slices.SortStableFunc(msgs, func(a, b replayed) int { return a.Time.Compare(b.Time) })
 	if target == nil {
-		return printReplayed(stdout, t.json, msgs, nil)
+		return printReplayed(stdout, t.json, msgs, false, nil)
 	}
-	out, changes, err := replayInto(ctx, *target, *dbFile, msgs, serviceOptions{offline: true, orderDeadline: *timeout})
+	opts := serviceOptions{offline: true, orderDeadline: *timeout}
+	var recorded *provider.Recorded
+	if target.name == catalog.Payments {
+		if recorded, err = recordedPayments(ctx, js); err != nil {
+			return err
+		}
+		opts.offlineProvider = recorded
+	}
+	out, changes, err := replayInto(ctx, *target, *dbFile, msgs, opts)
 	if err != nil {
 		return err
 	}
-	if err := printReplayed(stdout, t.json, msgs, out); err != nil {
+	if err := printReplayed(stdout, t.json, msgs, true, out); err != nil {
 		return err
 	}
+	if recorded != nil {
+		if err := printUnanswered(stdout, t.json, recorded.Unanswered()); err != nil {
+			return err
+		}
+	}
 	return printChanges(stdout, t.json, changes)
+}
+
+// recordedPayments returns the payment provider a replay into payments
+// runs with. It never reaches the real provider: it answers each call
+// with the live provider's answer, read from the payments events of the
+// order on the PAYMENTS stream, so that the replayed service decides as
+// the live one did — a capture the live provider declined is declined
+// again, never charged and refunded.
+func recordedPayments(ctx context.Context, js jetstream.JetStream) (*provider.Recorded, error) {
+	stream, err := js.Stream(ctx, catalog.StreamPayments)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s, where the provider's answers are recorded: %w", catalog.StreamPayments, err)
+	}
+	return provider.NewRecorded(func(ctx context.Context, subject string) ([]byte, bool, error) {
+		// One event per subject and order: the last message is the one.
+		msg, err := stream.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("stream %s: %w", catalog.StreamPayments, err)
+		}
+		return msg.Data, true, nil
+	})
+}
+
+// unansweredCall is a provider call the replay could not answer from
+// the streams.
+type unansweredCall struct {
+	Kind      string `json:"kind"` // "unanswered_call"
+	Operation string `json:"operation"`
+	OrderID   string `json:"order_id"`
+	Reason    string `json:"reason"`
+}
+
+// printUnanswered says plainly which provider calls the replay could not
+// answer as the live run did, since their answer is on no stream.
+func printUnanswered(w io.Writer, asJSON bool, calls []provider.UnansweredCall) error {
+	if asJSON {
+		items := make([]unansweredCall, len(calls))
+		for i, c := range calls {
+			items[i] = unansweredCall{Kind: "unanswered_call", Operation: c.Operation, OrderID: c.OrderID, Reason: c.Err.Error()}
+		}
+		return writeJSONLines(w, items)
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nprovider answers not on record for %d call(s): the replay cannot know them, called no provider, and the service would retry\n", len(calls))
+	fmt.Fprintln(w, "(the live call failed — an outage, a timeout —, its answer was lost before it was recorded, or PAYMENTS no longer holds it):")
+	for _, c := range calls {
+		fmt.Fprintf(w, "  %s of order %s: %v\n", c.Operation, c.OrderID, c.Err)
+	}
+	return nil
 }
 
 // parseSince reads "10m" (that long before now) or an RFC 3339 time.
@@ -248,21 +321,23 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	for _, p := range before {
 		seen[p.EventID] = true
 	}
+	// The consumer as the live service runs it, minus the server: its
+	// inbox tells a message the copied store handled before (a
+	// duplicate), its rules a retry from a dead letter.
+	cfg := built.consumer
+	cfg.Outbox = built.outbox
 	for i := range msgs {
 		r := &msgs[i]
-		if !consumes(built.consumer, r.Stream, r.Subject) {
-			r.Outcome = "not consumed by " + m.name
+		src, ok := sourceOf(cfg, r.Stream, r.Subject)
+		if !ok {
+			r.Outcome, r.Reason = outcomeNotConsumed, m.name+" does not read this subject"
 			continue
 		}
-		err := consumer.HandleOne(ctx, built.outbox, built.consumer.Handler, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
-			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time})
-		switch {
-		case err == nil:
-			r.Outcome = "handled"
-		case events.IsPermanent(err):
-			r.Outcome = "would be dead-lettered: " + err.Error()
-		default:
-			r.Outcome = "would be retried: " + err.Error()
+		o := consumer.HandleOffline(ctx, cfg, &consumer.Message{Subject: r.Subject, Data: []byte(r.Data), Header: r.header,
+			Stream: r.Stream, Sequence: r.Sequence, Delivered: 1, Time: r.Time, Consumer: src.Durable})
+		r.Outcome = string(o.Result)
+		if o.Err != nil {
+			r.Reason = o.Err.Error()
 		}
 	}
 	after, err := built.outbox.Pending(ctx)
@@ -286,6 +361,10 @@ func replayInto(ctx context.Context, m module, dbFile string, msgs []replayed, o
 	}
 	return out, diffTables(stateBefore, stateAfter), nil
 }
+
+// outcomeNotConsumed is the outcome of a replayed message the service's
+// consumer would never have received.
+const outcomeNotConsumed = "not_consumed"
 
 // consumedStreams lists the streams a service reads, in a stable order.
 func consumedStreams(m module) []string {
@@ -312,62 +391,70 @@ func splitList(s string) []string {
 	return out
 }
 
-// consumes reports whether the service's consumer would receive a
-// message on subject in stream.
-func consumes(c consumer.Config, stream, subject string) bool {
+// sourceOf returns the durable consumer of the service that would
+// receive a message on subject in stream, if any does.
+func sourceOf(c consumer.Config, stream, subject string) (consumer.Source, bool) {
 	for _, s := range c.Sources {
 		if s.Stream != stream {
 			continue
 		}
 		if len(s.FilterSubjects) == 0 || slices.ContainsFunc(s.FilterSubjects, func(f string) bool { return consumer.MatchSubject(f, subject) }) {
-			return true
+			return s, true
 		}
 	}
-	return false
+	return consumer.Source{}, false
 }
 
-func printReplayed(w io.Writer, asJSON bool, msgs []replayed, out []wouldPublish) error {
+// printReplayed prints the messages; with --into (into true), each
+// message's outcome and the events the service would have published —
+// the section is there, saying so, when there are none.
+func printReplayed(w io.Writer, asJSON bool, msgs []replayed, into bool, out []wouldPublish) error {
 	if asJSON {
 		if err := writeJSONLines(w, msgs); err != nil {
 			return err
 		}
-		if out != nil {
-			type published struct {
-				Kind string `json:"kind"`
-				wouldPublish
-			}
-			items := make([]published, len(out))
-			for i, o := range out {
-				items[i] = published{Kind: "would_publish", wouldPublish: o}
-			}
-			return writeJSONLines(w, items)
+		type published struct {
+			Kind string `json:"kind"`
+			wouldPublish
 		}
-		return nil
+		items := make([]published, len(out))
+		for i, o := range out {
+			items[i] = published{Kind: "would_publish", wouldPublish: o}
+		}
+		return writeJSONLines(w, items)
 	}
 	if len(msgs) == 0 {
 		fmt.Fprintln(w, "no messages match")
+	} else {
+		header := []string{"STREAM:SEQ", "TIME", "SUBJECT", "TYPE"}
+		if into {
+			header = append(header, "OUTCOME")
+		}
+		tb := newTable(w, header...)
+		for _, m := range msgs {
+			cells := []any{fmt.Sprintf("%s:%d", m.Stream, m.Sequence), m.Time.Format("2006-01-02T15:04:05.000Z"), m.Subject, orDash(m.Type)}
+			if into {
+				outcome := m.Outcome
+				if m.Reason != "" {
+					outcome += ": " + m.Reason
+				}
+				cells = append(cells, outcome)
+			}
+			tb.row(cells...)
+		}
+		if err := tb.flush(); err != nil {
+			return err
+		}
+	}
+	if !into {
 		return nil
 	}
-	header := []string{"STREAM:SEQ", "TIME", "SUBJECT", "TYPE"}
-	if out != nil {
-		header = append(header, "OUTCOME")
-	}
-	tb := newTable(w, header...)
-	for _, m := range msgs {
-		cells := []any{fmt.Sprintf("%s:%d", m.Stream, m.Sequence), m.Time.Format("2006-01-02T15:04:05.000Z"), m.Subject, orDash(m.Type)}
-		if out != nil {
-			cells = append(cells, m.Outcome)
-		}
-		tb.row(cells...)
-	}
-	if err := tb.flush(); err != nil {
-		return err
-	}
-	if out == nil {
+	if len(out) == 0 {
+		fmt.Fprintln(w, "\nwould publish nothing (nothing was published)")
 		return nil
 	}
 	fmt.Fprintf(w, "\nwould publish %d event(s) (nothing was published):\n", len(out))
-	tb = newTable(w, "SUBJECT", "TYPE", "ID", "DATA")
+	tb := newTable(w, "SUBJECT", "TYPE", "ID", "DATA")
 	for _, o := range out {
 		tb.row(o.Subject, o.Type, o.ID, string(o.Data))
 	}
@@ -464,6 +551,10 @@ func diffTables(before, after map[string]map[int64]map[string]string) []stateCha
 func printChanges(w io.Writer, asJSON bool, changes []stateChange) error {
 	if asJSON {
 		return writeJSONLines(w, changes)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintln(w, "\nstate would not change in the scratch store")
+		return nil
 	}
 	fmt.Fprintf(w, "\nstate would change in %d row(s) of the scratch store:\n", len(changes))
 	for _, c := range changes {

@@ -59,9 +59,14 @@ type serviceOptions struct {
 	// inboxRetention is how long the inbox remembers a handled message.
 	inboxRetention time.Duration
 	// offline replaces every external system with an in-process stand-in
-	// (an always-approving provider, a log sink), for choreo replay: a
-	// replayed event must never charge a card or send an email.
+	// (offlineProvider, else an always-approving provider; a log sink),
+	// for choreo replay: a replayed event must never charge a card or
+	// send an email.
 	offline bool
+	// offlineProvider answers the payments service's provider calls when
+	// offline: choreo replay passes one that answers as the live provider
+	// did, from the PAYMENTS stream (see provider.Recorded).
+	offlineProvider payments.Provider
 }
 
 // module is how cmd builds one service. Each service stays self-contained;
@@ -110,7 +115,10 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 		pay        payments.Provider = provider.NewAlwaysApprove()
 		collectors []prometheus.Collector
 	)
-	if !opts.offline {
+	switch {
+	case opts.offline && opts.offlineProvider != nil:
+		pay = opts.offlineProvider
+	case !opts.offline:
 		client, err := provider.NewHTTP(provider.HTTPConfig{BaseURL: opts.providerURL, Logger: log})
 		if err != nil {
 			return builtService{}, err

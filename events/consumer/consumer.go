@@ -609,23 +609,37 @@ func (c *Consumer) settle(it *item) {
 }
 
 func (c *Consumer) outcome(ctx context.Context, m *Message, herr error) Outcome {
-	log := c.cfg.Logger
+	o := c.cfg.verdict(m, herr)
+	switch o.Result {
+	case Handled:
+		if err := m.raw.Ack(); err != nil {
+			c.cfg.Logger.WarnContext(ctx, "consumer: ack failed; the message will be redelivered and found in the inbox", "err", err)
+		}
+		return o
+	case DeadLettered:
+		return c.deadLetter(ctx, m, o.Err)
+	default:
+		return c.retry(ctx, m, o.Err, o.RetryIn)
+	}
+}
+
+// verdict decides what becomes of a delivery whose handling ended with
+// herr, before anything is done about it: the one place that tells a
+// retry from a dead letter, for the runner and for HandleOffline alike.
+func (c *Config) verdict(m *Message, herr error) Outcome {
 	switch {
 	case herr == nil:
-		if err := m.raw.Ack(); err != nil {
-			log.WarnContext(ctx, "consumer: ack failed; the message will be redelivered and found in the inbox", "err", err)
-		}
 		return Outcome{Result: Handled}
 	case events.IsPermanent(herr):
-		return c.deadLetter(ctx, m, herr)
+		return Outcome{Result: DeadLettered, Err: herr}
 	case events.KindOf(herr) == events.KindUnavailable:
 		// A dependency is down, not the message: back off as long as it
 		// takes, at the longest back-off once past MaxDeliver.
-		return c.retry(ctx, m, herr, c.cfg.Backoff(min(int(m.Delivered), c.cfg.MaxDeliver)))
-	case int(m.Delivered) >= c.cfg.MaxDeliver:
-		return c.deadLetter(ctx, m, fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr))
+		return Outcome{Result: Retried, Err: herr, RetryIn: c.Backoff(min(int(m.Delivered), c.MaxDeliver))}
+	case int(m.Delivered) >= c.MaxDeliver:
+		return Outcome{Result: DeadLettered, Err: fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr)}
 	default:
-		return c.retry(ctx, m, herr, c.cfg.Backoff(int(m.Delivered)))
+		return Outcome{Result: Retried, Err: herr, RetryIn: c.Backoff(int(m.Delivered))}
 	}
 }
 

@@ -81,33 +81,83 @@ var errNoOutbox = events.Permanent(errors.New("consumer: the handler returned wo
 // HandleOne handles one message to the end, the way the consumer does but
 // one transaction at a time and without acking anything: h decides, the
 // Work's claim and Apply run in one transaction of ob's database, then its
-// After, then any follow-up Work the same way. Tests and tools (choreo
-// replay) use it; ob may be nil for work that needs no database.
+// After, then any follow-up Work the same way. Tests use it; ob may be nil
+// for work that needs no database. HandleOffline does the same and also
+// says what the consumer would have made of the message.
 func HandleOne(ctx context.Context, ob *outbox.Outbox, h Handler, m *Message) error {
+	_, err := handleOne(ctx, ob, h, m)
+	return err
+}
+
+// HandleOffline handles one message as a consumer configured by cfg
+// handles its delivery number m.Delivered (0 is taken for the first):
+// cfg's Middleware around it, cfg.Handler deciding, the Work applied in
+// cfg.Outbox's database one transaction at a time, follow-ups included.
+// It returns the Outcome the runner would settle the message with:
+// Duplicate when the inbox showed it had been handled before, Retried or
+// DeadLettered by the same rules as the runner (a panic is a permanent
+// failure). No server is involved, so nothing is acked, nak'ed or
+// published to the dead-letter queue: a Retried or DeadLettered outcome
+// says what would have happened. Tools that re-run a service's handlers
+// on past messages (choreo replay) use it.
+func HandleOffline(ctx context.Context, cfg Config, m *Message) Outcome {
+	cfg.setDefaults()
+	if m.Delivered == 0 {
+		m.Delivered = 1
+	}
+	ctx = WithMessage(ctx, m)
+	var done []func(Outcome)
+	for _, mw := range cfg.Middleware {
+		var d func(Outcome)
+		if ctx, d = mw(ctx, m); d != nil {
+			done = append(done, d)
+		}
+	}
+	var duplicate bool
+	err := safe(func() (err error) {
+		duplicate, err = handleOne(ctx, cfg.Outbox, cfg.Handler, m)
+		return err
+	})
+	o := cfg.verdict(m, err)
+	if o.Result == Handled && duplicate {
+		o.Result = Duplicate
+	}
+	for i := len(done) - 1; i >= 0; i-- {
+		done[i](o)
+	}
+	return o
+}
+
+// handleOne is HandleOne; duplicate reports that the inbox already held
+// the claim of the handler's own Work, as the runner counts a duplicate.
+func handleOne(ctx context.Context, ob *outbox.Outbox, h Handler, m *Message) (duplicate bool, err error) {
 	w, err := h(ctx, m)
 	if m.ID != "" {
 		ctx = events.WithCause(ctx, m.ID)
 	}
 	for step := 0; err == nil && !w.Empty(); step++ {
 		if step == maxFollowUps {
-			return events.Permanent(fmt.Errorf("consumer: more than %d follow-ups for one message", maxFollowUps))
+			return duplicate, events.Permanent(fmt.Errorf("consumer: more than %d follow-ups for one message", maxFollowUps))
 		}
 		applied := true
 		if w.needsDB() {
 			if ob == nil {
-				return errNoOutbox
+				return duplicate, errNoOutbox
 			}
 			if applied, err = inbox.Apply(ctx, ob, w.Key, inbox.Fn(w.Apply)); err != nil {
-				return err
+				return duplicate, err
+			}
+			if step == 0 && !applied && w.Key.EventID != "" {
+				duplicate = true
 			}
 			if applied && w.Committed != nil {
 				w.Committed(ctx)
 			}
 		}
 		if w.After == nil {
-			return nil
+			return duplicate, nil
 		}
 		w, err = w.After(ctx, applied)
 	}
-	return err
+	return duplicate, err
 }

@@ -4,7 +4,9 @@
 // AlwaysApprove is an in-memory provider that approves every charge: the
 // default for local runs and tests. HTTP is the client of a provider over
 // HTTP — in this repository, the simulator in package simulator — with a
-// timeout per call, a bulkhead and a circuit breaker.
+// timeout per call, a bulkhead and a circuit breaker. Recorded calls no
+// provider: it answers with what the live provider answered, as the
+// payments service's own events recorded it — for replaying the service.
 package provider
 
 import (

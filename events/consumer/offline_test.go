@@ -1,0 +1,73 @@
+package consumer_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	"github.com/choreo-dev/choreo/events"
+	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/events/sqltest"
+)
+
+// HandleOffline says what the runner would have made of a message, with
+// no server: handled, a duplicate the inbox already held, retried or
+// dead-lettered — and its middleware is told the same.
+func TestHandleOfflineReportsTheOutcome(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b sqltest.Backend) {
+		s := mustStore(t, b)
+		ctx := context.Background()
+		cfg := config()
+		cfg.Outbox = s.ob
+		cfg.Handler = func(_ context.Context, m *consumer.Message) (consumer.Work, error) {
+			switch body := string(m.Data); body {
+			case "poison":
+				return consumer.Work{}, events.Permanent(errors.New("cannot be handled"))
+			case "flaky":
+				return consumer.Work{}, errors.New("not yet")
+			case "down":
+				return consumer.Work{}, events.Unavailable(errors.New("dependency down"))
+			case "panic":
+				panic("handler bug")
+			default:
+				return consumer.Work{
+					Key:   inbox.Key{Consumer: "svc", EventID: body},
+					Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) { return s.increment(body)(ctx, tx) },
+					// Work after the commit runs for a duplicate too; it
+					// must not hide that the message was one.
+					After: func(context.Context, bool) (consumer.Work, error) { return consumer.Work{}, nil },
+				}, nil
+			}
+		}
+		var told []consumer.Result
+		cfg.Middleware = []consumer.Middleware{func(ctx context.Context, m *consumer.Message) (context.Context, func(consumer.Outcome)) {
+			return ctx, func(o consumer.Outcome) { told = append(told, o.Result) }
+		}}
+		for _, tc := range []struct {
+			body      string
+			delivered uint64
+			want      consumer.Result
+		}{
+			{"ok", 0, consumer.Handled},
+			{"ok", 0, consumer.Duplicate},
+			{"flaky", 1, consumer.Retried},
+			{"flaky", 3, consumer.DeadLettered}, // MaxDeliver is 3
+			{"down", 3, consumer.Retried},       // an outage is never dead-lettered
+			{"poison", 1, consumer.DeadLettered},
+			{"panic", 1, consumer.DeadLettered},
+		} {
+			m := &consumer.Message{Subject: "t." + tc.body, Data: []byte(tc.body), Stream: "T", Delivered: tc.delivered}
+			if got := consumer.HandleOffline(ctx, cfg, m); got.Result != tc.want {
+				t.Errorf("%s (delivery %d): outcome %s (%v), want %s", tc.body, tc.delivered, got.Result, got.Err, tc.want)
+			}
+		}
+		if got := s.counters(t)["ok"]; got != 1 {
+			t.Errorf("counter ok = %d, want 1: a duplicate changes nothing", got)
+		}
+		if len(told) != 7 || told[1] != consumer.Duplicate {
+			t.Errorf("middleware told %v, want the 7 outcomes, the second a duplicate", told)
+		}
+	})
+}
