@@ -209,18 +209,8 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 	// news of an order nobody placed: every consumer has handled
 	// everything, and the DLQ is empty.
 	waitFor(t, ctx, "every consumer done", func() (bool, string) {
-		for _, st := range catalog.Streams {
-			s, err := js.Stream(ctx, st.Name)
-			if err != nil {
-				return false, err.Error()
-			}
-			for ci := range s.ListConsumers(ctx).Info() {
-				if ci.NumPending+uint64(ci.NumAckPending) > 0 {
-					return false, fmt.Sprintf("%s/%s: %d pending, %d unacked", st.Name, ci.Name, ci.NumPending, ci.NumAckPending)
-				}
-			}
-		}
-		return true, ""
+		busy := busyConsumers(ctx, js, catalog.StreamCommands, catalog.StreamOrders, catalog.StreamInventory, catalog.StreamPayments, catalog.StreamNotifications)
+		return busy == "", busy
 	})
 	dlq, err := js.Stream(ctx, catalog.StreamDLQ)
 	if err != nil {

@@ -430,3 +430,26 @@ func replaceDatabase(t *testing.T, base, name string) string {
 	}
 	return base[:i+1] + name + rest
 }
+
+// busyConsumers says which consumers of streams still have messages
+// pending or unacknowledged ("" when none). It reads every list to its
+// end: a consumer list left half read blocks its goroutine.
+func busyConsumers(ctx context.Context, js jetstream.JetStream, streams ...string) string {
+	var busy []string
+	for _, stream := range streams {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err.Error()
+		}
+		l := s.ListConsumers(ctx)
+		for ci := range l.Info() {
+			if ci.NumPending+uint64(ci.NumAckPending) > 0 {
+				busy = append(busy, fmt.Sprintf("%s/%s: %d pending, %d unacked", stream, ci.Name, ci.NumPending, ci.NumAckPending))
+			}
+		}
+		if err := l.Err(); err != nil {
+			return fmt.Sprintf("%s: %v", stream, err)
+		}
+	}
+	return strings.Join(busy, "; ")
+}

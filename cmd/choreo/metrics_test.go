@@ -163,18 +163,8 @@ func waitQuiet(t *testing.T, ctx context.Context, c *runningChoreo, js jetstream
 		if d := sumWhere(fams, "choreo_dlq_messages", nil); d != float64(deadLetters) {
 			return false, fmt.Sprintf("DLQ %v", d)
 		}
-		for _, stream := range []string{catalog.StreamCommands, catalog.StreamOrders, catalog.StreamInventory, catalog.StreamPayments} {
-			s, err := js.Stream(ctx, stream)
-			if err != nil {
-				return false, err.Error()
-			}
-			for name := range s.ListConsumers(ctx).Info() {
-				if name.NumPending+uint64(name.NumAckPending) > 0 {
-					return false, fmt.Sprintf("%s/%s: %d pending, %d unacked", stream, name.Name, name.NumPending, name.NumAckPending)
-				}
-			}
-		}
-		return true, ""
+		busy := busyConsumers(ctx, js, catalog.StreamCommands, catalog.StreamOrders, catalog.StreamInventory, catalog.StreamPayments)
+		return busy == "", busy
 	})
 }
 
