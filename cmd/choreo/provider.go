@@ -38,8 +38,8 @@ amounts over --decline-over) and outage modes switched at run time.
 
 Example:
   choreo provider --listen 127.0.0.1:8090
-  curl -XPOST localhost:8090/admin/mode -d '{"mode":"down"}'       # normal, down, slow, error, flaky
-  curl -XPOST localhost:8090/admin/mode -d '{"mode":"flaky","rate":0.3}'
+  curl -XPOST localhost:8090/admin/mode -H 'Content-Type: application/json' -d '{"mode":"down"}'       # normal, down, slow, error, flaky
+  curl -XPOST localhost:8090/admin/mode -H 'Content-Type: application/json' -d '{"mode":"flaky","rate":0.3}'
 
 Flags:
 `)

@@ -156,7 +156,7 @@ type Rules struct {
 type Server struct {
 	log     *slog.Logger
 	latency time.Duration
-	mux     *http.ServeMux
+	mux     http.Handler
 
 	mu    sync.Mutex
 	rules Rules
@@ -280,7 +280,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	s.mux = mux
+	s.mux = httpx.Edge(mux)
 	return s
 }
 
