@@ -62,6 +62,8 @@ type serviceOptions struct {
 	// (an always-approving provider, a log sink), for choreo replay: a
 	// replayed event must never charge a card or send an email.
 	offline bool
+	// edge guards the HTTP APIs: authentication and rate limits.
+	edge edgeOptions
 }
 
 // module is how cmd builds one service. Each service stays self-contained;

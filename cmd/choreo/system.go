@@ -107,6 +107,10 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	metrics := telemetry.NewMetrics(reg)
 	dlqPrefixes := map[string]string{}
 	mux := http.NewServeMux()
+	auth, limit, err := cfg.opts.edge.build(ctx, cfg.log)
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range cfg.services {
 		log := cfg.log.With("service", m.name)
 		db, err := sqldb.Open(ctx, cfg.dbURL(m.name), sqldb.WithDurable(cfg.opts.durable))
@@ -137,7 +141,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.workers = append(s.workers, w)
-		built.routes(routes{mux: mux, service: m.name, tracer: tracer, metrics: metrics})
+		built.routes(routes{mux: mux, service: m.name, tracer: tracer, metrics: metrics, auth: auth, limit: limit})
 		metrics.Outbox(m.name, built.outbox)
 		reg.MustRegister(built.collectors...)
 		dlqPrefixes[m.name] = built.consumer.DLQSubject

@@ -9,15 +9,18 @@ import (
 // Edge wraps a service's mux with what every request meets before a
 // route: an unknown route (404) or a method the route does not take (405,
 // with the Allow header) is answered as an RFC 9457 problem rather than
-// the mux's plain text, and an unsafe request a browser marks as
-// cross-origin (Sec-Fetch-Site, Origin) is refused with 403, so no web
-// page can make its visitor's browser place or cancel orders.
+// the mux's plain text; a body labelled anything but JSON is refused with
+// 415 whatever the route (the three content types an HTML form can send
+// cross-site without a preflight are among them); and any other unsafe
+// request a browser marks as cross-origin (Sec-Fetch-Site, Origin) — a
+// bodiless fetch, say — is refused with 403. So no web page can make its
+// visitor's browser place or cancel orders.
 func Edge(mux *http.ServeMux) http.Handler {
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, r, http.StatusForbidden, "Cross-origin request refused", "this API does not take unsafe requests from other origins")
 	}))
-	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	routes := cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)
 			return
@@ -42,6 +45,20 @@ func Edge(mux *http.ServeMux) http.Handler {
 			_, _ = w.Write(rec.body.Bytes())
 		}
 	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if unsafeMethod(r.Method) && r.Header.Get("Content-Type") != "" && !RequireJSON(w, r) {
+			return
+		}
+		routes.ServeHTTP(w, r)
+	})
+}
+
+func unsafeMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
 }
 
 // statusRecorder keeps what the mux answers when no route matched: a

@@ -40,7 +40,9 @@ func TestEdge(t *testing.T) {
 	}{
 		{"UnknownRoute", http.MethodGet, "/nowhere", nil, "", http.StatusNotFound, ""},
 		{"WrongMethod", http.MethodDelete, "/orders/o-1", nil, "", http.StatusMethodNotAllowed, "GET, HEAD"},
-		{"CrossSiteFormPost", http.MethodPost, "/orders/o-1/cancel", map[string]string{"Sec-Fetch-Site": "cross-site", "Content-Type": "application/x-www-form-urlencoded"}, "a=b", http.StatusForbidden, ""},
+		{"CrossSiteFormPost", http.MethodPost, "/orders/o-1/cancel", map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}, "a=b", http.StatusUnsupportedMediaType, ""},
+		{"CrossSiteMultipartPost", http.MethodPost, "/nowhere", map[string]string{"Sec-Fetch-Site": "cross-site", "Content-Type": "multipart/form-data; boundary=x"}, "--x--", http.StatusUnsupportedMediaType, ""},
+		{"CrossSiteBodilessPost", http.MethodPost, "/orders/o-1/cancel", map[string]string{"Sec-Fetch-Site": "cross-site"}, "", http.StatusForbidden, ""},
 		{"CrossOriginPost", http.MethodPost, "/orders/o-1/cancel", map[string]string{"Origin": "https://evil.example", "Content-Type": "application/json"}, "{}", http.StatusForbidden, ""},
 		{"FormPostWithoutFetchHeaders", http.MethodPost, "/orders/o-1/cancel", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "a=b", http.StatusUnsupportedMediaType, ""},
 		{"TextPlainPost", http.MethodPost, "/orders/o-1/cancel", map[string]string{"Content-Type": "text/plain"}, "{}", http.StatusUnsupportedMediaType, ""},
