@@ -105,6 +105,16 @@ func runBadInput(t *testing.T, c *runningChoreo) {
 		})
 	}
 
+	// A valid command under an idempotency key that cannot be an inbox key.
+	for _, key := range []string{"k-\xff", strings.Repeat("k", catalog.MaxKeyBytes+1)} {
+		msg := &nats.Msg{Subject: catalog.SubjectRestock, Data: []byte(`{"sku":"SKU-OK","quantity":1}`), Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, key)
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("publish restock with Nats-Msg-Id %q: %v", key, err)
+		}
+		published++
+	}
+
 	// Every bad command is dead-lettered at its first delivery, as
 	// permanent, with a reason.
 	dlq, err := js.Stream(ctx, catalog.StreamDLQ)
