@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // SpecVersion is the CloudEvents version choreo speaks.
@@ -15,6 +17,9 @@ const SpecVersion = "1.0"
 
 // ContentTypeJSON is the only data content type choreo produces and accepts.
 const ContentTypeJSON = "application/json"
+
+// MaxEnvelopeIDBytes bounds a CloudEvent's id.
+const MaxEnvelopeIDBytes = 256
 
 // Envelope is a CloudEvents 1.0 event in structured JSON mode. It is what
 // every event on a choreo stream looks like on the wire.
@@ -45,8 +50,15 @@ func (e Envelope) Validate() error {
 	if e.SpecVersion != SpecVersion {
 		problems = append(problems, fmt.Sprintf("specversion is %q, want %q", e.SpecVersion, SpecVersion))
 	}
-	if e.ID == "" {
+	switch {
+	case e.ID == "":
 		problems = append(problems, "id is missing")
+	case len(e.ID) > MaxEnvelopeIDBytes:
+		problems = append(problems, fmt.Sprintf("id is %d bytes long, at most %d allowed", len(e.ID), MaxEnvelopeIDBytes))
+	case strings.IndexFunc(e.ID, func(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError }) >= 0:
+		// The id is an inbox key and a Nats-Msg-Id header: a control
+		// character or a replaced byte would be stored, or break the header.
+		problems = append(problems, "id has a control character or invalid UTF-8")
 	}
 	if e.Source == "" {
 		problems = append(problems, "source is missing")
@@ -87,6 +99,9 @@ func Encode(e Envelope) ([]byte, error) {
 // Decode parses a structured CloudEvent and validates it. Every error it
 // returns is Permanent: the same bytes will never decode on a retry.
 func Decode(b []byte) (Envelope, error) {
+	if err := checkUTF8(b); err != nil {
+		return Envelope{}, Permanent(fmt.Errorf("malformed cloudevent: %w", err))
+	}
 	var e Envelope
 	if err := json.Unmarshal(b, &e); err != nil {
 		return Envelope{}, Permanent(fmt.Errorf("malformed cloudevent: %w", err))
@@ -114,6 +129,9 @@ func LooksLikeCloudEvent(b []byte) bool {
 // garbage are errors, so a typo in a field name is reported, not ignored.
 // Errors are Permanent.
 func DecodeData(data []byte, v any) error {
+	if err := checkUTF8(data); err != nil {
+		return Permanent(fmt.Errorf("malformed data: %w", err))
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -125,4 +143,21 @@ func DecodeData(data []byte, v any) error {
 		return Permanent(errors.New("malformed data: trailing content after the JSON value"))
 	}
 	return nil
+}
+
+// checkUTF8 refuses input that is not valid UTF-8. encoding/json would
+// replace each bad byte with U+FFFD, so the value stored and published
+// would differ from the one sent, silently; RFC 8259 requires UTF-8.
+func checkUTF8(b []byte) error {
+	if utf8.Valid(b) {
+		return nil
+	}
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return fmt.Errorf("invalid UTF-8 at byte %d", i)
+		}
+		i += size
+	}
+	return errors.New("invalid UTF-8")
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/choreo-dev/choreo/events"
 )
@@ -283,13 +284,25 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{`))
 	f.Add([]byte(`"\ud800"`))
 	f.Add([]byte{})
+	for _, s := range envelopeSeeds {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = events.LooksLikeCloudEvent(b)
 		env, err := events.Decode(b)
 		if err != nil {
 			if !events.IsPermanent(err) {
 				t.Fatalf("Decode(%q): got non-permanent error %v, want every error permanent", b, err)
 			}
 			return
+		}
+		// Never decoded with replacement characters, never an id that
+		// cannot be an inbox key or a Nats-Msg-Id header.
+		if !utf8.Valid(b) {
+			t.Fatalf("Decode accepted invalid UTF-8 %q", b)
+		}
+		if len(env.ID) > events.MaxEnvelopeIDBytes || strings.ContainsAny(env.ID, "\x00\r\n") {
+			t.Fatalf("Decode accepted id %q", env.ID)
 		}
 		if err := env.Validate(); err != nil {
 			t.Fatalf("Decode(%q) accepted an envelope that does not validate: %v", b, err)

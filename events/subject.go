@@ -3,6 +3,8 @@ package events
 import (
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Subject builds "<service>.<event>.<key>", the subject of every domain
@@ -18,13 +20,20 @@ func Subject(service, event, key string) (string, error) {
 }
 
 // ValidToken reports whether s can be used as one token of a NATS subject:
-// non-empty, and free of separators, wildcards and whitespace.
+// non-empty valid UTF-8, free of separators, wildcards, whitespace and
+// control characters (a CR or LF would end the protocol line that carries
+// the subject).
 func ValidToken(s string) error {
 	if s == "" {
 		return Permanent(fmt.Errorf("empty subject token"))
 	}
-	if strings.ContainsAny(s, ".*> \t\r\n") {
-		return Permanent(fmt.Errorf("subject token %q contains '.', '*', '>' or whitespace", s))
+	if !utf8.ValidString(s) {
+		return Permanent(fmt.Errorf("subject token %q is not valid UTF-8", s))
+	}
+	if strings.ContainsFunc(s, func(r rune) bool {
+		return r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r)
+	}) {
+		return Permanent(fmt.Errorf("subject token %q contains '.', '*', '>', whitespace or a control character", s))
 	}
 	return nil
 }

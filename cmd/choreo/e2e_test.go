@@ -46,7 +46,9 @@ var (
 func startUp(t *testing.T, extra ...string) *runningChoreo {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{"up", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	// No rate limit: a test polls for hundreds of orders from one address,
+	// which is many clients' worth of requests. A test of the limit sets one.
+	args := append([]string{"up", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "warn", "--rate-limit", "0"}, extra...)
 	outR, outW := io.Pipe()
 	var stderr lockedBuffer
 	exited := make(chan int, 1)

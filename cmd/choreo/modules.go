@@ -67,6 +67,8 @@ type serviceOptions struct {
 	// offline: choreo replay passes one that answers as the live provider
 	// did, from the PAYMENTS stream (see provider.Recorded).
 	offlineProvider payments.Provider
+	// edge guards the HTTP APIs: authentication and rate limits.
+	edge edgeOptions
 }
 
 // module is how cmd builds one service. Each service stays self-contained;

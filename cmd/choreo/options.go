@@ -31,6 +31,7 @@ type serviceFlags struct {
 	retention    catalog.Retention
 	dupWindow    time.Duration
 	inboxKeep    time.Duration
+	edge         edgeOptions
 }
 
 // envFlags defines flags whose defaults come from the environment, and
@@ -124,6 +125,9 @@ func addServiceFlags(fs *flag.FlagSet, getenv func(string) string, providerHelp 
 	e.int64(&f.retention.DLQ.MaxMsgs, "dlq-max-msgs", "CHOREO_DLQ_MAX_MSGS", def.DLQ.MaxMsgs, "the dead-letter queue keeps at most this many messages (0: no limit)")
 	e.duration(&f.dupWindow, "duplicate-window", "CHOREO_DUPLICATE_WINDOW", streams.DefaultDuplicateWindow, "how long the streams remember a message id to drop a copy published again")
 	e.duration(&f.inboxKeep, "inbox-retention", "CHOREO_INBOX_RETENTION", 0, "how long a service remembers a message it handled, to skip it if it comes again (default: the DLQ's max age plus a day, so a dead letter retried late is still recognised)")
+	if err := addEdgeFlags(fs, getenv, e, &f.edge); err != nil {
+		return nil, err
+	}
 	if e.err != nil {
 		return nil, e.err
 	}
@@ -161,6 +165,9 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 	if f.dupWindow < time.Second {
 		return serviceOptions{}, fmt.Errorf("%w: --duplicate-window %s: at least 1s", errUsage, f.dupWindow)
 	}
+	if err := f.edge.validate(); err != nil {
+		return serviceOptions{}, err
+	}
 	keep := f.inboxKeep
 	if keep == 0 {
 		keep = inboxRetentionFor(f.retention)
@@ -172,7 +179,7 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 		return serviceOptions{}, fmt.Errorf("%w: --inbox-retention %s is shorter than --duplicate-window %s", errUsage, keep, f.dupWindow)
 	}
 	opts := serviceOptions{orderDeadline: f.orderTimeout, providerURL: f.providerURL, durable: f.durable, pprof: f.pprof, batch: f.batch,
-		retention: f.retention, dupWindow: f.dupWindow, inboxRetention: keep}
+		retention: f.retention, dupWindow: f.dupWindow, inboxRetention: keep, edge: f.edge}
 	if f.smtpAddr != "" {
 		opts.smtp = &sender.SMTPConfig{Addr: f.smtpAddr, From: f.smtpFrom}
 	}

@@ -19,6 +19,8 @@ func providerFlags(fs *flag.FlagSet, getenv func(string) string) *simulator.Conf
 	fs.Int64Var(&cfg.DeclineOverAmount, "decline-over", 1_000_000, "decline captures above this many minor units (0: no limit)")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "latency added to every call")
 	fs.IntVar(&cfg.KeepKeys, "keep-keys", 20_000, "idempotency keys the simulator remembers, the oldest forgotten first, so that its memory stays flat (0: all)")
+	cfg.AdminToken = getenv("CHOREO_PROVIDER_ADMIN_TOKEN")
+	fs.Var((*secret)(&cfg.AdminToken), "admin-token", "require Authorization: Bearer <token> on the simulator's /admin API (env CHOREO_PROVIDER_ADMIN_TOKEN); empty: open")
 	return cfg
 }
 
@@ -38,8 +40,8 @@ amounts over --decline-over) and outage modes switched at run time.
 
 Example:
   choreo provider --listen 127.0.0.1:8090
-  curl -XPOST localhost:8090/admin/mode -d '{"mode":"down"}'       # normal, down, slow, error, flaky
-  curl -XPOST localhost:8090/admin/mode -d '{"mode":"flaky","rate":0.3}'
+  curl -XPOST localhost:8090/admin/mode -H 'Content-Type: application/json' -d '{"mode":"down"}'       # normal, down, slow, error, flaky
+  curl -XPOST localhost:8090/admin/mode -H 'Content-Type: application/json' -d '{"mode":"flaky","rate":0.3}'
 
 Flags:
 `)
@@ -64,3 +66,10 @@ Flags:
 	<-ctx.Done()
 	return l.Stop()
 }
+
+// secret is a string flag whose value -h never prints, though it may come
+// from the environment.
+type secret string
+
+func (s *secret) String() string     { return "" }
+func (s *secret) Set(v string) error { *s = secret(v); return nil }

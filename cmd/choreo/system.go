@@ -20,6 +20,7 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/discovery"
+	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/streams"
@@ -106,6 +107,10 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	metrics := telemetry.NewMetrics(reg)
 	dlqPrefixes := map[string]string{}
 	mux := http.NewServeMux()
+	auth, limit, err := cfg.opts.edge.build(ctx, cfg.log)
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range cfg.services {
 		log := cfg.log.With("service", m.name)
 		db, err := sqldb.Open(ctx, cfg.dbURL(m.name), sqldb.WithDurable(cfg.opts.durable))
@@ -136,7 +141,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.workers = append(s.workers, w)
-		built.routes(routes{mux: mux, service: m.name, tracer: tracer, metrics: metrics})
+		built.routes(routes{mux: mux, service: m.name, tracer: tracer, metrics: metrics, auth: auth, limit: limit})
 		metrics.Outbox(m.name, built.outbox)
 		reg.MustRegister(built.collectors...)
 		dlqPrefixes[m.name] = built.consumer.DLQSubject
@@ -153,7 +158,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	}
 	s.httpAddr = ln.Addr().String()
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           httpx.Edge(mux),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -188,18 +193,18 @@ func (s *system) pprofLine() string {
 // connected, every database answering.
 func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
-		http.Error(w, "starting or stopping", http.StatusServiceUnavailable)
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "starting or stopping")
 		return
 	}
 	if !s.nc.IsConnected() {
-		http.Error(w, "nats: not connected", http.StatusServiceUnavailable)
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "nats: not connected")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	for _, db := range s.dbs {
 		if err := db.PingContext(ctx); err != nil {
-			http.Error(w, "database "+db.URL+": "+err.Error(), http.StatusServiceUnavailable)
+			httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "database "+db.URL+": "+err.Error())
 			return
 		}
 	}

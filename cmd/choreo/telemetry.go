@@ -7,6 +7,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/choreo-dev/choreo/events/httpauth"
 	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/events/telemetry"
 )
@@ -24,11 +25,17 @@ type routes struct {
 	service string
 	tracer  trace.TracerProvider
 	metrics *telemetry.Metrics
+	// auth checks each route's scope (nil: authentication off); limit is
+	// the per-client rate limit (nil: none).
+	auth  *httpauth.Verifier
+	limit *httpauth.Limiter
 }
 
 var _ httpx.Mux = routes{}
 
 func (r routes) Handle(pattern string, h http.Handler) {
+	// The limit inside the check, so that it counts per token subject.
+	h = r.auth.Require(scopeOf(r.service, pattern), r.limit.Wrap(h))
 	r.mux.Handle(pattern, otelhttp.NewHandler(r.metrics.HTTP(r.service, pattern, h), pattern,
 		otelhttp.WithTracerProvider(r.tracer),
 		otelhttp.WithSpanNameFormatter(func(op string, req *http.Request) string {

@@ -212,6 +212,11 @@ func CommandOf[T commandBody](m *consumer.Message) (Command[T], error) {
 	if err != nil {
 		return Command[T]{}, err
 	}
+	// The header is a key like command_id, and meets the same rules
+	// before it reaches the inbox table.
+	if err := ValidKey("Nats-Msg-Id", m.Header.Get("Nats-Msg-Id")); err != nil {
+		return Command[T]{}, err
+	}
 	c := Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID)}
 	m.ID, m.Key, m.KeyName = c.Key, body.key(), keyNames[m.Subject]
 	return c, nil

@@ -111,24 +111,19 @@ const MaxLineItems = 100
 // maxQuantity keeps quantity × price far from int64 overflow.
 const maxQuantity = 1_000_000
 
-func validateSKU(sku string) error {
-	if sku == "" {
-		return errors.New("sku is missing")
-	}
-	if len(sku) > 64 || strings.ContainsAny(sku, ".*> \t\r\n") {
-		return fmt.Errorf("sku %q must be at most 64 characters without '.', '*', '>' or whitespace", sku)
-	}
-	return nil
-}
+// validateSKU and validateID keep the domain's wording ("sku is
+// missing") without the Permanent mark: Validate's caller decides the kind.
+func validateSKU(sku string) error { return unwrapKind(ValidSKU(sku)) }
 
-func validateID(name, id string) error {
-	if id == "" {
-		return fmt.Errorf("%s is missing", name)
+func validateID(name, id string) error { return unwrapKind(ValidID(name, id)) }
+
+func validateKey(name, key string) error { return unwrapKind(ValidKey(name, key)) }
+
+func unwrapKind(err error) error {
+	if err == nil {
+		return nil
 	}
-	if len(id) > 128 || strings.ContainsAny(id, ".*> \t\r\n") {
-		return fmt.Errorf("%s %q must be at most 128 characters without '.', '*', '>' or whitespace", name, id)
-	}
-	return nil
+	return errors.Unwrap(err)
 }
 
 // PlaceOrder asks the orders service to create an order. Placing the same
@@ -144,6 +139,7 @@ type PlaceOrder struct {
 // Validate reports every problem of c at once.
 func (c PlaceOrder) Validate() error {
 	var errs []error
+	errs = append(errs, validateKey("command_id", c.CommandID))
 	if err := validateID("order_id", c.OrderID); err != nil {
 		errs = append(errs, err)
 	}
@@ -193,7 +189,9 @@ type CancelOrder struct {
 }
 
 // Validate reports every problem of c at once.
-func (c CancelOrder) Validate() error { return validateID("order_id", c.OrderID) }
+func (c CancelOrder) Validate() error {
+	return joinProblems(validateKey("command_id", c.CommandID), validateID("order_id", c.OrderID))
+}
 
 // Restock adds received stock of one SKU.
 type Restock struct {
@@ -205,6 +203,7 @@ type Restock struct {
 // Validate reports every problem of c at once.
 func (c Restock) Validate() error {
 	var errs []error
+	errs = append(errs, validateKey("command_id", c.CommandID))
 	if err := validateSKU(c.SKU); err != nil {
 		errs = append(errs, err)
 	}

@@ -42,7 +42,12 @@ type handler struct {
 // get answers 200 with zeros for a SKU never restocked: it simply has
 // nothing available, which is not an error.
 func (h handler) get(w http.ResponseWriter, r *http.Request) {
-	st, err := h.svc.Get(r.Context(), r.PathValue("sku"))
+	sku := r.PathValue("sku")
+	if err := catalog.ValidSKU(sku); err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	st, err := h.svc.Get(r.Context(), sku)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
@@ -63,12 +68,20 @@ func (h handler) restock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sku := r.PathValue("sku")
+	if err := catalog.ValidSKU(sku); err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
 	if cmd.SKU != "" && cmd.SKU != sku {
 		httpx.WriteError(w, r, h.log, events.Permanent(fmt.Errorf("body sku %q does not match path sku %q", cmd.SKU, sku)))
 		return
 	}
 	cmd.SKU = sku
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if err := catalog.ValidKey("Idempotency-Key", key); err != nil {
+			httpx.WriteError(w, r, h.log, err)
+			return
+		}
 		cmd.CommandID = key
 	}
 	if cmd.CommandID == "" {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/notifications"
 )
@@ -64,6 +65,10 @@ type handler struct {
 // the service cannot tell an unknown order from one not final yet.
 func (h handler) list(w http.ResponseWriter, r *http.Request) {
 	orderID := r.PathValue("order_id")
+	if err := catalog.ValidID("order_id", orderID); err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
 	list, err := h.svc.List(r.Context(), orderID)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)

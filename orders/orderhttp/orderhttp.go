@@ -63,6 +63,10 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	idemKey := r.Header.Get("Idempotency-Key")
+	if err := catalog.ValidKey("Idempotency-Key", idemKey); err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
 	if cmd.OrderID == "" {
 		if idemKey != "" {
 			cmd.OrderID = events.DerivedID("http:"+idemKey, "order")
@@ -85,7 +89,11 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h handler) get(w http.ResponseWriter, r *http.Request) {
-	o, err := h.svc.Get(r.Context(), r.PathValue("id"))
+	id, ok := orderID(w, r, h.log)
+	if !ok {
+		return
+	}
+	o, err := h.svc.Get(r.Context(), id)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
@@ -97,10 +105,29 @@ func (h handler) get(w http.ResponseWriter, r *http.Request) {
 // it was cancelled before), 409 when it is already confirmed, 404 when it
 // does not exist. It takes no body.
 func (h handler) cancel(w http.ResponseWriter, r *http.Request) {
-	o, err := h.svc.Cancel(r.Context(), inbox.Key{}, r.PathValue("id"))
+	if !httpx.RequireNoBody(w, r) {
+		return
+	}
+	id, ok := orderID(w, r, h.log)
+	if !ok {
+		return
+	}
+	o, err := h.svc.Cancel(r.Context(), inbox.Key{}, id)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, View(o))
+}
+
+// orderID returns the path's order id, or answers 422 when it could never
+// be one (see catalog.ValidID): such an id is refused before it reaches
+// the store, whose answer could otherwise be a database error.
+func orderID(w http.ResponseWriter, r *http.Request, log *slog.Logger) (string, bool) {
+	id := r.PathValue("id")
+	if err := catalog.ValidID("order_id", id); err != nil {
+		httpx.WriteError(w, r, log, err)
+		return "", false
+	}
+	return id, true
 }

@@ -54,7 +54,12 @@ type handler struct {
 // get answers 404 for an order the service has not heard of yet; that
 // includes an order just placed whose event is still on its way.
 func (h handler) get(w http.ResponseWriter, r *http.Request) {
-	p, err := h.svc.Get(r.Context(), r.PathValue("order_id"))
+	id := r.PathValue("order_id")
+	if err := catalog.ValidID("order_id", id); err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	p, err := h.svc.Get(r.Context(), id)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return

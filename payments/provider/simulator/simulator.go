@@ -40,6 +40,8 @@ package simulator
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,6 +98,11 @@ type Config struct {
 	// day, typically), so that a long run's memory stays flat. A retry
 	// under a forgotten key is treated as new. 0: remember every key.
 	KeepKeys int
+	// AdminToken, when set, is required as "Authorization: Bearer
+	// <token>" by every /admin route: anyone who can reach the simulator
+	// could otherwise switch it to an outage or read every payment. ""
+	// leaves /admin open, as on a laptop.
+	AdminToken string
 }
 
 // Status is the state of an idempotency key.
@@ -156,7 +163,7 @@ type Rules struct {
 type Server struct {
 	log     *slog.Logger
 	latency time.Duration
-	mux     *http.ServeMux
+	mux     http.Handler
 
 	mu    sync.Mutex
 	rules Rules
@@ -263,25 +270,45 @@ func New(cfg Config) *Server {
 	mux.Handle("POST /v1/captures", s.v1(s.capture))
 	mux.Handle("POST /v1/captures/{key}/cancel", s.v1(s.cancel))
 	mux.Handle("GET /v1/captures/{key}", s.v1(s.get))
-	mux.HandleFunc("GET /admin/mode", func(w http.ResponseWriter, r *http.Request) {
+	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, adminOnly(cfg.AdminToken, h)) }
+	admin("GET /admin/mode", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, s.Mode())
 	})
-	mux.HandleFunc("POST /admin/mode", s.postMode)
-	mux.HandleFunc("GET /admin/rules", func(w http.ResponseWriter, r *http.Request) {
+	admin("POST /admin/mode", s.postMode)
+	admin("GET /admin/rules", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, s.Rules())
 	})
-	mux.HandleFunc("POST /admin/rules", s.postRules)
-	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, r *http.Request) {
+	admin("POST /admin/rules", s.postRules)
+	admin("GET /admin/stats", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, s.Stats())
 	})
-	mux.HandleFunc("GET /admin/captures", func(w http.ResponseWriter, r *http.Request) {
+	admin("GET /admin/captures", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, s.States())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	s.mux = mux
+	s.mux = httpx.Edge(mux)
 	return s
+}
+
+// adminOnly requires the bearer token when one is configured. The
+// comparison takes the same time wherever the tokens differ.
+func adminOnly(token string, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="simulator admin"`)
+			httpx.WriteProblem(w, r, http.StatusUnauthorized, "Unauthorized", "the admin API needs Authorization: Bearer <admin token>")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ServeHTTP implements http.Handler.

@@ -518,6 +518,7 @@ func TestAdminMode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.body, func(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, s.URL+"/admin/mode", strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := s.client.Do(req)
 			if err != nil {
 				t.Fatal(err)
