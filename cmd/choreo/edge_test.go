@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events/catalog"
-	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/sqltest"
@@ -117,26 +117,26 @@ func runBadInput(t *testing.T, c *runningChoreo) {
 
 	// Every bad command is dead-lettered at its first delivery, as
 	// permanent, with a reason.
-	dlq, err := js.Stream(ctx, catalog.StreamDLQ)
+	dlqStream, err := js.Stream(ctx, catalog.StreamDLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, fmt.Sprintf("%d dead letters", published), func() (bool, string) {
-		info, err := dlq.Info(ctx)
+		info, err := dlqStream.Info(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
 		return info.State.Msgs == uint64(published), fmt.Sprintf("%d dead letters", info.State.Msgs)
 	})
 	for seq := uint64(1); seq <= uint64(published); seq++ {
-		m, err := dlq.GetMsg(ctx, seq)
+		m, err := dlqStream.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := m.Header.Get(consumer.HeaderDeliveryCount); n != "1" {
-			t.Errorf("dead letter %d (%s): delivered %s times, want 1 (permanent, never retried); reason %q", seq, m.Subject, n, m.Header.Get(consumer.HeaderDLQReason))
+		if n := m.Header.Get(dlq.HeaderDeliveryCount); n != "1" {
+			t.Errorf("dead letter %d (%s): delivered %s times, want 1 (permanent, never retried); reason %q", seq, m.Subject, n, m.Header.Get(dlq.HeaderReason))
 		}
-		if m.Header.Get(consumer.HeaderDLQReason) == "" {
+		if m.Header.Get(dlq.HeaderReason) == "" {
 			t.Errorf("dead letter %d (%s) has no reason", seq, m.Subject)
 		}
 	}
