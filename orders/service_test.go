@@ -29,6 +29,9 @@ type fixture struct {
 	store *orderdb.Store
 	db    *sqldb.DB
 	seq   uint64
+	// clock is the service's time, for fixtures that move it (see
+	// sagaFixture).
+	clock time.Time
 }
 
 func newFixture(t *testing.T, b sqltest.Backend) *fixture {

@@ -176,8 +176,32 @@ func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 		if env.ID != "" {
 			m.ID, m.Key = env.ID, env.Subject
 		}
+		if err == nil {
+			err = checkOrigin(m.Subject, env, v)
+		}
 		return Event[T]{Envelope: env, Data: v}, err
 	}
+}
+
+// checkOrigin checks that an event says what its subject says: its
+// CloudEvents source is the service the subject's first token names (only
+// orders publishes orders.>), and the order it is about is the subject's
+// key. Behind per-service NATS permissions this is defence in depth: on a
+// misconfigured server anyone may publish anywhere, and a payments.captured
+// claiming to come from elsewhere, or one on order A's subject about
+// order B, is a forgery or a bug, never something to act on. Errors are
+// Permanent.
+func checkOrigin(subject string, env events.Envelope, data any) error {
+	service, _, _ := strings.Cut(subject, ".")
+	if want := Source(service); env.Source != want {
+		return events.Permanent(fmt.Errorf("%s on %s has source %q, want %q: only %s publishes there", env.Type, subject, env.Source, want, service))
+	}
+	if oe, ok := data.(OrderEvent); ok {
+		if key := events.SubjectKey(subject); oe.Order() != key {
+			return events.Permanent(fmt.Errorf("%s on %s is about order %q, not the subject's %q", env.Type, subject, oe.Order(), key))
+		}
+	}
+	return nil
 }
 
 // Command is a decoded command: its body and its idempotency key.

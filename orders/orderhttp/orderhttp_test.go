@@ -346,7 +346,7 @@ func TestCancelConfirmedOrderIsConflict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := events.Encode(events.Envelope{SpecVersion: events.SpecVersion, ID: "cap-1", Source: "/test",
+	body, _ := events.Encode(events.Envelope{SpecVersion: events.SpecVersion, ID: "cap-1", Source: catalog.Source(catalog.Payments),
 		Type: catalog.TypePaymentCaptured, Time: t0, Data: []byte(`{"order_id":"` + id + `","payment_id":"p","amount":{"amount":3098,"currency":"EUR"}}`)})
 	if err := svc.Handle(context.Background(), &consumer.Message{Subject: "payments.captured." + id, Data: body, Header: nats.Header{}}); err != nil {
 		t.Fatal(err)
