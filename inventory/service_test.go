@@ -17,6 +17,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/inventory"
 )
@@ -33,6 +34,7 @@ func TestHandle(t *testing.T) {
 				{"RestockCommandAppliedOnce", testRestockCommand},
 				{"RestockKeyPrefersNatsMsgID", testRestockNatsMsgID},
 				{"RestockInCloudEvent", testRestockCloudEvent},
+				{"RestockKeyReusedWithAnotherBodyIsAConflict", testRestockKeyReused},
 				{"PlacedReservesEveryLineOnce", testPlacedReserves},
 				{"PlacedShortReservesNothing", testPlacedShort},
 				{"PlacedAgainForDecidedOrderChangesNothing", testPlacedAgain},
@@ -509,5 +511,45 @@ func TestConsumer(t *testing.T) {
 func TestNewNeedsAStore(t *testing.T) {
 	if _, err := inventory.New(inventory.Config{}); err == nil {
 		t.Error("New without a store succeeded")
+	}
+}
+
+// A restock key arriving again with another SKU or quantity is a conflict
+// naming the earlier command — dead-lettered over NATS, 409 over HTTP —
+// never taken for a duplicate (a restock of 100 must not become 1 because
+// a junk restock of 1 claimed its key first); the same body under the
+// same key, over NATS or HTTP, bare or in a CloudEvent, is a duplicate.
+func testRestockKeyReused(t *testing.T, h *harness) {
+	junk := restockCmd(t, "", "A", 1)
+	junk.Header.Set(jetstream.MsgIDHeader, "r-100")
+	handle(t, h, junk)
+	for _, tc := range []struct {
+		name string
+		m    *consumer.Message
+	}{
+		{"AnotherQuantity", restockCmd(t, "r-100", "A", 100)},
+		{"AnotherSKU", restockCmd(t, "r-100", "B", 1)},
+	} {
+		err := h.svc.Handle(context.Background(), tc.m)
+		if events.KindOf(err) != events.KindConflict || !errors.Is(err, inbox.ErrKeyReused) {
+			t.Fatalf("%s: got %v, want a conflict (a dead letter) wrapping inbox.ErrKeyReused", tc.name, err)
+		}
+		if want := fmt.Sprintf("earlier command (%s:%d)", junk.Stream, junk.Sequence); !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: reason %q does not name the earlier command, %s", tc.name, err, want)
+		}
+	}
+	// The same body again, its id now in command_id: a duplicate.
+	handle(t, h, restockCmd(t, "r-100", "A", 1))
+	// Over HTTP, the same key: the same body is a duplicate, another a
+	// conflict.
+	if _, err := h.svc.Restock(context.Background(), inventory.RestockKey("r-100"), catalog.Restock{SKU: "A", Quantity: 1}); err != nil {
+		t.Errorf("same restock over HTTP: got %v, want a duplicate", err)
+	}
+	if _, err := h.svc.Restock(context.Background(), inventory.RestockKey("r-100"), catalog.Restock{SKU: "A", Quantity: 100}); events.KindOf(err) != events.KindConflict {
+		t.Errorf("another restock over HTTP under the key: got %v, want a conflict (409)", err)
+	}
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 1}, inventory.Stock{SKU: "B"})
+	if n := len(outbox(t, h.db)); n != 1 {
+		t.Errorf("outbox: got %d events, want 1 (the first restock)", n)
 	}
 }

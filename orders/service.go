@@ -114,7 +114,10 @@ func (s *Service) place(cmd catalog.PlaceOrder, decided func(o *Order, created b
 		decided(nil, false)
 		if existing != nil {
 			if !existing.SameRequest(cmd) {
-				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w", cmd.OrderID, ErrDifferentOrder))
+				// Name the earlier command's order, so the client can tell
+				// which of its requests claimed the id.
+				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w: an earlier command placed it at %s for customer %q, %d lines, total %s",
+					cmd.OrderID, ErrDifferentOrder, existing.PlacedAt.Format(time.RFC3339), existing.CustomerID, len(existing.Items), existing.Total))
 			}
 			decided(existing, false)
 			return nil, nil, nil
@@ -284,12 +287,12 @@ func (s *Service) onPlace(ctx context.Context, _ *consumer.Message, c catalog.Co
 	if err := c.Body.Validate(); err != nil {
 		return consumer.Work{}, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
-	return s.store.Work(commandKey(c.Key), c.Body.OrderID, s.place(c.Body, func(*Order, bool) {})), nil
+	return s.store.Work(c.InboxKey(consumerName), c.Body.OrderID, s.place(c.Body, func(*Order, bool) {})), nil
 }
 
 func (s *Service) onCancel(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.CancelOrder]) (consumer.Work, error) {
 	cancel := s.cancel(c.Body.OrderID, func(*Order, bool) {})
-	return s.work(commandKey(c.Key), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
+	return s.work(c.InboxKey(consumerName), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		next, out, err := cancel(o)
 		if errors.Is(err, ErrNotFound) {
 			// The place command may still be on its way (both travel on
@@ -367,10 +370,4 @@ func onCheckedEvent[T catalog.OrderEvent](s *Service, r *consumer.Router, servic
 
 func eventKey(env events.Envelope) inbox.Key {
 	return inbox.Key{Consumer: consumerName, EventID: env.ID}
-}
-
-// commandKey is the inbox key of a command with the given idempotency key
-// (see catalog.Command).
-func commandKey(key string) inbox.Key {
-	return inbox.Key{Consumer: consumerName, EventID: key}
 }
