@@ -156,6 +156,8 @@ func TestEventOfChecksSourceAndSubject(t *testing.T) {
 		wantErr       string
 	}{
 		{"from payments", "payments.captured.o-1", event(catalog.Source(catalog.Payments), "o-1"), ""},
+		{"from a part of payments", "payments.captured.o-1", event(catalog.Source(catalog.Payments)+"/example", "o-1"), ""},
+		{"from a look-alike", "payments.captured.o-1", event(catalog.Source(catalog.Payments)+"-fake", "o-1"), `source "/choreo/payments-fake"`},
 		{"from another service", "payments.captured.o-1", event(catalog.Source(catalog.Orders), "o-1"), `source "/choreo/orders", want "/choreo/payments"`},
 		{"from nowhere", "payments.captured.o-1", event("/attacker", "o-1"), `source "/attacker"`},
 		{"about another order", "payments.captured.o-1", event(catalog.Source(catalog.Payments), "o-2"), `about order "o-2", not the subject's "o-1"`},

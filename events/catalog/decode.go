@@ -189,7 +189,8 @@ func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 
 // checkOrigin checks that an event says what its subject says: its
 // CloudEvents source is the service the subject's first token names (only
-// orders publishes orders.>), and the order it is about is the subject's
+// orders publishes orders.>: "/choreo/orders", or a path under it such as
+// the "/choreo/orders/example" of `choreo events`), and the order it is about is the subject's
 // key. Behind per-service NATS permissions this is defence in depth: on a
 // misconfigured server anyone may publish anywhere, and a payments.captured
 // claiming to come from elsewhere, or one on order A's subject about
@@ -197,7 +198,7 @@ func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 // Permanent.
 func checkOrigin(subject string, env events.Envelope, data any) error {
 	service, _, _ := strings.Cut(subject, ".")
-	if want := Source(service); env.Source != want {
+	if want := Source(service); env.Source != want && !strings.HasPrefix(env.Source, want+"/") {
 		return events.Permanent(fmt.Errorf("%s on %s has source %q, want %q: only %s publishes there", env.Type, subject, env.Source, want, service))
 	}
 	if oe, ok := data.(OrderEvent); ok {
