@@ -487,20 +487,24 @@ func TestConsumer(t *testing.T) {
 	h := newHarness(t, sqltest.MustOpen(t, sqltest.SQLiteURL(t)))
 	c := h.svc.Consumer()
 	type want struct {
-		stream  string
-		filters []string
+		stream, durable string
+		filters, skip   []string
 	}
+	// Restocks have a durable consumer of their own (a flood of them
+	// retried cannot hold back another command); "inventory" takes every
+	// other command to inventory, to dead-letter it.
 	wants := []want{
-		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}},
-		{catalog.StreamCommands, []string{"cmd.inventory.>"}},
+		{catalog.StreamOrders, "inventory", []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}, nil},
+		{catalog.StreamCommands, "inventory", []string{"cmd.inventory.>"}, []string{"cmd.inventory.restock"}},
+		{catalog.StreamCommands, "inventory-restock", []string{"cmd.inventory.restock"}, nil},
 	}
 	if len(c.Sources) != len(wants) {
 		t.Fatalf("%d sources, want %d", len(c.Sources), len(wants))
 	}
 	for i, w := range wants {
 		s := c.Sources[i]
-		if s.Stream != w.stream || s.Durable != "inventory" || !slices.Equal(s.FilterSubjects, w.filters) {
-			t.Errorf("source %d = %+v, want stream %s, durable inventory, filters %v", i, s, w.stream, w.filters)
+		if s.Stream != w.stream || s.Durable != w.durable || !slices.Equal(s.FilterSubjects, w.filters) || !slices.Equal(s.Skip, w.skip) {
+			t.Errorf("source %d = %+v, want stream %s, durable %s, filters %v, skipping %v", i, s, w.stream, w.durable, w.filters, w.skip)
 		}
 	}
 	if c.DLQSubject != "dlq.inventory" || c.Handler == nil {

@@ -89,7 +89,9 @@ func TestMetricsMatchTheStreams(t *testing.T) {
 		got := map[string]float64{}
 		for _, m := range families["choreo_messages_total"].GetMetric() {
 			l := labelsOf(m)
-			if l["consumer"] == svc && l["outcome"] != string(consumer.Retried) {
+			// A service's consumers: "<service>", and "<service>-<action>"
+			// for each command it takes (catalog.ConsumerOf).
+			if owner, _, _ := strings.Cut(l["consumer"], "-"); owner == svc && l["outcome"] != string(consumer.Retried) {
 				got[l["type"]] += m.GetCounter().GetValue()
 			}
 		}
@@ -168,10 +170,16 @@ func waitQuiet(t *testing.T, ctx context.Context, c *runningChoreo, js jetstream
 			if err != nil {
 				return false, err.Error()
 			}
-			for name := range s.ListConsumers(ctx).Info() {
-				if name.NumPending+uint64(name.NumAckPending) > 0 {
-					return false, fmt.Sprintf("%s/%s: %d pending, %d unacked", stream, name.Name, name.NumPending, name.NumAckPending)
+			// Read the list to its end: leaving it early leaves its
+			// goroutine blocked (goleak says so).
+			busy := ""
+			for ci := range s.ListConsumers(ctx).Info() {
+				if ci.NumPending+uint64(ci.NumAckPending) > 0 && busy == "" {
+					busy = fmt.Sprintf("%s/%s: %d pending, %d unacked", stream, ci.Name, ci.NumPending, ci.NumAckPending)
 				}
+			}
+			if busy != "" {
+				return false, busy
 			}
 		}
 		return true, ""
