@@ -108,6 +108,11 @@ func (s *Service) Restock(ctx context.Context, key inbox.Key, cmd catalog.Restoc
 	if err := cmd.Validate(); err != nil {
 		return Stock{}, events.Permanent(fmt.Errorf("inventory: invalid restock: %w", err))
 	}
+	if key.EventID != "" && key.Hash == "" {
+		// The same hash a cmd.inventory.restock of this body has, so that
+		// a key sent both ways with different bodies is a conflict too.
+		key.Hash = catalog.CommandHash(cmd)
+	}
 	var result Stock
 	applied, err := s.store.ApplySKU(ctx, key, cmd.SKU, s.restock(ctx, key, cmd, &result))
 	if err != nil {
@@ -228,7 +233,7 @@ func (s *Service) routes() *consumer.Router {
 	r := consumer.NewRouter(catalog.Inventory)
 	consumer.Route(r, catalog.SubjectRestock, catalog.CommandOf[catalog.Restock],
 		func(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.Restock]) (consumer.Work, error) {
-			return s.restockWork(ctx, commandKey(c.Key), c.Body), nil
+			return s.restockWork(ctx, c.InboxKey(consumerName), c.Body), nil
 		})
 	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventPlaced, "*"), catalog.EventOf[catalog.OrderPlaced](catalog.TypeOrderPlaced),
 		func(ctx context.Context, _ *consumer.Message, e catalog.Event[catalog.OrderPlaced]) (consumer.Work, error) {
@@ -247,10 +252,4 @@ func (s *Service) routes() *consumer.Router {
 
 func eventKey(env events.Envelope) inbox.Key {
 	return inbox.Key{Consumer: consumerName, EventID: env.ID}
-}
-
-// commandKey is the inbox key of a command with the given idempotency key
-// (see catalog.Command).
-func commandKey(key string) inbox.Key {
-	return inbox.Key{Consumer: consumerName, EventID: key}
 }

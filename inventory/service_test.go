@@ -17,6 +17,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/inventory"
 )
@@ -33,6 +34,7 @@ func TestHandle(t *testing.T) {
 				{"RestockCommandAppliedOnce", testRestockCommand},
 				{"RestockKeyPrefersNatsMsgID", testRestockNatsMsgID},
 				{"RestockInCloudEvent", testRestockCloudEvent},
+				{"RestockKeyReusedWithAnotherBodyIsAConflict", testRestockKeyReused},
 				{"PlacedReservesEveryLineOnce", testPlacedReserves},
 				{"PlacedShortReservesNothing", testPlacedShort},
 				{"PlacedAgainForDecidedOrderChangesNothing", testPlacedAgain},
@@ -485,20 +487,24 @@ func TestConsumer(t *testing.T) {
 	h := newHarness(t, sqltest.MustOpen(t, sqltest.SQLiteURL(t)))
 	c := h.svc.Consumer()
 	type want struct {
-		stream  string
-		filters []string
+		stream, durable string
+		filters, skip   []string
 	}
+	// Restocks have a durable consumer of their own (a flood of them
+	// retried cannot hold back another command); "inventory" takes every
+	// other command to inventory, to dead-letter it.
 	wants := []want{
-		{catalog.StreamOrders, []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}},
-		{catalog.StreamCommands, []string{"cmd.inventory.>"}},
+		{catalog.StreamOrders, "inventory", []string{"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"}, nil},
+		{catalog.StreamCommands, "inventory", []string{"cmd.inventory.>"}, []string{"cmd.inventory.restock"}},
+		{catalog.StreamCommands, "inventory-restock", []string{"cmd.inventory.restock"}, nil},
 	}
 	if len(c.Sources) != len(wants) {
 		t.Fatalf("%d sources, want %d", len(c.Sources), len(wants))
 	}
 	for i, w := range wants {
 		s := c.Sources[i]
-		if s.Stream != w.stream || s.Durable != "inventory" || !slices.Equal(s.FilterSubjects, w.filters) {
-			t.Errorf("source %d = %+v, want stream %s, durable inventory, filters %v", i, s, w.stream, w.filters)
+		if s.Stream != w.stream || s.Durable != w.durable || !slices.Equal(s.FilterSubjects, w.filters) || !slices.Equal(s.Skip, w.skip) {
+			t.Errorf("source %d = %+v, want stream %s, durable %s, filters %v, skipping %v", i, s, w.stream, w.durable, w.filters, w.skip)
 		}
 	}
 	if c.DLQSubject != "dlq.inventory" || c.Handler == nil {
@@ -509,5 +515,45 @@ func TestConsumer(t *testing.T) {
 func TestNewNeedsAStore(t *testing.T) {
 	if _, err := inventory.New(inventory.Config{}); err == nil {
 		t.Error("New without a store succeeded")
+	}
+}
+
+// A restock key arriving again with another SKU or quantity is a conflict
+// naming the earlier command — dead-lettered over NATS, 409 over HTTP —
+// never taken for a duplicate (a restock of 100 must not become 1 because
+// a junk restock of 1 claimed its key first); the same body under the
+// same key, over NATS or HTTP, bare or in a CloudEvent, is a duplicate.
+func testRestockKeyReused(t *testing.T, h *harness) {
+	junk := restockCmd(t, "", "A", 1)
+	junk.Header.Set(jetstream.MsgIDHeader, "r-100")
+	handle(t, h, junk)
+	for _, tc := range []struct {
+		name string
+		m    *consumer.Message
+	}{
+		{"AnotherQuantity", restockCmd(t, "r-100", "A", 100)},
+		{"AnotherSKU", restockCmd(t, "r-100", "B", 1)},
+	} {
+		err := h.svc.Handle(context.Background(), tc.m)
+		if events.KindOf(err) != events.KindConflict || !errors.Is(err, inbox.ErrKeyReused) {
+			t.Fatalf("%s: got %v, want a conflict (a dead letter) wrapping inbox.ErrKeyReused", tc.name, err)
+		}
+		if want := fmt.Sprintf("earlier command (%s:%d)", junk.Stream, junk.Sequence); !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: reason %q does not name the earlier command, %s", tc.name, err, want)
+		}
+	}
+	// The same body again, its id now in command_id: a duplicate.
+	handle(t, h, restockCmd(t, "r-100", "A", 1))
+	// Over HTTP, the same key: the same body is a duplicate, another a
+	// conflict.
+	if _, err := h.svc.Restock(context.Background(), inventory.RestockKey("r-100"), catalog.Restock{SKU: "A", Quantity: 1}); err != nil {
+		t.Errorf("same restock over HTTP: got %v, want a duplicate", err)
+	}
+	if _, err := h.svc.Restock(context.Background(), inventory.RestockKey("r-100"), catalog.Restock{SKU: "A", Quantity: 100}); events.KindOf(err) != events.KindConflict {
+		t.Errorf("another restock over HTTP under the key: got %v, want a conflict (409)", err)
+	}
+	wantStock(t, h, inventory.Stock{SKU: "A", Available: 1}, inventory.Stock{SKU: "B"})
+	if n := len(outbox(t, h.db)); n != 1 {
+		t.Errorf("outbox: got %d events, want 1 (the first restock)", n)
 	}
 }

@@ -13,6 +13,10 @@
 //   - exactly one notification per order and final status, however often
 //     the order's event arrives: its id derives from the order id and the
 //     status, and the table is unique on both;
+//   - one final status per order: news that an order whose customer was
+//     told it is confirmed is cancelled (or the other way round) is not
+//     believed — a forgery on a misconfigured server, since orders ends an
+//     order once — and is dead-lettered, telling the customer nothing;
 //   - the sender is never called inside a database transaction, so a slow
 //     mail server holds no locks. The notification commits as PENDING
 //     first; delivery follows; SENT and notifications.sent commit in a

@@ -119,6 +119,28 @@ func (s *Service) record(env events.Envelope, n *Notification) consumer.Work {
 			}
 			return n, nil, nil
 		})
+	// An order ends once, confirmed or cancelled: news of the other end
+	// for an order whose customer was told one is forged (or a bug), and
+	// telling the customer both would be worse than telling neither. It
+	// is refused (Permanent: dead-lettered with the reason) and changes
+	// nothing.
+	other := catalog.StatusCancelled
+	if n.Status == catalog.StatusCancelled {
+		other = catalog.StatusConfirmed
+	}
+	guard := s.store.Work(inbox.Key{}, NotificationID(n.OrderID, other), func(o *Notification) (*Notification, []events.Outgoing, error) {
+		if o != nil {
+			return nil, nil, events.Permanent(fmt.Errorf("notifications: order %s is %s already, its customer told so; news that it is %s is not believed", n.OrderID, other, n.Status))
+		}
+		return nil, nil, nil
+	})
+	record := w.Apply
+	w.Apply = func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+		if _, err := guard.Apply(ctx, tx); err != nil {
+			return nil, err
+		}
+		return record(ctx, tx)
+	}
 	w.After = func(ctx context.Context, applied bool) (consumer.Work, error) {
 		if applied && inserted {
 			// Just recorded, so pending: no need to read it back.

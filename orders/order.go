@@ -170,6 +170,24 @@ func (o *Order) OnPaymentCaptured(e catalog.PaymentCaptured, now time.Time) []ev
 	})}
 }
 
+// ErrWrongAmount is wrapped by the error for a capture whose amount is
+// not exactly the order's total, in its currency.
+var ErrWrongAmount = errors.New("captured amount is not the order's total")
+
+// CheckCapture reports whether e may confirm the order: the money captured
+// must be exactly the order's total, in its currency. A capture of
+// anything else is not this order's payment — a forgery, or a bug in
+// payments — and confirming on it would ship goods that are not paid for
+// (a 1-cent capture of a 10.00 EUR order). The error is Permanent: the
+// event is dead-lettered with the reason and changes nothing, also on an
+// order already final, so the mismatch is seen either way.
+func (o *Order) CheckCapture(e catalog.PaymentCaptured) error {
+	if e.Amount != o.Total {
+		return events.Permanent(fmt.Errorf("order %s: capture %s of %s, total %s: %w", o.ID, e.PaymentID, e.Amount, o.Total, ErrWrongAmount))
+	}
+	return nil
+}
+
 // OnPaymentDeclined cancels a pending order whose payment was refused.
 func (o *Order) OnPaymentDeclined(_ catalog.PaymentDeclined, now time.Time) []events.Outgoing {
 	if o.Status.Final() {

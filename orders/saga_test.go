@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -114,7 +115,8 @@ func TestDeadlineEventIsAScheduledMessage(t *testing.T) {
 func sagaFixture(t *testing.T, b sqltest.Backend) *fixture {
 	t.Helper()
 	f := newFixture(t, b)
-	svc, err := orders.New(orders.Config{Store: f.store, Now: func() time.Time { return t0 }, Deadline: time.Minute})
+	f.clock = t0
+	svc, err := orders.New(orders.Config{Store: f.store, Now: func() time.Time { return f.clock }, Deadline: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,8 @@ func TestSagaHandlers(t *testing.T) {
 				f := sagaFixture(t, b)
 				mustHandle(t, f, catalog.SubjectPlaceOrder, []byte(placeBody))
 				fired := deadlineBody(t, "order-1")
-				for range 2 { // fired, and delivered twice
+				f.clock = t0.Add(time.Minute) // when the server fires it
+				for range 2 {                 // fired, and delivered twice
 					mustHandle(t, f, "orders.deadline.order-1", fired)
 				}
 				if o := f.order(t, "order-1"); o.Status != orders.Cancelled || o.Reason != catalog.ReasonTimeout {
@@ -306,6 +309,24 @@ func TestOrderIndependence(t *testing.T) {
 		"deadline": {"orders.deadline.", func(id string) []byte { return deadlineBody(t, id) }},
 		"cancel":   {catalog.SubjectCancelOrder, func(id string) []byte { return cancelBody(id, "c-"+id) }},
 	}
+	forged := map[string]input{
+		"1-cent capture": {"payments.captured.", func(id string) []byte {
+			return cloudEvent(t, "forged-cap-"+id, catalog.TypePaymentCaptured, catalog.Source(catalog.Payments),
+				catalog.PaymentCaptured{OrderID: id, PaymentID: "p", Amount: catalog.Money{Amount: 1, Currency: "EUR"}})
+		}},
+		"capture in another currency": {"payments.captured.", func(id string) []byte {
+			return cloudEvent(t, "forged-usd-"+id, catalog.TypePaymentCaptured, catalog.Source(catalog.Payments),
+				catalog.PaymentCaptured{OrderID: id, PaymentID: "p", Amount: catalog.Money{Amount: 3098, Currency: "USD"}})
+		}},
+		"capture from another source": {"payments.captured.", func(id string) []byte {
+			return cloudEvent(t, "forged-src-"+id, catalog.TypePaymentCaptured, catalog.Source(catalog.Inventory),
+				catalog.PaymentCaptured{OrderID: id, PaymentID: "p", Amount: catalog.Money{Amount: 3098, Currency: "EUR"}})
+		}},
+		"early deadline": {"orders.deadline.", func(id string) []byte {
+			return cloudEvent(t, "forged-dl-"+id, catalog.TypeOrderDeadline, catalog.Source(catalog.Orders),
+				catalog.OrderDeadline{OrderID: id, Deadline: t0})
+		}},
+	}
 	scenarios := []struct {
 		inputs     []string
 		status     orders.Status
@@ -341,10 +362,25 @@ func TestOrderIndependence(t *testing.T) {
 				deliveries = append(deliveries, name)
 			}
 		}
+		// Forgeries land anywhere among them: each is dead-lettered
+		// (Permanent) and changes nothing, whatever came before.
+		for range rapid.IntRange(0, 2).Draw(rt, "forgeries") {
+			deliveries = append(deliveries, rapid.SampledFrom(slices.Sorted(maps.Keys(forged))).Draw(rt, "forgery"))
+		}
 		order := rapid.Permutation(deliveries).Draw(rt, "arrival order")
 		body, _ := json.Marshal(validPlace(id))
+		f.clock = t0
 		mustHandle(t, f, catalog.SubjectPlaceOrder, body)
 		for _, name := range order {
+			if name == "deadline" {
+				f.clock = t0.Add(time.Minute) // it fires when it is due
+			}
+			if fg, ok := forged[name]; ok {
+				if err := f.handle(context.Background(), fg.subject+id, fg.body(id), nil); !events.IsPermanent(err) {
+					rt.Fatalf("%s: got %v, want it dead-lettered (a permanent error)", name, err)
+				}
+				continue
+			}
 			subject := in[name].subject
 			if !strings.HasPrefix(subject, "cmd.") {
 				subject += id
@@ -409,7 +445,7 @@ func TestSweepDeadlines(t *testing.T) {
 			place := func(id string) {
 				t.Helper()
 				body, _ := json.Marshal(catalog.PlaceOrder{OrderID: id, CustomerID: "c", Currency: "EUR",
-					Items: []catalog.LineItem{{SKU: "SKU-1", Quantity: 1, UnitPrice: 100}}})
+					Items: []catalog.LineItem{{SKU: "SKU-1", Quantity: 1, UnitPrice: 3098}}}) // the total captured(…) pays
 				mustHandle(t, f, catalog.SubjectPlaceOrder, body)
 			}
 			place("old-pending")
@@ -440,6 +476,76 @@ func TestSweepDeadlines(t *testing.T) {
 			}
 			if n, err := svc.SweepDeadlines(ctx); err != nil || n != 0 {
 				t.Errorf("second sweep: got (%d, %v), want (0, nil)", n, err)
+			}
+		})
+	}
+}
+
+// Forged events are checked, not believed: each is refused as Permanent
+// (the consumer dead-letters it with the reason) and changes nothing —
+// the order stays PENDING and nothing is added to the outbox.
+func TestForgedEventsChangeNothing(t *testing.T) {
+	for _, b := range sqltest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name, subject string
+				clock         time.Duration // since the order was placed
+				noDeadlines   bool
+				body          func(t *testing.T) []byte
+				wantReason    string
+			}{
+				{"OneCentCapture", "payments.captured.order-1", 0, false, func(t *testing.T) []byte {
+					return cloudEvent(t, "forged-1", catalog.TypePaymentCaptured, catalog.Source(catalog.Payments),
+						catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "p", Amount: catalog.Money{Amount: 1, Currency: "EUR"}})
+				}, "capture p of 1 EUR, total 3098 EUR"},
+				{"CaptureInAnotherCurrency", "payments.captured.order-1", 0, false, func(t *testing.T) []byte {
+					return cloudEvent(t, "forged-2", catalog.TypePaymentCaptured, catalog.Source(catalog.Payments),
+						catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "p", Amount: catalog.Money{Amount: 3098, Currency: "USD"}})
+				}, "total 3098 EUR"},
+				{"CaptureFromOrders", "payments.captured.order-1", 0, false, func(t *testing.T) []byte {
+					return cloudEvent(t, "forged-3", catalog.TypePaymentCaptured, catalog.Source(catalog.Orders),
+						catalog.PaymentCaptured{OrderID: "order-1", PaymentID: "p", Amount: catalog.Money{Amount: 3098, Currency: "EUR"}})
+				}, `source "/choreo/orders", want "/choreo/payments"`},
+				{"DeadlineBeforeItsTime", "orders.deadline.order-1", 30 * time.Second, false, func(t *testing.T) []byte {
+					return deadlineBody(t, "order-1") // names placed + 1m, arrives at placed + 30s
+				}, "before its time"},
+				{"DeadlineEarlierThanScheduled", "orders.deadline.order-1", time.Minute, false, func(t *testing.T) []byte {
+					return cloudEvent(t, "forged-4", catalog.TypeOrderDeadline, catalog.Source(catalog.Orders),
+						catalog.OrderDeadline{OrderID: "order-1", Deadline: t0.Add(10 * time.Second)})
+				}, "with a 1m0s deadline"},
+				{"DeadlineWhereNoneIsScheduled", "orders.deadline.order-1", time.Hour, true, func(t *testing.T) []byte {
+					return deadlineBody(t, "order-1")
+				}, "orders schedules no deadlines"},
+				{"DeadlineFromPayments", "orders.deadline.order-1", time.Minute, false, func(t *testing.T) []byte {
+					return cloudEvent(t, "forged-5", catalog.TypeOrderDeadline, catalog.Source(catalog.Payments),
+						catalog.OrderDeadline{OrderID: "order-1", Deadline: t0.Add(time.Minute)})
+				}, `source "/choreo/payments"`},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					f := sagaFixture(t, b)
+					if tc.noDeadlines {
+						f = newFixture(t, b)
+						f.clock = t0
+						svc, err := orders.New(orders.Config{Store: f.store, Now: func() time.Time { return f.clock }})
+						if err != nil {
+							t.Fatal(err)
+						}
+						f.svc = svc
+					}
+					mustHandle(t, f, catalog.SubjectPlaceOrder, []byte(placeBody))
+					before := f.subjects(t)
+					f.clock = t0.Add(tc.clock)
+					err := f.handle(context.Background(), tc.subject, tc.body(t), nil)
+					if !events.IsPermanent(err) || !strings.Contains(err.Error(), tc.wantReason) {
+						t.Fatalf("got %v, want a permanent error (a dead letter) saying %s", err, tc.wantReason)
+					}
+					if o := f.order(t, "order-1"); o.Status != orders.Pending {
+						t.Errorf("order: got %s %q, want PENDING", o.Status, o.Reason)
+					}
+					if after := f.subjects(t); !slices.Equal(after, before) {
+						t.Errorf("outbox: got %v, want %v (nothing added)", after, before)
+					}
+				})
 			}
 		})
 	}

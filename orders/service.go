@@ -114,7 +114,10 @@ func (s *Service) place(cmd catalog.PlaceOrder, decided func(o *Order, created b
 		decided(nil, false)
 		if existing != nil {
 			if !existing.SameRequest(cmd) {
-				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w", cmd.OrderID, ErrDifferentOrder))
+				// Name the earlier command's order, so the client can tell
+				// which of its requests claimed the id.
+				return nil, nil, events.Conflict(fmt.Errorf("place %s: %w: an earlier command placed it at %s for customer %q, %d lines, total %s",
+					cmd.OrderID, ErrDifferentOrder, existing.PlacedAt.Format(time.RFC3339), existing.CustomerID, len(existing.Items), existing.Total))
 			}
 			decided(existing, false)
 			return nil, nil, nil
@@ -228,14 +231,18 @@ func (s *Service) endDeadline(o *Order, out []events.Outgoing) []events.Outgoing
 }
 
 // update is the work of an event that moves an existing order on.
-func (s *Service) update(key inbox.Key, orderID string, transition func(o *Order, now time.Time) []events.Outgoing) consumer.Work {
+func (s *Service) update(key inbox.Key, orderID string, transition func(o *Order, now time.Time) ([]events.Outgoing, error)) consumer.Work {
 	return s.work(key, orderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		if o == nil {
 			// Orders creates every order before anything can refer to it,
 			// so this is an event from elsewhere or a lost database.
 			return nil, nil, events.Permanent(fmt.Errorf("order %s: %w", orderID, ErrNotFound))
 		}
-		return o, s.endDeadline(o, transition(o, s.now())), nil
+		out, err := transition(o, s.now())
+		if err != nil {
+			return nil, nil, err
+		}
+		return o, s.endDeadline(o, out), nil
 	})
 }
 
@@ -268,11 +275,11 @@ func (s *Service) routes() *consumer.Router {
 	consumer.Route(r, catalog.SubjectPlaceOrder, catalog.CommandOf[catalog.PlaceOrder], s.onPlace)
 	consumer.Route(r, catalog.SubjectCancelOrder, catalog.CommandOf[catalog.CancelOrder], s.onCancel)
 	// The events that move an existing order on, each to its transition.
-	onEvent(s, r, catalog.Orders, catalog.EventDeadline, catalog.TypeOrderDeadline, (*Order).OnDeadline)
+	onCheckedEvent(s, r, catalog.Orders, catalog.EventDeadline, catalog.TypeOrderDeadline, s.checkDeadline, (*Order).OnDeadline)
 	onEvent(s, r, catalog.Payments, catalog.EventDeclined, catalog.TypePaymentDeclined, (*Order).OnPaymentDeclined)
 	onEvent(s, r, catalog.Inventory, catalog.EventReserved, catalog.TypeStockReserved, (*Order).OnStockReserved)
 	onEvent(s, r, catalog.Inventory, catalog.EventReservationFailed, catalog.TypeStockReservationFailed, (*Order).OnStockReservationFailed)
-	onEvent(s, r, catalog.Payments, catalog.EventCaptured, catalog.TypePaymentCaptured, (*Order).OnPaymentCaptured)
+	onCheckedEvent(s, r, catalog.Payments, catalog.EventCaptured, catalog.TypePaymentCaptured, (*Order).CheckCapture, (*Order).OnPaymentCaptured)
 	return r
 }
 
@@ -280,12 +287,12 @@ func (s *Service) onPlace(ctx context.Context, _ *consumer.Message, c catalog.Co
 	if err := c.Body.Validate(); err != nil {
 		return consumer.Work{}, events.Permanent(fmt.Errorf("invalid order: %w", err))
 	}
-	return s.store.Work(commandKey(c.Key), c.Body.OrderID, s.place(c.Body, func(*Order, bool) {})), nil
+	return s.store.Work(c.InboxKey(consumerName), c.Body.OrderID, s.place(c.Body, func(*Order, bool) {})), nil
 }
 
 func (s *Service) onCancel(ctx context.Context, _ *consumer.Message, c catalog.Command[catalog.CancelOrder]) (consumer.Work, error) {
 	cancel := s.cancel(c.Body.OrderID, func(*Order, bool) {})
-	return s.work(commandKey(c.Key), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
+	return s.work(c.InboxKey(consumerName), c.Body.OrderID, func(o *Order) (*Order, []events.Outgoing, error) {
 		next, out, err := cancel(o)
 		if errors.Is(err, ErrNotFound) {
 			// The place command may still be on its way (both travel on
@@ -299,23 +306,68 @@ func (s *Service) onCancel(ctx context.Context, _ *consumer.Message, c catalog.C
 	}), nil
 }
 
+// ErrForgedDeadline is wrapped by the error for an orders.deadline that
+// cannot be the order's own: the service schedules none, it names an
+// earlier time than the one scheduled, or it fires before its time.
+var ErrForgedDeadline = errors.New("not the order's deadline")
+
+// deadlineSlack absorbs what separates a real deadline's firing from the
+// time it names: the schedule is written to the second (so it may fire up
+// to a second early) and the server's clock may be a little ahead of the
+// service's.
+const deadlineSlack = 2 * time.Second
+
+// checkDeadline reports whether e can be the deadline the service
+// scheduled for o. The service schedules it at o's placing for
+// PlacedAt+Deadline, and the server fires it at that time, so an
+// orders.deadline that names an earlier time, or arrives before the time
+// it names (checked against the service's clock, not anything the event
+// says), or for a service that schedules no deadlines, is forged — it
+// would cancel any pending order at will — and is dead-lettered. The
+// same holds for an order already final: a real deadline that fired as
+// the order ended passes, and changes nothing (OnDeadline).
+//
+// A deadline scheduled before --order-timeout was lengthened names an
+// earlier time than the new setting gives, and is refused too; the sweep
+// (SweepDeadlines) cancels that order once it is overdue by the new
+// setting.
+func (s *Service) checkDeadline(o *Order, e catalog.OrderDeadline) error {
+	switch due := o.PlacedAt.Add(s.deadline); {
+	case s.deadline <= 0:
+		return events.Permanent(fmt.Errorf("order %s: deadline %s, and orders schedules no deadlines: %w", o.ID, e.Deadline.UTC().Format(time.RFC3339), ErrForgedDeadline))
+	case e.Deadline.Before(due.Add(-deadlineSlack)):
+		return events.Permanent(fmt.Errorf("order %s: deadline %s, placed %s with a %s deadline (due %s): %w", o.ID,
+			e.Deadline.UTC().Format(time.RFC3339), o.PlacedAt.Format(time.RFC3339), s.deadline, due.Format(time.RFC3339), ErrForgedDeadline))
+	case s.now().Before(e.Deadline.Add(-deadlineSlack)):
+		return events.Permanent(fmt.Errorf("order %s: deadline %s arrived at %s, before its time: %w", o.ID,
+			e.Deadline.UTC().Format(time.RFC3339), s.now().UTC().Format(time.RFC3339), ErrForgedDeadline))
+	}
+	return nil
+}
+
 // onEvent routes service's events of the given name and type to
 // transition, which moves an existing order on.
 func onEvent[T catalog.OrderEvent](s *Service, r *consumer.Router, service, event, typ string, transition func(o *Order, e T, now time.Time) []events.Outgoing) {
+	onCheckedEvent(s, r, service, event, typ, nil, transition)
+}
+
+// onCheckedEvent is onEvent with a check of the event against the order
+// before the transition: an error rolls the unit of work back, and a
+// Permanent one dead-letters the event with its reason.
+func onCheckedEvent[T catalog.OrderEvent](s *Service, r *consumer.Router, service, event, typ string, check func(o *Order, e T) error, transition func(o *Order, e T, now time.Time) []events.Outgoing) {
 	consumer.Route(r, catalog.EventSubject(service, event, "*"), catalog.EventOf[T](typ),
 		func(_ context.Context, _ *consumer.Message, e catalog.Event[T]) (consumer.Work, error) {
-			return s.update(eventKey(e.Envelope), e.Data.Order(), func(o *Order, now time.Time) []events.Outgoing {
-				return transition(o, e.Data, now)
+			return s.update(eventKey(e.Envelope), e.Data.Order(), func(o *Order, now time.Time) ([]events.Outgoing, error) {
+				if check != nil {
+					if err := check(o, e.Data); err != nil {
+						return nil, err
+					}
+				}
+				return transition(o, e.Data, now), nil
 			}), nil
 		})
 }
 
 func eventKey(env events.Envelope) inbox.Key {
 	return inbox.Key{Consumer: consumerName, EventID: env.ID}
-}
-
-// commandKey is the inbox key of a command with the given idempotency key
-// (see catalog.Command).
-func commandKey(key string) inbox.Key {
-	return inbox.Key{Consumer: consumerName, EventID: key}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
@@ -29,6 +31,9 @@ type fixture struct {
 	store *orderdb.Store
 	db    *sqldb.DB
 	seq   uint64
+	// clock is the service's time, for fixtures that move it (see
+	// sagaFixture).
+	clock time.Time
 }
 
 func newFixture(t *testing.T, b sqltest.Backend) *fixture {
@@ -158,6 +163,7 @@ func TestHandle(t *testing.T) {
 			t.Run("PlaceCloudEvent", func(t *testing.T) { testPlaceCloudEvent(t, b) })
 			t.Run("SameCommandTwiceCreatesOneOrder", func(t *testing.T) { testSameCommandTwice(t, b) })
 			t.Run("SameOrderIDDifferentItemsIsConflict", func(t *testing.T) { testDifferentOrderSameID(t, b) })
+			t.Run("CommandKeyReusedWithAnotherBodyIsConflict", func(t *testing.T) { testCommandKeyReused(t, b) })
 			t.Run("InvalidCommandIsPermanent", func(t *testing.T) { testInvalidCommands(t, b) })
 			t.Run("UnknownSubjectIsPermanent", func(t *testing.T) { testUnknownSubject(t, b) })
 			t.Run("CaptureForUnknownOrderIsPermanent", func(t *testing.T) { testCaptureUnknownOrder(t, b) })
@@ -261,6 +267,9 @@ func testDifferentOrderSameID(t *testing.T, b sqltest.Backend) {
 	}
 	if !errors.Is(err, orders.ErrDifferentOrder) {
 		t.Errorf("place with reused id: %v does not match ErrDifferentOrder", err)
+	}
+	if want := `an earlier command placed it at 2025-03-01T12:00:00Z for customer "cust-1", 2 lines, total 3098 EUR`; !strings.Contains(err.Error(), want) {
+		t.Errorf("place with reused id: reason %q does not name the earlier command (%s)", err, want)
 	}
 	if got := f.order(t, "order-1"); !reflect.DeepEqual(got, before) {
 		t.Errorf("order changed by a conflicting place:\n got %+v\nwant %+v", got, before)
@@ -473,5 +482,42 @@ func testMalformedEvents(t *testing.T, b sqltest.Backend) {
 	}
 	if o := f.order(t, "order-1"); o.Status != orders.Pending || o.StockReserved {
 		t.Errorf("order changed by malformed events: %+v", o)
+	}
+}
+
+// A command key (Nats-Msg-Id or command_id) arriving again with another
+// body is a conflict naming the earlier command, dead-lettered, and
+// changes nothing — cancel and place alike; the same body is a duplicate.
+func testCommandKeyReused(t *testing.T, b sqltest.Backend) {
+	f := newFixture(t, b)
+	ctx := context.Background()
+	mustHandle(t, f, catalog.SubjectPlaceOrder, []byte(placeBody))
+	mustHandle(t, f, catalog.SubjectPlaceOrder, []byte(strings.NewReplacer(`"order-1"`, `"order-2"`, `"cmd-1"`, `"cmd-2"`).Replace(placeBody)))
+	before := f.subjects(t)
+	wantConflict := func(what string, err error) {
+		t.Helper()
+		if events.KindOf(err) != events.KindConflict || !errors.Is(err, inbox.ErrKeyReused) || !strings.Contains(err.Error(), "earlier command (COMMANDS:") {
+			t.Errorf("%s: got %v, want a conflict wrapping inbox.ErrKeyReused naming the earlier command", what, err)
+		}
+	}
+	// cmd-1 placed order-1: a place of order-3 under the same key.
+	wantConflict("place under a used key", f.handle(ctx, catalog.SubjectPlaceOrder, []byte(strings.ReplaceAll(placeBody, `"order-1"`, `"order-3"`)), nil))
+	if _, err := f.svc.Get(ctx, "order-3"); !errors.Is(err, orders.ErrNotFound) {
+		t.Errorf("order-3: got %v, want none", err)
+	}
+	// c-1 cancels order-1; the same key cannot cancel order-2.
+	mustHandle(t, f, catalog.SubjectCancelOrder, cancelBody("order-1", "c-1"))
+	before = append(before, "orders.cancelled.order-1")
+	wantConflict("cancel of another order under a used key", f.handle(ctx, catalog.SubjectCancelOrder, cancelBody("order-2", "c-1"), nil))
+	// A Nats-Msg-Id is a key like command_id.
+	h := nats.Header{}
+	h.Set("Nats-Msg-Id", "c-1")
+	wantConflict("cancel under a used Nats-Msg-Id", f.handle(ctx, catalog.SubjectCancelOrder, cancelBody("order-2", ""), h))
+	mustHandle(t, f, catalog.SubjectCancelOrder, cancelBody("order-1", "c-1")) // the same body: a duplicate
+	if o := f.order(t, "order-2"); o.Status != orders.Pending {
+		t.Errorf("order-2: got %s, want PENDING", o.Status)
+	}
+	if got := f.subjects(t); !slices.Equal(got, before) {
+		t.Errorf("outbox: got %v, want %v", got, before)
 	}
 }

@@ -12,8 +12,18 @@
 // It consumes, through the durable consumer "payments":
 //   - orders.placed.<order> (ORDERS), which names the customer and the
 //     amount;
-//   - inventory.reserved.<order> (INVENTORY), which says the goods are held;
-//   - orders.cancelled.<order> (ORDERS), whatever the reason.
+//   - inventory.reserved.<order> (INVENTORY), which says the goods are held
+//     — for an order not yet seen placed it is retried (Transient), and
+//     dead-lettered if the order never comes;
+//   - orders.confirmed.<order> (ORDERS), which makes the capture final:
+//     refused unless it confirms the captured amount;
+//   - orders.cancelled.<order> (ORDERS), whatever the reason — refused for
+//     an order known to be confirmed.
+//
+// Events are checked, not just believed (a misconfigured NATS server lets
+// anyone publish them): the source and subject checks of catalog.EventOf,
+// then the ones above; a refused event is dead-lettered with its reason
+// and changes nothing.
 //
 // Messages that can never be handled go to dlq.payments. The events come
 // from different streams, so they arrive in any order, and any may come
@@ -31,6 +41,7 @@
 // Invariants:
 //   - an order is captured only when it is placed, reserved and not
 //     cancelled;
+//   - a confirmed order is never refunded;
 //   - an order is charged at most once and refunded at most once: every
 //     provider call carries the order id as its idempotency key, so a
 //     retried call returns the first answer;

@@ -307,6 +307,41 @@ func (h *harness) mustHandle(t testing.TB, m *consumer.Message) {
 	}
 }
 
+// deliver handles msgs in order as the consumer would: one refused
+// because its order is not yet placed (payments.ErrNotPlaced, Transient)
+// is delivered again after the others, as a nak'ed message is; any other
+// error fails the test.
+func (h *harness) deliver(t testing.TB, msgs ...*consumer.Message) {
+	t.Helper()
+	for n := 0; len(msgs) > 0; n++ {
+		if n > 100 {
+			t.Fatalf("still %d messages to deliver after %d deliveries", len(msgs), n)
+		}
+		m := msgs[0]
+		msgs = msgs[1:]
+		err := h.svc.Handle(context.Background(), m)
+		switch {
+		case errors.Is(err, payments.ErrNotPlaced) && !events.IsPermanent(err):
+			msgs = append(msgs, m)
+		case err != nil:
+			t.Fatalf("Handle %s: got %v, want nil", m.Subject, err)
+		}
+	}
+}
+
+// handleUntilPlaced handles m, again and again while its order is not yet
+// placed: a consumer's redeliveries, for tests that deliver concurrently.
+func (h *harness) handleUntilPlaced(m *consumer.Message) error {
+	for range 200 {
+		err := h.svc.Handle(context.Background(), m)
+		if !errors.Is(err, payments.ErrNotPlaced) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: order never placed", m.Subject)
+}
+
 func (h *harness) mustGet(t testing.TB, orderID string) *payments.Payment {
 	t.Helper()
 	p, err := h.svc.Get(context.Background(), orderID)
@@ -447,4 +482,18 @@ func (h *harness) assertOutcome(t testing.TB, orderID string, status payments.St
 	if got := h.mustMoney(t, orderID); got != m {
 		t.Errorf("money of %s: got %+v, want %+v", orderID, got, m)
 	}
+}
+
+// confirmedMsg is orders.confirmed for orderID, of the order's total.
+func confirmedMsg(t testing.TB, orderID string) *consumer.Message {
+	t.Helper()
+	e := placedEvent(orderID)
+	return message(t, events.Outgoing{
+		ID:      events.DerivedID(orderID, "orders.confirmed"),
+		Subject: catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, orderID),
+		Type:    catalog.TypeOrderConfirmed,
+		Source:  catalog.Source(catalog.Orders),
+		Time:    t0,
+		Data:    catalog.OrderConfirmed{OrderID: orderID, CustomerID: e.CustomerID, Items: e.Items, Total: e.Total},
+	})
 }

@@ -68,6 +68,24 @@ var ErrNotFound = errors.New("payment not found")
 // service never decided to move.
 var ErrNotPending = errors.New("payment is not pending")
 
+// ErrNotPlaced is wrapped by the error for inventory.reserved of an
+// order whose orders.placed payments has not seen. Payments captures only
+// what orders placed — the amount and the customer come from that event —
+// so the reservation waits (a Transient error: the two travel on
+// different streams and may arrive in either order) and one for an order
+// that never comes is dead-lettered once its deliveries run out.
+var ErrNotPlaced = errors.New("order not seen placed")
+
+// ErrConfirmed is wrapped by the error for an orders.cancelled of an
+// order payments knows to be confirmed: orders never cancels a confirmed
+// order, so the event is forged or a bug, and refunding on it would give
+// the money back for goods that are sold.
+var ErrConfirmed = errors.New("order is confirmed")
+
+// ErrNotCaptured is wrapped by the error for an orders.confirmed that
+// does not match what payments captured: no capture, or another amount.
+var ErrNotCaptured = errors.New("confirmation of a payment not captured")
+
 // ErrProviderAnswer is wrapped by the errors returned for a provider
 // answer that contradicts itself or the payment (a charge without a
 // payment id, a cancel that neither refunded nor voided, a capture the
@@ -87,6 +105,9 @@ type Payment struct {
 	// Cancelled: orders.cancelled arrived (for any reason). A cancelled
 	// payment is never captured, and one captured is refunded.
 	Cancelled bool
+	// Confirmed: orders.confirmed arrived for the captured payment. A
+	// confirmed payment is never refunded.
+	Confirmed bool
 	Status    Status
 	// PaymentID is the provider's id of the charge, set when Captured
 	// (and kept when the charge is refunded).
@@ -129,10 +150,18 @@ func (p *Payment) OnOrderPlaced(e catalog.OrderPlaced, now time.Time) error {
 	return nil
 }
 
-// OnStockReserved records that inventory holds the order's goods.
+// OnStockReserved records that inventory holds the order's goods. For an
+// order not seen placed (nor cancelled, which says orders placed it) it
+// changes nothing and returns a Transient error wrapping ErrNotPlaced:
+// the reservation is delivered again until orders.placed has come, and a
+// forged one for an order that never comes ends in the dead-letter queue
+// instead of a payment row waiting for ever.
 func (p *Payment) OnStockReserved(e catalog.StockReserved, now time.Time) error {
 	if e.OrderID != p.OrderID {
 		return events.Permanent(fmt.Errorf("payments: reserved event for order %s applied to payment of %s", e.OrderID, p.OrderID))
+	}
+	if !p.Placed && !p.Cancelled {
+		return events.Transient(fmt.Errorf("payments: inventory.reserved for order %s: %w", p.OrderID, ErrNotPlaced))
 	}
 	if p.Reserved {
 		return nil
@@ -171,6 +200,9 @@ func (p *Payment) OnOrderCancelled(e catalog.OrderCancelled, now time.Time) ([]e
 	if e.OrderID != p.OrderID {
 		return nil, events.Permanent(fmt.Errorf("payments: cancelled event for order %s applied to payment of %s", e.OrderID, p.OrderID))
 	}
+	if p.Confirmed {
+		return nil, events.Permanent(fmt.Errorf("payments: orders.cancelled (%s) for order %s: %w, its payment %s is not refunded", e.Reason, p.OrderID, ErrConfirmed, p.PaymentID))
+	}
 	if p.Cancelled {
 		return nil, nil
 	}
@@ -185,6 +217,32 @@ func (p *Payment) OnOrderCancelled(e catalog.OrderCancelled, now time.Time) ([]e
 		p.Status = CancelPending
 	}
 	return nil, nil
+}
+
+// OnOrderConfirmed records that orders confirmed the order, on the
+// capture payments published: from then on no orders.cancelled is
+// believed (see OnOrderCancelled). Orders confirms only on that capture,
+// of exactly the order's total, so a confirmation of a payment not
+// captured, of another amount, or of one already being refunded (a
+// cancellation, forged, came first) is not what it says: it is refused
+// with a Permanent error — dead-lettered, for a person to see — and
+// changes nothing.
+func (p *Payment) OnOrderConfirmed(e catalog.OrderConfirmed, now time.Time) error {
+	if e.OrderID != p.OrderID {
+		return events.Permanent(fmt.Errorf("payments: confirmed event for order %s applied to payment of %s", e.OrderID, p.OrderID))
+	}
+	if p.Status != Captured {
+		return events.Permanent(fmt.Errorf("payments: orders.confirmed for order %s, whose payment is %s: %w", p.OrderID, p.Status, ErrNotCaptured))
+	}
+	if e.Total != p.Amount {
+		return events.Permanent(fmt.Errorf("payments: orders.confirmed for order %s with total %s, captured %s: %w", p.OrderID, e.Total, p.Amount, ErrNotCaptured))
+	}
+	if p.Confirmed {
+		return nil
+	}
+	p.Confirmed = true
+	p.UpdatedAt = now.UTC()
+	return nil
 }
 
 // CaptureRequest returns the provider request that charges p. The order

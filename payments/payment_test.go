@@ -47,6 +47,10 @@ var (
 		return p.OnOrderCancelled(catalog.OrderCancelled{OrderID: order, CustomerID: e.CustomerID,
 			Reason: catalog.ReasonCustomerCancelled, Total: e.Total}, t0)
 	}}
+	stepConfirmed = step{"confirmed", func(p *payments.Payment) ([]events.Outgoing, error) {
+		e := placedEvent(order)
+		return nil, p.OnOrderConfirmed(catalog.OrderConfirmed{OrderID: order, CustomerID: e.CustomerID, Items: e.Items, Total: e.Total}, t0)
+	}}
 	stepCharged = step{"charged", func(p *payments.Payment) ([]events.Outgoing, error) {
 		return p.OnCaptureResult(payments.CaptureResult{PaymentID: "pay-1"}, t0)
 	}}
@@ -84,9 +88,9 @@ func TestPaymentTransitions(t *testing.T) {
 	}{
 		{"New", nil},
 		{"WaitingPlaced", []step{stepPlaced}},
-		{"WaitingReserved", []step{stepReserved}},
 		{"CapturePending", []step{stepPlaced, stepReserved}},
 		{"Captured", []step{stepPlaced, stepReserved, stepCharged}},
+		{"Confirmed", []step{stepPlaced, stepReserved, stepCharged, stepConfirmed}},
 		{"Declined", []step{stepPlaced, stepReserved, stepDeclined}},
 		{"CancelPendingBeforeCharge", []step{stepPlaced, stepReserved, stepCancelled}},
 		{"CancelPendingAfterCharge", []step{stepPlaced, stepReserved, stepCharged, stepCancelled}},
@@ -109,21 +113,25 @@ func TestPaymentTransitions(t *testing.T) {
 		V  = payments.Voided
 	)
 	notPending := want{err: payments.ErrNotPending}
-	inputs := []step{stepPlaced, stepReserved, stepCancelled, stepCharged, stepDeclined, stepRefunded, stepVoided}
+	// A reservation of an order not placed waits for it (Transient); a
+	// confirmation of a payment not captured, or a cancellation of a
+	// confirmed order, is not believed (Permanent).
+	notPlaced, notCaptured, confirmed := want{err: payments.ErrNotPlaced}, want{err: payments.ErrNotCaptured}, want{err: payments.ErrConfirmed}
+	inputs := []step{stepPlaced, stepReserved, stepCancelled, stepCharged, stepDeclined, stepRefunded, stepVoided, stepConfirmed}
 	// One row per start, one column per input, in the order of inputs.
 	table := map[string][]want{
-		//                           placed    reserved  cancelled         charged           declined          refunded          voided
-		"New":                       {{W, "", nil}, {W, "", nil}, {V, "voided", nil}, notPending, notPending, notPending, notPending},
-		"WaitingPlaced":             {{W, "", nil}, {CP, "", nil}, {V, "voided", nil}, notPending, notPending, notPending, notPending},
-		"WaitingReserved":           {{CP, "", nil}, {W, "", nil}, {V, "voided", nil}, notPending, notPending, notPending, notPending},
-		"CapturePending":            {{CP, "", nil}, {CP, "", nil}, {XP, "", nil}, {C, "captured", nil}, {D, "declined", nil}, notPending, notPending},
-		"Captured":                  {{C, "", nil}, {C, "", nil}, {XP, "", nil}, {C, "", nil}, {C, "", nil}, notPending, notPending},
-		"Declined":                  {{D, "", nil}, {D, "", nil}, {D, "", nil}, {D, "", nil}, {D, "", nil}, notPending, notPending},
-		"CancelPendingBeforeCharge": {{XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {R, "captured,refunded", nil}, {V, "voided", nil}},
-		"CancelPendingAfterCharge":  {{XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {R, "refunded", nil}, {err: payments.ErrProviderAnswer}},
-		"Refunded":                  {{R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}},
-		"VoidedWhileWaiting":        {{V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}},
-		"VoidedWhilePending":        {{V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}},
+		//                           placed    reserved  cancelled         charged           declined          refunded          voided      confirmed
+		"New":                       {{W, "", nil}, notPlaced, {V, "voided", nil}, notPending, notPending, notPending, notPending, notCaptured},
+		"WaitingPlaced":             {{W, "", nil}, {CP, "", nil}, {V, "voided", nil}, notPending, notPending, notPending, notPending, notCaptured},
+		"CapturePending":            {{CP, "", nil}, {CP, "", nil}, {XP, "", nil}, {C, "captured", nil}, {D, "declined", nil}, notPending, notPending, notCaptured},
+		"Captured":                  {{C, "", nil}, {C, "", nil}, {XP, "", nil}, {C, "", nil}, {C, "", nil}, notPending, notPending, {C, "", nil}},
+		"Confirmed":                 {{C, "", nil}, {C, "", nil}, confirmed, {C, "", nil}, {C, "", nil}, notPending, notPending, {C, "", nil}},
+		"Declined":                  {{D, "", nil}, {D, "", nil}, {D, "", nil}, {D, "", nil}, {D, "", nil}, notPending, notPending, notCaptured},
+		"CancelPendingBeforeCharge": {{XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {R, "captured,refunded", nil}, {V, "voided", nil}, notCaptured},
+		"CancelPendingAfterCharge":  {{XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {XP, "", nil}, {R, "refunded", nil}, {err: payments.ErrProviderAnswer}, notCaptured},
+		"Refunded":                  {{R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, {R, "", nil}, notCaptured},
+		"VoidedWhileWaiting":        {{V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, notCaptured},
+		"VoidedWhilePending":        {{V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, {V, "", nil}, notCaptured},
 	}
 	for _, start := range starts {
 		row, ok := table[start.name]
@@ -220,7 +228,7 @@ func TestPaymentEvents(t *testing.T) {
 		{"RefundedAfterUnrecordedCharge", []step{stepPlaced, stepReserved, stepCancelled, stepRefunded}, events.Outgoing{
 			ID: payments.EventID(order, "refunded"), Subject: "payments.refunded.order-1", Type: catalog.TypePaymentRefunded,
 			Data: catalog.PaymentRefunded{OrderID: order, Amount: eur1200}}},
-		{"VoidedWhileWaiting", []step{stepReserved, stepCancelled}, events.Outgoing{
+		{"VoidedWhileWaiting", []step{stepPlaced, stepCancelled}, events.Outgoing{
 			ID: payments.EventID(order, "voided"), Subject: "payments.voided.order-1", Type: catalog.TypePaymentVoided,
 			Data: catalog.PaymentVoided{OrderID: order}}},
 		{"VoidedWhilePending", []step{stepPlaced, stepReserved, stepCancelled, stepVoided}, events.Outgoing{

@@ -181,6 +181,12 @@ func runSagaCase(t *testing.T, rt *rapid.T, h *harness, sc sagaScenario, id stri
 		if isCancel && !cancelSeen {
 			cancelSeen, cancelPre, chargedAtCalls = true, pre, charged
 		}
+		if errors.Is(err, payments.ErrNotPlaced) && events.KindOf(err) == events.KindTransient {
+			// A reservation ahead of its order waits for it: nothing
+			// changed, and it comes again after the others.
+			queue = append(queue, m)
+			continue
+		}
 		if err != nil {
 			switch {
 			case armed == nil:
@@ -262,6 +268,23 @@ func runSagaCase(t *testing.T, rt *rapid.T, h *harness, sc sagaScenario, id stri
 	}
 	if cancelling && cancelPre == payments.Waiting && h.faults.KeyCalls(id) != 0 {
 		rt.Fatalf("provider calls for an order cancelled before its capture was decided: got %d, want 0", h.faults.KeyCalls(id))
+	}
+	// Once confirmed, a captured order is never refunded: orders.confirmed
+	// (delivered once or more) then a forged orders.cancelled, which is
+	// refused and moves no money.
+	if !cancelling && !sc.declines {
+		for range rapid.IntRange(1, 2).Draw(rt, "copies of confirmed") {
+			if err := h.svc.Handle(context.Background(), confirmedMsg(t, id)); err != nil {
+				rt.Fatalf("orders.confirmed: %v", err)
+			}
+		}
+		err := h.svc.Handle(context.Background(), cancelledMsg(t, id, catalog.ReasonTimeout))
+		if !events.IsPermanent(err) || !errors.Is(err, payments.ErrConfirmed) {
+			rt.Fatalf("orders.cancelled of a confirmed order: got %v, want a permanent error wrapping ErrConfirmed", err)
+		}
+		if p, err := h.svc.Get(context.Background(), id); err != nil || p.Status != payments.Captured || h.books(id) != wantMoney {
+			rt.Fatalf("after the forged cancel: payment %+v (%v), provider's books %+v; want CAPTURED and %+v", p, err, h.books(id), wantMoney)
+		}
 	}
 	path = sc.name
 	if cancelling {

@@ -116,6 +116,12 @@ func (s *Service) routes() *consumer.Router {
 				return nil, p.OnStockReserved(e.Data, now)
 			}), nil
 		})
+	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventConfirmed, "*"), catalog.EventOf[catalog.OrderConfirmed](catalog.TypeOrderConfirmed),
+		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.OrderConfirmed]) (consumer.Work, error) {
+			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {
+				return nil, p.OnOrderConfirmed(e.Data, now)
+			}), nil
+		})
 	consumer.Route(r, catalog.EventSubject(catalog.Orders, catalog.EventCancelled, "*"), catalog.EventOf[catalog.OrderCancelled](catalog.TypeOrderCancelled),
 		func(ctx context.Context, m *consumer.Message, e catalog.Event[catalog.OrderCancelled]) (consumer.Work, error) {
 			return s.record(ctx, m, e.Envelope, e.Data.OrderID, func(p *Payment, now time.Time) ([]events.Outgoing, error) {

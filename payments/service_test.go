@@ -49,7 +49,15 @@ func testInOrder(t *testing.T, b sqltest.Backend, placedFirst bool) {
 	h := newHarness(t, b)
 	first, second := placedMsg(t, "order-1"), reservedMsg(t, "order-1")
 	if !placedFirst {
-		first, second = second, first
+		// A reservation of an order payments has not seen placed waits:
+		// refused as Transient, redelivered once the order is placed.
+		err := h.svc.Handle(context.Background(), second)
+		if !errors.Is(err, payments.ErrNotPlaced) || events.KindOf(err) != events.KindTransient {
+			t.Fatalf("reserved before placed: got %v (kind %s), want a transient error wrapping ErrNotPlaced", err, events.KindOf(err))
+		}
+		if _, err := h.svc.Get(context.Background(), "order-1"); !errors.Is(err, payments.ErrNotFound) {
+			t.Fatalf("after the refused reservation: got %v, want no payment", err)
+		}
 	}
 	h.mustHandle(t, first)
 	if p := h.mustGet(t, "order-1"); p.Status != payments.Waiting {
@@ -115,19 +123,19 @@ func testProviderFailsTwice(t *testing.T, b sqltest.Backend) {
 // what captures.
 func testCrashBeforeRecording(t *testing.T, b sqltest.Backend) {
 	h := newHarness(t, b)
-	h.mustHandle(t, reservedMsg(t, "order-1"))
+	h.mustHandle(t, placedMsg(t, "order-1"))
 	h.faults.failNext(1, 0)
-	placed := placedMsg(t, "order-1")
-	if err := h.svc.Handle(context.Background(), placed); err == nil {
+	reserved := reservedMsg(t, "order-1")
+	if err := h.svc.Handle(context.Background(), reserved); err == nil {
 		t.Fatal("first delivery: got nil, want the provider's error")
 	}
-	if p := h.mustGet(t, "order-1"); p.Status != payments.CapturePending || !p.Placed {
-		t.Fatalf("after the failed delivery: got status %s placed %v, want CAPTURE_PENDING true (step 1 committed)", p.Status, p.Placed)
+	if p := h.mustGet(t, "order-1"); p.Status != payments.CapturePending || !p.Reserved {
+		t.Fatalf("after the failed delivery: got status %s reserved %v, want CAPTURE_PENDING true (step 1 committed)", p.Status, p.Reserved)
 	}
-	h.mustHandle(t, placed) // the redelivery
+	h.mustHandle(t, reserved) // the redelivery
 	h.assertCapturedOnce(t, "order-1")
 	// A later duplicate of the other event finds nothing left to do.
-	h.mustHandle(t, reservedMsg(t, "order-1"))
+	h.mustHandle(t, placedMsg(t, "order-1"))
 	h.assertCapturedOnce(t, "order-1")
 	if n := h.provider.Calls("order-1"); n != 1 {
 		t.Errorf("provider calls that reached it: got %d, want 1", n)
@@ -231,7 +239,7 @@ func testConcurrentHandle(t *testing.T, b sqltest.Backend) {
 		id := fmt.Sprintf("order-%02d", i)
 		for _, m := range []*consumer.Message{placedMsg(t, id), reservedMsg(t, id), placedMsg(t, id), reservedMsg(t, id)} {
 			wg.Go(func() {
-				if err := h.svc.Handle(context.Background(), m); err != nil {
+				if err := h.handleUntilPlaced(m); err != nil {
 					errs <- fmt.Errorf("%s: %w", m.Subject, err)
 				}
 			})
@@ -274,7 +282,7 @@ func TestConsumer(t *testing.T) {
 		got[s.Stream] = s.FilterSubjects
 	}
 	want := map[string][]string{
-		catalog.StreamOrders:    {"orders.placed.*", "orders.cancelled.*"},
+		catalog.StreamOrders:    {"orders.placed.*", "orders.confirmed.*", "orders.cancelled.*"},
 		catalog.StreamInventory: {"inventory.reserved.*"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -377,9 +385,7 @@ func testCancelBeforeCapture(t *testing.T, b sqltest.Backend) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, b)
 			in := tt.inputs("order-1")
-			for _, m := range append(in, in...) { // and every input again
-				h.mustHandle(t, m)
-			}
+			h.deliver(t, append(in, in...)...) // and every input again
 			h.assertOutcome(t, "order-1", payments.Voided, voidedOnly, money{})
 			if got := eventData[catalog.PaymentVoided](t, h.db, "order-1", catalog.EventVoided); got.OrderID != "order-1" {
 				t.Errorf("payments.voided: got %+v", got)
@@ -589,7 +595,7 @@ func testConcurrentCancel(t *testing.T, b sqltest.Backend) {
 		cancelled := func() *consumer.Message { return cancelledMsg(t, id, catalog.ReasonCustomerCancelled) }
 		for _, m := range []*consumer.Message{placedMsg(t, id), reservedMsg(t, id), cancelled(), placedMsg(t, id), reservedMsg(t, id), cancelled()} {
 			wg.Go(func() {
-				if err := h.svc.Handle(context.Background(), m); err != nil {
+				if err := h.handleUntilPlaced(m); err != nil {
 					errs <- fmt.Errorf("%s: %w", m.Subject, err)
 				}
 			})

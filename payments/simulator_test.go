@@ -64,8 +64,8 @@ func (s *simulated) restart(t *testing.T) {
 
 func testSimulatorDecline(t *testing.T, b sqltest.Backend) {
 	s := newSimulated(t, b, simulator.Config{DeclineOverAmount: 1000, Seed: 1})
-	s.mustHandle(t, reservedMsg(t, "order-1"))
 	s.mustHandle(t, placedMsg(t, "order-1"))
+	s.mustHandle(t, reservedMsg(t, "order-1"))
 	s.mustHandle(t, placedMsg(t, "order-1"))
 	if p := s.mustGet(t, "order-1"); p.Status != payments.Declined || p.DeclineReason != simulator.ReasonAmountOverLimit {
 		t.Errorf("payment: got %s %q, want DECLINED %q", p.Status, p.DeclineReason, simulator.ReasonAmountOverLimit)

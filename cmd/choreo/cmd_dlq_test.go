@@ -140,7 +140,8 @@ func TestDLQ(t *testing.T) {
 	order := waitDLQ(t, ctx, c.natsURL, catalog.SubjectPlaceOrder)
 
 	t.Run("ls json", func(t *testing.T) {
-		if restock.Consumer != catalog.Inventory || restock.OriginalStream != catalog.StreamCommands ||
+		// Each command kind has a durable consumer of its own.
+		if restock.Consumer != catalog.CommandDurable(catalog.Inventory, "restock") || restock.OriginalStream != catalog.StreamCommands ||
 			restock.OriginalSequence == 0 || restock.DeliveryCount < 1 || restock.RetryCount != 0 ||
 			restock.TraceID != dlqTestTraceID || !strings.Contains(restock.Reason, "quantity -5") ||
 			string(restock.Data) != restockBody || restock.FailedAt.IsZero() || restock.ID == 0 {
@@ -153,7 +154,7 @@ func TestDLQ(t *testing.T) {
 		if err := json.Unmarshal(order.Data, &s); err != nil || s != `{"order_id": oops` {
 			t.Errorf("malformed body should be a JSON string, got %s", order.Data)
 		}
-		if order.Consumer != catalog.Orders || order.TraceID != "" || order.Reason == "" {
+		if order.Consumer != catalog.CommandDurable(catalog.Orders, "place") || order.TraceID != "" || order.Reason == "" {
 			t.Errorf("order entry: %+v", order)
 		}
 		// Field names are an interface: check the raw keys too.
@@ -231,7 +232,7 @@ func TestDLQ(t *testing.T) {
 		}
 		norm := regexp.MustCompile(` {2,}`).ReplaceAllString(out, " ")
 		for _, want := range []string{
-			"\nConsumer inventory\n", "\nOriginal subject cmd.inventory.restock\n", "\nOriginal stream COMMANDS\n",
+			"\nConsumer inventory-restock\n", "\nOriginal subject cmd.inventory.restock\n", "\nOriginal stream COMMANDS\n",
 			fmt.Sprintf("\nOriginal sequence %d\n", restock.OriginalSequence), "\nRetries 0 (at most 3)\n",
 			"\nTrace ID " + dlqTestTraceID + "\n", "quantity -5", "\nDLQ subject dlq.inventory.cmd.inventory.restock\n",
 			"Choreo-Dlq-Reason: ", "Choreo-Failed-At: ", "X-Operator: alice", "traceparent: 00-" + dlqTestTraceID,
@@ -291,7 +292,7 @@ func TestDLQ(t *testing.T) {
 			// Redelivered, failed again, dead-lettered again with its count.
 			next := waitDLQ(t, ctx, c.natsURL, catalog.SubjectRestock, cur.ID)
 			if next.RetryCount != n || next.OriginalSequence == cur.OriginalSequence || string(next.Data) != restockBody ||
-				next.TraceID != dlqTestTraceID || next.Consumer != catalog.Inventory {
+				next.TraceID != dlqTestTraceID || next.Consumer != catalog.CommandDurable(catalog.Inventory, "restock") {
 				t.Fatalf("after retry %d: %+v", n, next)
 			}
 			if n == 1 {

@@ -256,9 +256,10 @@ func TestStatus(t *testing.T) {
 		if len(rows) != routes+1 || rows["status"] == nil {
 			t.Errorf("choreo-orders stats rows %v, want status and one per route (%d)", slices.Sorted(maps.Keys(rows)), routes)
 		}
-		place := rows["cmd-orders"]
+		// Placements have a durable consumer of their own, and a row.
+		place := rows["cmd-orders-place"]
 		if place == nil {
-			t.Fatalf("no cmd-orders row in %s", msg.Data)
+			t.Fatalf("no cmd-orders-place row in %s", msg.Data)
 		}
 		var did struct {
 			Handled, Duplicates, Retried int
@@ -266,9 +267,9 @@ func TestStatus(t *testing.T) {
 		}
 		_ = json.Unmarshal(place.Data, &did)
 		// Three orders placed and one that could not be decoded.
-		if place.Subject != "cmd.orders.>" || did.Handled != 3 || did.DeadLettered != 1 ||
+		if place.Subject != catalog.SubjectPlaceOrder || did.Handled != 3 || did.DeadLettered != 1 ||
 			place.NumRequests != did.Handled+did.Duplicates+did.Retried+did.DeadLettered || place.NumErrors != did.Retried+did.DeadLettered {
-			t.Errorf("cmd-orders row: %+v, data %s; want 3 handled, 1 dead-lettered", place, place.Data)
+			t.Errorf("cmd-orders-place row: %+v, data %s; want 3 handled, 1 dead-lettered", place, place.Data)
 		}
 	})
 

@@ -89,7 +89,9 @@ func TestMetricsMatchTheStreams(t *testing.T) {
 		got := map[string]float64{}
 		for _, m := range families["choreo_messages_total"].GetMetric() {
 			l := labelsOf(m)
-			if l["consumer"] == svc && l["outcome"] != string(consumer.Retried) {
+			// A service's consumers: "<service>", and "<service>-<action>"
+			// for each command it takes (catalog.ConsumerOf).
+			if owner, _, _ := strings.Cut(l["consumer"], "-"); owner == svc && l["outcome"] != string(consumer.Retried) {
 				got[l["type"]] += m.GetCounter().GetValue()
 			}
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/streams"
 )
 
@@ -129,5 +130,46 @@ func TestStreamSpecsCarryTheRetention(t *testing.T) {
 		if catalog.Streams[i].Limits != (streams.Limits{}) {
 			t.Errorf("StreamSpecs changed catalog.Streams[%d]", i)
 		}
+	}
+}
+
+// An event is believed only when it says what its subject says: a forged
+// payments.captured signed by another service, or one on order A's subject
+// about order B, is dead-lettered (Permanent) before any handler sees it.
+func TestEventOfChecksSourceAndSubject(t *testing.T) {
+	event := func(source, orderID string) []byte {
+		env, err := events.Outgoing{ID: "e-1", Subject: "payments.captured." + orderID, Type: catalog.TypePaymentCaptured, Source: source,
+			Data: catalog.PaymentCaptured{OrderID: orderID, PaymentID: "p", Amount: catalog.Money{Amount: 5, Currency: "EUR"}}}.Envelope()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := events.Encode(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	decode := catalog.EventOf[catalog.PaymentCaptured](catalog.TypePaymentCaptured)
+	for _, tc := range []struct {
+		name, subject string
+		body          []byte
+		wantErr       string
+	}{
+		{"from payments", "payments.captured.o-1", event(catalog.Source(catalog.Payments), "o-1"), ""},
+		{"from a part of payments", "payments.captured.o-1", event(catalog.Source(catalog.Payments)+"/example", "o-1"), ""},
+		{"from a look-alike", "payments.captured.o-1", event(catalog.Source(catalog.Payments)+"-fake", "o-1"), `source "/choreo/payments-fake"`},
+		{"from another service", "payments.captured.o-1", event(catalog.Source(catalog.Orders), "o-1"), `source "/choreo/orders", want "/choreo/payments"`},
+		{"from nowhere", "payments.captured.o-1", event("/attacker", "o-1"), `source "/attacker"`},
+		{"about another order", "payments.captured.o-1", event(catalog.Source(catalog.Payments), "o-2"), `about order "o-2", not the subject's "o-1"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decode(&consumer.Message{Subject: tc.subject, Data: tc.body})
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("got %v, want the event", err)
+			case tc.wantErr != "" && (!events.IsPermanent(err) || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("got %v, want a permanent error saying %s", err, tc.wantErr)
+			}
+		})
 	}
 }

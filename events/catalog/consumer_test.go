@@ -22,24 +22,27 @@ func TestConsumerOfFiltersEachStreamOnTheRoutesItHolds(t *testing.T) {
 	route(r, "cmd.orders.cancel")
 	route(r, "payments.declined.*")
 	cfg := catalog.ConsumerOf("orders", r, nil)
-	got := map[string]string{}
+	got := map[string]string{} // "stream durable" → filters, skipped
 	for _, s := range cfg.Sources {
-		if s.Durable != "orders" {
-			t.Errorf("source %s: durable %q, want orders", s.Stream, s.Durable)
-		}
-		got[s.Stream] = fmt.Sprint(s.FilterSubjects)
+		got[s.Stream+" "+s.Durable] = fmt.Sprint(s.FilterSubjects, s.Skip)
 	}
 	want := map[string]string{
-		catalog.StreamCommands:  "[cmd.orders.>]", // every command to orders: one it has no route for is dead-lettered
-		catalog.StreamInventory: "[inventory.reserved.*]",
-		catalog.StreamPayments:  "[payments.captured.* payments.declined.*]",
+		// Every command to orders: one it has no route for is
+		// dead-lettered; the routed ones its own consumers take.
+		catalog.StreamCommands + " orders": "[cmd.orders.>] [cmd.orders.place cmd.orders.cancel]",
+		// A durable consumer per kind of command: a flood of one kind
+		// fills its own ack-pending limit, not the other's.
+		catalog.StreamCommands + " orders-place":  "[cmd.orders.place] []",
+		catalog.StreamCommands + " orders-cancel": "[cmd.orders.cancel] []",
+		catalog.StreamInventory + " orders":       "[inventory.reserved.*] []",
+		catalog.StreamPayments + " orders":        "[payments.captured.* payments.declined.*] []",
 	}
 	if len(got) != len(want) || len(cfg.Sources) != len(want) {
-		t.Errorf("sources %v, want one per stream: %v", got, want)
+		t.Errorf("sources %v, want %v", got, want)
 	}
-	for stream, filters := range want {
-		if got[stream] != filters {
-			t.Errorf("stream %s filtered on %s, want %s", stream, got[stream], filters)
+	for k, filters := range want {
+		if got[k] != filters {
+			t.Errorf("%s filtered on (and skipping) %s, want %s", k, got[k], filters)
 		}
 	}
 	if cfg.DLQSubject != catalog.DLQSubject("orders") || cfg.Handler == nil {

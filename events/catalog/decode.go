@@ -1,16 +1,20 @@
 package catalog
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/inbox"
 )
 
 // Validator is implemented by every command and by the events whose
@@ -176,8 +180,33 @@ func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 		if env.ID != "" {
 			m.ID, m.Key = env.ID, env.Subject
 		}
+		if err == nil {
+			err = checkOrigin(m.Subject, env, v)
+		}
 		return Event[T]{Envelope: env, Data: v}, err
 	}
+}
+
+// checkOrigin checks that an event says what its subject says: its
+// CloudEvents source is the service the subject's first token names (only
+// orders publishes orders.>: "/choreo/orders", or a path under it such as
+// the "/choreo/orders/example" of `choreo events`), and the order it is about is the subject's
+// key. Behind per-service NATS permissions this is defence in depth: on a
+// misconfigured server anyone may publish anywhere, and a payments.captured
+// claiming to come from elsewhere, or one on order A's subject about
+// order B, is a forgery or a bug, never something to act on. Errors are
+// Permanent.
+func checkOrigin(subject string, env events.Envelope, data any) error {
+	service, _, _ := strings.Cut(subject, ".")
+	if want := Source(service); env.Source != want && !strings.HasPrefix(env.Source, want+"/") {
+		return events.Permanent(fmt.Errorf("%s on %s has source %q, want %q: only %s publishes there", env.Type, subject, env.Source, want, service))
+	}
+	if oe, ok := data.(OrderEvent); ok {
+		if key := events.SubjectKey(subject); oe.Order() != key {
+			return events.Permanent(fmt.Errorf("%s on %s is about order %q, not the subject's %q", env.Type, subject, oe.Order(), key))
+		}
+	}
+	return nil
 }
 
 // Command is a decoded command: its body and its idempotency key.
@@ -187,6 +216,33 @@ type Command[T any] struct {
 	// its command_id, else its CloudEvents id (see
 	// consumer.Message.CommandKey).
 	Key string
+	// Hash is CommandHash of Body: the key arriving again with another
+	// hash is a conflict, not a duplicate (see inbox.ClaimKey).
+	Hash string
+	// Ref is where the command came from, "<stream>:<sequence>", so that
+	// a conflict names the earlier command (`nats stream get COMMANDS 42`).
+	Ref string
+}
+
+// InboxKey is the command's inbox claim for consumer: its key, with the
+// hash of its body and where it came from.
+func (c Command[T]) InboxKey(consumer string) inbox.Key {
+	return inbox.Key{Consumer: consumer, EventID: c.Key, Hash: c.Hash, Ref: c.Ref}
+}
+
+// CommandHash returns a digest of what a command asks for: its body as
+// decoded, encoded again, without its command_id — the id is the key, not
+// the content, and a key may come from the Nats-Msg-Id header or an HTTP
+// Idempotency-Key instead. A bare body and a CloudEvents envelope around
+// it, or the same body spaced or ordered differently, hash the same; a
+// different SKU, quantity, order or line does not.
+func CommandHash(cmd commandBody) string {
+	b, err := json.Marshal(cmd.withoutID())
+	if err != nil { // cannot happen: commands are plain structs
+		panic(fmt.Sprintf("catalog: hash command: %v", err))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // commandBody is a command's Go type.
@@ -195,7 +251,13 @@ type commandBody interface {
 	commandID() string
 	// key is what the command is about: an order id, a SKU.
 	key() string
+	// withoutID is the command with an empty command_id.
+	withoutID() any
 }
+
+func (c PlaceOrder) withoutID() any  { c.CommandID = ""; return c }
+func (c CancelOrder) withoutID() any { c.CommandID = ""; return c }
+func (c Restock) withoutID() any     { c.CommandID = ""; return c }
 
 func (c PlaceOrder) commandID() string  { return c.CommandID }
 func (c CancelOrder) commandID() string { return c.CommandID }
@@ -217,7 +279,10 @@ func CommandOf[T commandBody](m *consumer.Message) (Command[T], error) {
 	if err := ValidKey("Nats-Msg-Id", m.Header.Get("Nats-Msg-Id")); err != nil {
 		return Command[T]{}, err
 	}
-	c := Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID)}
+	c := Command[T]{Body: body, Key: m.CommandKey(body.commandID(), envID), Hash: CommandHash(body)}
+	if m.Stream != "" {
+		c.Ref = m.Stream + ":" + strconv.FormatUint(m.Sequence, 10)
+	}
 	m.ID, m.Key, m.KeyName = c.Key, body.key(), keyNames[m.Subject]
 	return c, nil
 }

@@ -116,6 +116,13 @@ func event(service, name, ceType, key, exampleKey string, consumers []string, de
 
 func by(services ...string) []string { return services }
 
+// withEffect replaces the example effect event derives from the consumers
+// where they check the example against what they know and refuse it.
+func (e regEntry) withEffect(effect string) regEntry {
+	e.effect = effect
+	return e
+}
+
 var exampleLines = []LineItem{{SKU: exampleSKU, Quantity: 2, UnitPrice: 1250}}
 var exampleStock = []StockLine{{SKU: exampleSKU, Quantity: 2}}
 var exampleTotal = Money{Amount: 2500, Currency: "EUR"}
@@ -134,9 +141,12 @@ var registry = buildRegistry([]regEntry{
 	event(Orders, EventPlaced, TypeOrderPlaced, "<order-id>", exampleOrder, by(Inventory, Payments),
 		"A new order is PENDING. Inventory reserves its stock; payments charges once it is reserved.",
 		OrderPlaced{OrderID: exampleOrder, CustomerID: "cust-1", Items: exampleLines, Total: exampleTotal, PlacedAt: exampleTime}),
-	event(Orders, EventConfirmed, TypeOrderConfirmed, "<order-id>", exampleOrder, by(Inventory, Notifications),
-		"The order is final and CONFIRMED. Inventory commits the reservation; notifications tells the customer.",
-		OrderConfirmed{OrderID: exampleOrder, CustomerID: "cust-1", Items: exampleLines, Total: exampleTotal}),
+	event(Orders, EventConfirmed, TypeOrderConfirmed, "<order-id>", exampleOrder, by(Inventory, Payments, Notifications),
+		"The order is final and CONFIRMED. Inventory commits the reservation; payments will refund it no more; notifications tells the customer.",
+		OrderConfirmed{OrderID: exampleOrder, CustomerID: "cust-1", Items: exampleLines, Total: exampleTotal}).
+		withEffect("stored on the ORDERS stream; inventory, payments and notifications handle it as if orders had published it, " +
+			"checked against what they know: payments dead-letters it unless it captured that amount for the order, " +
+			"notifications if it was told the order is cancelled (as " + exampleOrder + " is when the cancel example found it pending)"),
 	event(Orders, EventCancelled, TypeOrderCancelled, "<order-id>", exampleOrder, by(Inventory, Payments, Notifications),
 		"The order is final and CANCELLED for reason (out_of_stock, payment_declined, customer_cancelled, timeout). Inventory releases its stock, payments refunds or voids, notifications tells the customer.",
 		OrderCancelled{OrderID: exampleOrder, CustomerID: "cust-1", Reason: ReasonCustomerCancelled, Items: exampleLines, Total: exampleTotal}),
@@ -144,8 +154,9 @@ var registry = buildRegistry([]regEntry{
 		"A cancel arrived for an order that can no longer be cancelled; says why nothing happened.",
 		OrderCancelRejected{OrderID: exampleOrder, Status: StatusConfirmed, Reason: "order is confirmed and can no longer be cancelled"}),
 	event(Orders, EventDeadline, TypeOrderDeadline, "<order-id>", exampleOrder, by(Orders),
-		"The order's deadline has come: orders cancels a still-PENDING order with reason timeout. Orders schedules it when the order is placed, as a message held on schedules.orders.deadline.<order-id> that the NATS server fires here at the deadline; the order's final event withdraws it, so it fires only for an order still pending.",
-		OrderDeadline{OrderID: exampleOrder, Deadline: exampleTime}),
+		"The order's deadline has come: orders cancels a still-PENDING order with reason timeout. Orders schedules it when the order is placed, as a message held on schedules.orders.deadline.<order-id> that the NATS server fires here at the deadline; the order's final event withdraws it, so it fires only for an order still pending. Orders takes it only when it names the time it scheduled and that time has come: one published by hand is dead-lettered.",
+		OrderDeadline{OrderID: exampleOrder, Deadline: exampleTime}).
+		withEffect("stored on the ORDERS stream; orders dead-letters it as not the order's deadline (it takes only the deadline it scheduled), and the order is unchanged"),
 	event(Inventory, EventReserved, TypeStockReserved, "<order-id>", exampleOrder, by(Orders, Payments),
 		"Every line of the order is reserved. Orders records it; payments charges the order.",
 		StockReserved{OrderID: exampleOrder, Items: exampleStock}),

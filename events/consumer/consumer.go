@@ -119,7 +119,8 @@ func (m *Message) CommandKey(commandID, envelopeID string) string {
 	return m.Subject + ":" + id
 }
 
-// Source is one durable consumer a service reads: one per stream.
+// Source is one durable consumer a service reads: usually one per stream,
+// and more where kinds of message need limits of their own (see Skip).
 type Source struct {
 	// Stream and Durable name the consumer; Durable is stable across
 	// releases (never derived from a Go type name).
@@ -127,6 +128,15 @@ type Source struct {
 	Durable string
 	// FilterSubjects limits the subjects delivered (default: all).
 	FilterSubjects []string
+	// Skip lists subject patterns that another source of the same
+	// consumer takes from the same stream: a message matching one is
+	// acknowledged as it arrives, without being handled (nor seen by the
+	// middleware). It lets a catch-all source (every command to a
+	// service, so that one without a route is dead-lettered) stand beside
+	// a source per kind of message, each with its own durable consumer
+	// and so its own MaxAckPending: a flood of one kind being retried
+	// fills its own consumer's ack-pending limit, never another kind's.
+	Skip []string
 }
 
 // Config describes a service's consumer: the streams it reads, its
@@ -231,12 +241,18 @@ func ExponentialBackoff(first, max time.Duration) func(int) time.Duration {
 	}
 }
 
+// fetched is a message as its source's puller received it.
+type fetched struct {
+	raw jetstream.Msg
+	src *Source
+}
+
 // Consumer is a running consumer.
 type Consumer struct {
 	cfg       Config
 	js        jetstream.JetStream
 	iters     []jetstream.MessagesContext
-	msgs      chan jetstream.Msg
+	msgs      chan fetched
 	after     chan struct{} // a slot per After running
 	finishing sync.WaitGroup
 	baseCtx   context.Context
@@ -259,7 +275,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 	c := &Consumer{
 		cfg:      cfg,
 		js:       js,
-		msgs:     make(chan jetstream.Msg, cfg.Batch),
+		msgs:     make(chan fetched, cfg.Batch),
 		after:    make(chan struct{}, cfg.Concurrency),
 		baseCtx:  context.WithoutCancel(ctx),
 		done:     make(chan struct{}),
@@ -312,14 +328,14 @@ func (c *Consumer) run() {
 	defer close(c.done)
 	var pullers sync.WaitGroup
 	for i, it := range c.iters {
-		src := c.cfg.Sources[i]
+		src := &c.cfg.Sources[i]
 		pullers.Go(func() { c.pull(src, it) })
 	}
 	go func() {
 		pullers.Wait()
 		close(c.msgs)
 	}()
-	batch := make([]jetstream.Msg, 0, c.cfg.Batch)
+	batch := make([]fetched, 0, c.cfg.Batch)
 	for m := range c.msgs {
 		batch = append(batch[:0], m)
 	fill:
@@ -339,11 +355,18 @@ func (c *Consumer) run() {
 	c.finishing.Wait()
 }
 
-func (c *Consumer) pull(src Source, it jetstream.MessagesContext) {
+func (c *Consumer) pull(src *Source, it jetstream.MessagesContext) {
 	for {
 		m, err := it.Next()
 		if err == nil {
-			c.msgs <- m
+			if skipped(src.Skip, m.Subject()) {
+				// Another source of this consumer takes it.
+				if err := m.Ack(); err != nil {
+					c.cfg.Logger.Debug("consumer: ack of a message another source takes", "stream", src.Stream, "consumer", src.Durable, "err", err)
+				}
+				continue
+			}
+			c.msgs <- fetched{raw: m, src: src}
 			continue
 		}
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -366,6 +389,15 @@ func (c *Consumer) pull(src Source, it jetstream.MessagesContext) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func skipped(patterns []string, subject string) bool {
+	for _, p := range patterns {
+		if MatchSubject(p, subject) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop stops pulling, lets the messages already received be handled, and
@@ -401,10 +433,10 @@ type item struct {
 // more to do are settled at once; the others finish — their After, and
 // the follow-up work those return — on a goroutine of their own while the
 // batcher moves on to the next batch.
-func (c *Consumer) handleBatch(raws []jetstream.Msg) {
+func (c *Consumer) handleBatch(raws []fetched) {
 	items := make([]*item, 0, len(raws))
-	for _, raw := range raws {
-		m, ok := c.message(raw)
+	for _, f := range raws {
+		m, ok := c.message(f.raw, f.src.Durable)
 		if !ok {
 			continue
 		}
@@ -476,7 +508,7 @@ func (c *Consumer) finish(items []*item) {
 	}
 }
 
-func (c *Consumer) message(raw jetstream.Msg) (*Message, bool) {
+func (c *Consumer) message(raw jetstream.Msg, durable string) (*Message, bool) {
 	meta, err := raw.Metadata()
 	if err != nil {
 		// Not a JetStream message: nothing to ack.
@@ -491,7 +523,7 @@ func (c *Consumer) message(raw jetstream.Msg) (*Message, bool) {
 	}
 	return &Message{
 		ID:        id,
-		Consumer:  c.durable(meta.Stream),
+		Consumer:  durable,
 		Subject:   raw.Subject(),
 		Data:      raw.Data(),
 		Header:    raw.Headers(),
@@ -649,16 +681,6 @@ func (c *Consumer) retry(ctx context.Context, m *Message, herr error, delay time
 		c.cfg.Logger.WarnContext(ctx, "consumer: nak failed; the server redelivers after the ack wait", "err", err)
 	}
 	return Outcome{Result: Retried, Err: herr, RetryIn: delay}
-}
-
-// durable returns the durable consumer name that reads stream.
-func (c *Consumer) durable(stream string) string {
-	for _, s := range c.cfg.Sources {
-		if s.Stream == stream {
-			return s.Durable
-		}
-	}
-	return c.cfg.Sources[0].Durable
 }
 
 // deadLetter publishes the message with its reason to the DLQ and only then

@@ -579,3 +579,47 @@ func TestConcurrentHandlers(t *testing.T) {
 		t.Errorf("handlers at once: got %d, want at most Concurrency=4", got)
 	}
 }
+
+// A catch-all source beside a source per kind: each message is handled
+// once, by the durable consumer of its kind, and the catch-all acks what
+// the other takes without handling it.
+func TestSkipLeavesAKindToItsOwnSource(t *testing.T) {
+	f := mustFixture(t)
+	cfg := config()
+	cfg.Sources = []consumer.Source{
+		{Stream: "T", Durable: "svc", FilterSubjects: []string{"t.>"}, Skip: []string{"t.kind"}},
+		{Stream: "T", Durable: "svc-kind", FilterSubjects: []string{"t.kind"}},
+	}
+	var (
+		mu      sync.Mutex
+		handled []string
+	)
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled = append(handled, m.Subject+" by "+m.Consumer)
+		return nil
+	})
+	mustPublish(t, f.js, "t.kind", "1", nil)
+	mustPublish(t, f.js, "t.other", "2", nil)
+	mustPublish(t, f.js, "t.kind", "3", nil)
+	waitFor(t, "three messages handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) >= 3 })
+	ctx := context.Background()
+	for _, durable := range []string{"svc", "svc-kind"} {
+		waitFor(t, durable+" acked everything", func() bool {
+			c, err := f.js.Consumer(ctx, "T", durable)
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(ctx)
+			return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // anything handled twice would show by now
+	mu.Lock()
+	defer mu.Unlock()
+	got := strings.Join(handled, ", ")
+	if len(handled) != 3 || strings.Count(got, "t.kind by svc-kind") != 2 || !strings.Contains(got, "t.other by svc") {
+		t.Errorf("handled %s; want t.kind twice by svc-kind and t.other once by svc", got)
+	}
+}

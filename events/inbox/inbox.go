@@ -62,12 +62,29 @@ const maxRuns = 4
 // true the first time and false for a duplicate; on a duplicate the caller
 // must not change any state. The claim only counts if tx commits.
 func Claim(ctx context.Context, tx *sql.Tx, db *sqldb.DB, consumer, eventID string) (bool, error) {
+	return ClaimKey(ctx, tx, db, Key{Consumer: consumer, EventID: eventID})
+}
+
+// ErrKeyReused is wrapped by the Conflict error of a claim whose key was
+// claimed before for a different body.
+var ErrKeyReused = errors.New("idempotency key reused with a different body")
+
+// ClaimKey is Claim for a key that may carry a hash of its body (see
+// Key.Hash): when the key was claimed before with a different hash, it
+// returns a Conflict error wrapping ErrKeyReused that names the earlier
+// claim — the same key with another body is a client's mistake or a
+// hijack, never a duplicate to drop in silence. A claim without a hash,
+// or held without one (an event's, or one older than the hashes), is
+// compared by key alone.
+func ClaimKey(ctx context.Context, tx *sql.Tx, db *sqldb.DB, key Key) (bool, error) {
+	consumer, eventID := key.Consumer, key.EventID
 	if consumer == "" || eventID == "" {
 		return false, events.Permanent(fmt.Errorf("inbox: claim needs a consumer and an event id (got %q, %q)", consumer, eventID))
 	}
-	res, err := db.In(tx).Exec(ctx,
-		`INSERT INTO inbox (consumer, event_id, claimed_unix_ms) VALUES (?, ?, ?) ON CONFLICT (consumer, event_id) DO NOTHING`,
-		consumer, eventID, time.Now().UnixMilli())
+	q := db.In(tx)
+	res, err := q.Exec(ctx,
+		`INSERT INTO inbox (consumer, event_id, claimed_unix_ms, body_hash, ref) VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer, event_id) DO NOTHING`,
+		consumer, eventID, time.Now().UnixMilli(), key.Hash, key.Ref)
 	if err != nil {
 		return false, fmt.Errorf("inbox: claim %s/%s: %w", consumer, eventID, err)
 	}
@@ -75,7 +92,27 @@ func Claim(ctx context.Context, tx *sql.Tx, db *sqldb.DB, consumer, eventID stri
 	if err != nil {
 		return false, fmt.Errorf("inbox: claim %s/%s: %w", consumer, eventID, err)
 	}
-	return n == 1, nil
+	if n == 1 || key.Hash == "" {
+		return n == 1, nil
+	}
+	// Held already: only a duplicate pays for this read.
+	var (
+		hash, ref string
+		claimed   int64
+	)
+	if err := q.QueryRow(ctx, `SELECT body_hash, ref, claimed_unix_ms FROM inbox WHERE consumer = ? AND event_id = ?`,
+		consumer, eventID).Scan(&hash, &ref, &claimed); err != nil {
+		return false, fmt.Errorf("inbox: claim %s/%s: read the earlier claim: %w", consumer, eventID, err)
+	}
+	if hash == "" || hash == key.Hash {
+		return false, nil
+	}
+	earlier := "an earlier command"
+	if ref != "" {
+		earlier += " (" + ref + ")"
+	}
+	return false, events.Conflict(fmt.Errorf("%w: %q was used by %s at %s, whose body differs; send a new key for a new command",
+		ErrKeyReused, eventID, earlier, time.UnixMilli(claimed).UTC().Format(time.RFC3339)))
 }
 
 // Key identifies one input to a consumer. An empty EventID skips the inbox:
@@ -84,6 +121,13 @@ func Claim(ctx context.Context, tx *sql.Tx, db *sqldb.DB, consumer, eventID stri
 type Key struct {
 	Consumer string
 	EventID  string
+	// Hash, when set, is a digest of the input's body (a command's): the
+	// key claimed again with another hash is a conflict (see ClaimKey),
+	// not a duplicate. Empty: compared by key alone.
+	Hash string
+	// Ref says where the input came from ("COMMANDS:42"), for the
+	// conflict error of a later claim of the same key. Optional.
+	Ref string
 }
 
 // Fn is a unit of work's change inside its transaction: it reads and
@@ -164,7 +208,7 @@ func ApplyAll(ctx context.Context, ob *outbox.Outbox, units []Unit) (applied []b
 			uctx = valuesOf{Context: ctx, values: u.Values}
 		}
 		if u.Key.EventID != "" {
-			first, err := Claim(uctx, tx, db, u.Key.Consumer, u.Key.EventID)
+			first, err := ClaimKey(uctx, tx, db, u.Key)
 			if err != nil {
 				return nil, unitErr(len(units), i, err)
 			}

@@ -38,6 +38,7 @@ func TestStore(t *testing.T) {
 			t.Run("OutboxAddSkipsDuplicateEventID", func(t *testing.T) { testOutboxAddSkipsDuplicate(t, b) })
 			t.Run("OutboxBacklog", func(t *testing.T) { testOutboxBacklog(t, b) })
 			t.Run("ClaimNeedsConsumerAndEventID", func(t *testing.T) { testClaimNeedsIDs(t, b) })
+			t.Run("KeyReusedWithAnotherBodyIsAConflict", func(t *testing.T) { testKeyReused(t, b) })
 			t.Run("ErrRetryRunsTheUnitAgain", func(t *testing.T) { testErrRetry(t, b) })
 			t.Run("ApplyAllClaimsEachUnitOnce", func(t *testing.T) { testApplyAll(t, b) })
 			t.Run("PruneForgetsOnlyOldClaims", func(t *testing.T) { testPrune(t, b) })
@@ -605,5 +606,55 @@ func testPrune(t *testing.T, b sqltest.Backend) {
 	// A pruned claim is forgotten: its message would be applied again.
 	if applied, err := inbox.Apply(ctx, s.ob, inbox.Key{Consumer: "c", EventID: "old-3"}, s.incrementHandler(ctx, "old-3", "k")); err != nil || !applied {
 		t.Errorf("a pruned claim: got (%v, %v), want it applied as new", applied, err)
+	}
+}
+
+// The same key with another body is a conflict naming the earlier claim,
+// and changes nothing; with the same body it is a duplicate. A claim
+// without a hash (an event's), or held without one (taken before hashes
+// existed), is compared by key alone.
+func testKeyReused(t *testing.T, b sqltest.Backend) {
+	s := mustStore(t, b)
+	ctx := context.Background()
+	apply := func(k inbox.Key, n int) (bool, error) {
+		return inbox.Apply(ctx, s.ob, k, func(_ context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
+			_, err := tx.ExecContext(ctx, s.db.Dialect.Rebind(`INSERT INTO counters (key, value) VALUES (?, ?)`), fmt.Sprint(k.EventID, "-", n), n)
+			return nil, err
+		})
+	}
+	key := inbox.Key{Consumer: "c", EventID: "cmd.inventory.restock:r-1", Hash: "hash-of-100", Ref: "COMMANDS:7"}
+	if applied, err := apply(key, 1); err != nil || !applied {
+		t.Fatalf("first claim: got (%v, %v), want (true, nil)", applied, err)
+	}
+	if applied, err := apply(key, 2); err != nil || applied {
+		t.Errorf("same key, same body: got (%v, %v), want a duplicate (false, nil)", applied, err)
+	}
+	other := key
+	other.Hash, other.Ref = "hash-of-1", "COMMANDS:9"
+	applied, err := apply(other, 3)
+	if applied || events.KindOf(err) != events.KindConflict || !errors.Is(err, inbox.ErrKeyReused) {
+		t.Fatalf("same key, another body: got (%v, %v), want a conflict wrapping ErrKeyReused", applied, err)
+	}
+	for _, want := range []string{`"cmd.inventory.restock:r-1"`, "earlier command (COMMANDS:7)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("conflict %q: want it to name %s", err, want)
+		}
+	}
+	noHash := key
+	noHash.Hash = ""
+	if applied, err := apply(noHash, 4); err != nil || applied {
+		t.Errorf("same key without a hash: got (%v, %v), want a duplicate", applied, err)
+	}
+	legacy := inbox.Key{Consumer: "c", EventID: "e-legacy"}
+	if applied, err := apply(legacy, 5); err != nil || !applied {
+		t.Fatalf("claim without a hash: got (%v, %v)", applied, err)
+	}
+	legacy.Hash = "h"
+	if applied, err := apply(legacy, 6); err != nil || applied {
+		t.Errorf("a claim held without a hash, claimed again with one: got (%v, %v), want a duplicate", applied, err)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM counters`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("units applied: got %d (%v), want 2: a conflict or a duplicate changes nothing", n, err)
 	}
 }

@@ -151,6 +151,20 @@ func TestRestockIdempotent(t *testing.T) {
 	s.wantStock(t, "/inventory/A", inventoryhttp.StockView{SKU: "A", Available: 5})
 }
 
+// An Idempotency-Key reused for another quantity is a 409 problem naming
+// the earlier command, and restocks nothing.
+func TestRestockKeyReusedIsAConflict(t *testing.T) {
+	s := newServer(t)
+	if status, _, body := s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":1}`, map[string]string{"Idempotency-Key": "k-1"}); status != http.StatusAccepted {
+		t.Fatalf("first restock: status %d: %s", status, body)
+	}
+	status, _, body := s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":100}`, map[string]string{"Idempotency-Key": "k-1"})
+	if status != http.StatusConflict || !strings.Contains(string(body), "was used by an earlier command") {
+		t.Errorf("restock of another quantity under the key: status %d %s, want 409 naming the earlier command", status, body)
+	}
+	s.wantStock(t, "/inventory/A", inventoryhttp.StockView{SKU: "A", Available: 1})
+}
+
 func TestRestockAcceptsTheCommandBody(t *testing.T) {
 	s := newServer(t)
 	status, _, body := s.do(t, http.MethodPost, "/inventory/A/restock", `{"command_id":"r-1","sku":"A","quantity":4}`, nil)

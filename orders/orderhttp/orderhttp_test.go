@@ -178,6 +178,25 @@ func TestPostOrderRepeatedIsSameOrder(t *testing.T) {
 	}
 }
 
+// An Idempotency-Key reused for another order is a 409 problem naming the
+// order the earlier request placed, and places nothing.
+func TestPostOrderIdempotencyKeyReusedIsAConflict(t *testing.T) {
+	a := newAPI(t)
+	key := map[string]string{"Idempotency-Key": "req-44"}
+	first := view(t, a.post(t, noIDBody, key))
+	other := strings.Replace(noIDBody, `"quantity":1`, `"quantity":7`, 1)
+	if other == noIDBody {
+		t.Fatalf("test bug: %s has no quantity 1", noIDBody)
+	}
+	p := problem(t, a.post(t, other, key), http.StatusConflict)
+	if !strings.Contains(p.Detail, "an earlier command placed it at") || !strings.Contains(p.Detail, first.OrderID) {
+		t.Errorf("detail %q: want it to name the order the earlier request placed (%s)", p.Detail, first.OrderID)
+	}
+	if n := a.backlog(t); n != 1 {
+		t.Errorf("outbox: %d rows, want 1", n)
+	}
+}
+
 func TestPostOrderIdempotencyKey(t *testing.T) {
 	a := newAPI(t)
 	key := map[string]string{"Idempotency-Key": "req-42"}
@@ -346,7 +365,7 @@ func TestCancelConfirmedOrderIsConflict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := events.Encode(events.Envelope{SpecVersion: events.SpecVersion, ID: "cap-1", Source: "/test",
+	body, _ := events.Encode(events.Envelope{SpecVersion: events.SpecVersion, ID: "cap-1", Source: catalog.Source(catalog.Payments),
 		Type: catalog.TypePaymentCaptured, Time: t0, Data: []byte(`{"order_id":"` + id + `","payment_id":"p","amount":{"amount":3098,"currency":"EUR"}}`)})
 	if err := svc.Handle(context.Background(), &consumer.Message{Subject: "payments.captured." + id, Data: body, Header: nats.Header{}}); err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func (s *Store) Get(ctx context.Context, orderID string) (*payments.Payment, err
 	return p, nil
 }
 
-const columns = `order_id, customer_id, currency, amount, placed, reserved, cancelled, status, payment_id,
+const columns = `order_id, customer_id, currency, amount, placed, reserved, cancelled, confirmed, status, payment_id,
 	decline_reason, captured_amount, refunded_amount, created_unix_ms, updated_unix_ms`
 
 type scanner interface {
@@ -91,7 +91,7 @@ func scan(row scanner) (*payments.Payment, error) {
 		created, updated int64
 	)
 	err := row.Scan(&p.OrderID, &p.CustomerID, &p.Amount.Currency, &p.Amount.Amount, &p.Placed, &p.Reserved,
-		&p.Cancelled, &status, &p.PaymentID, &p.DeclineReason, &p.CapturedAmount, &p.RefundedAmount, &created, &updated)
+		&p.Cancelled, &p.Confirmed, &status, &p.PaymentID, &p.DeclineReason, &p.CapturedAmount, &p.RefundedAmount, &created, &updated)
 	if err != nil {
 		return nil, err
 	}
@@ -108,8 +108,8 @@ func scan(row scanner) (*payments.Payment, error) {
 
 func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
 	res, err := s.db.In(tx).Exec(ctx, `INSERT INTO payments (`+columns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-		p.OrderID, p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
+		p.OrderID, p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled, p.Confirmed,
 		string(p.Status), p.PaymentID, p.DeclineReason, p.CapturedAmount, p.RefundedAmount,
 		p.CreatedAt.UnixMilli(), p.UpdatedAt.UnixMilli())
 	if err != nil {
@@ -123,9 +123,9 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, p *payments.Payment) err
 
 func (s *Store) update(ctx context.Context, tx *sql.Tx, p *payments.Payment) error {
 	_, err := s.db.In(tx).Exec(ctx, `UPDATE payments SET customer_id = ?, currency = ?, amount = ?,
-		placed = ?, reserved = ?, cancelled = ?, status = ?, payment_id = ?, decline_reason = ?,
+		placed = ?, reserved = ?, cancelled = ?, confirmed = ?, status = ?, payment_id = ?, decline_reason = ?,
 		captured_amount = ?, refunded_amount = ?, updated_unix_ms = ? WHERE order_id = ?`,
-		p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled, string(p.Status),
+		p.CustomerID, p.Amount.Currency, p.Amount.Amount, p.Placed, p.Reserved, p.Cancelled, p.Confirmed, string(p.Status),
 		p.PaymentID, p.DeclineReason, p.CapturedAmount, p.RefundedAmount, p.UpdatedAt.UnixMilli(), p.OrderID)
 	if err != nil {
 		return fmt.Errorf("update payment of order %s: %w", p.OrderID, err)

@@ -1,0 +1,3 @@
+-- Whether orders.confirmed arrived for the captured payment: a confirmed
+-- order's payment is never refunded, whatever an orders.cancelled says.
+ALTER TABLE payments ADD COLUMN confirmed BOOLEAN NOT NULL DEFAULT FALSE;
