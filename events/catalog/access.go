@@ -1,0 +1,75 @@
+package catalog
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/choreo-dev/choreo/events/natsauth"
+)
+
+// The NATS users that are not services.
+const (
+	// RoleOperator is the operator's user (choreo's tools, stream setup,
+	// dlq retry): every right.
+	RoleOperator = "operator"
+	// RoleClient is who sends commands from outside (the storefront, the
+	// warehouse, the nats CLI): it publishes commands and reads the
+	// streams, and never publishes an event.
+	RoleClient = "client"
+)
+
+// NATSRoles returns the NATS users of choreo and what each may do, derived
+// from the catalog so that permissions cannot drift from the subjects: a
+// user per service, the client and the operator.
+func NATSRoles() []natsauth.Role {
+	roles := make([]natsauth.Role, 0, len(Services)+2)
+	for _, s := range Services {
+		roles = append(roles, ServiceRole(s))
+	}
+	return append(roles,
+		natsauth.Role{Name: RoleClient, Publish: []string{CommandSubject("*", ">"), StatusSubject("*")}, Reader: true, Protected: slices.Clone(Services)},
+		natsauth.Role{Name: RoleOperator, All: true},
+	)
+}
+
+// StatusSubject is where a service answers requests for its status.
+func StatusSubject(service string) string { return "choreo." + service + ".status" }
+
+// ServiceRole is what service does on the bus: it publishes its events
+// (<service>.>), its schedules (schedules.<service>.>, when its stream
+// holds any) and its dead letters (dlq.<service>.>); it reads, through a
+// durable consumer named after it, every stream holding a type it
+// consumes; it reads the information of those streams, of its own and of
+// the DLQ; it answers requests (its micro endpoints).
+func ServiceRole(service string) natsauth.Role {
+	r := natsauth.Role{Name: service, Respond: true, Publish: []string{service + ".>"}}
+	own := strings.ToUpper(service)
+	for _, s := range Streams {
+		for _, subj := range s.Subjects {
+			if strings.HasPrefix(subj, SchedulePrefix+"."+service+".") {
+				r.Publish = append(r.Publish, subj)
+			}
+		}
+		if s.Name == own {
+			r.Streams = append(r.Streams, s.Name)
+		}
+	}
+	r.Publish = append(r.Publish, DLQSubject(service)+".>")
+	read := map[string]bool{}
+	for _, t := range registry {
+		if slices.Contains(t.Consumers, service) {
+			read[t.Stream] = true
+		}
+	}
+	for _, s := range Streams { // in the catalog's order: a stable config
+		if read[s.Name] {
+			r.Consumers = append(r.Consumers, natsauth.Consumer{Stream: s.Name, Durable: service})
+			if s.Name != own {
+				r.Streams = append(r.Streams, s.Name)
+			}
+		}
+	}
+	// No service consumes the DLQ; each counts its own dead letters.
+	r.Streams = append(r.Streams, StreamDLQ)
+	return r
+}
