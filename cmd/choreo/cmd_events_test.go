@@ -12,7 +12,6 @@ import (
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
-	"github.com/choreo-dev/choreo/events/natstest"
 )
 
 func runEventsCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
@@ -102,7 +101,7 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, c.natsURL)
+	_, js := c.operator(t) // the event examples too: only the operator may publish events by hand
 
 	// The documented consumers of each event are the running system's.
 	consumers := map[string][]string{} // stream → "durable filter" pairs

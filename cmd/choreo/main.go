@@ -34,7 +34,8 @@ Usage:
   choreo serve <service> [flags]    run one service: orders, inventory, payments or notifications
   choreo provider [flags]           run the payment provider simulator
 
-Operator tools (each takes --nats-url, default $NATS_URL or nats://127.0.0.1:4222, and --json):
+Operator tools (each takes --nats-url, default $NATS_URL or nats://127.0.0.1:4222, --nats-creds,
+default $NATS_CREDS or the operator's credentials of a local choreo up, and --json):
   choreo trace <order-id>           the saga's timeline across every stream, DLQ included (--follow)
   choreo replay --stream S ...      a stream's events from a sequence or time; --into <service> re-runs its handlers offline
   choreo dlq ls|show|retry|discard  the dead-letter workflow
