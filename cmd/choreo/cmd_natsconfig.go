@@ -82,7 +82,7 @@ func natsConfigFiles() (map[string][]byte, error) {
 # each service publishes only its events (<service>.>), its schedules and
 # its dead letters (dlq.<service>.>), and calls only the JetStream API of
 # its own durable consumers (create, info, next, ack in either ack subject
-# format) and the information of the streams it uses; the client sends
+# format) and the information of every stream; the client sends
 # commands (cmd.>) and reads streams through consumers of its own; the
 # operator (choreo's tools, stream setup) may do everything. Public nkeys
 # come from the environment: ` + strings.Join(natsKeyVars(), ", ") + `.

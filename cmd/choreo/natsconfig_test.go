@@ -9,14 +9,20 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natsauth"
+	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/sqltest"
+	"github.com/choreo-dev/choreo/events/streams"
 )
 
 const deployNATS = "../../deploy/nats"
@@ -150,4 +156,78 @@ func TestServiceRolesMatchTheirConsumers(t *testing.T) {
 			t.Errorf("%s: may not publish its dead letters %s.>: %v", m.name, built.consumer.DLQSubject, role.Publish)
 		}
 	}
+}
+
+// A service's user may not change a stream, so a service started against
+// streams the operator set up asks for nothing: ensureStreams leaves a
+// stream that already has its configuration alone, and only a stream that
+// differs needs the operator.
+func TestServiceUserStartsOnStreamsTheOperatorSetUp(t *testing.T) {
+	keys := natsKeysEnv(t)
+	opts, err := server.ProcessConfigFile(filepath.Join(deployNATS, "standalone.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, t.TempDir(), true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(30 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	connect := func(role string) (jetstream.JetStream, func() []error) {
+		var mu sync.Mutex
+		var errs []error
+		opt, err := natsauth.CredentialsOption(natsauth.KeyFile(keys, role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, js := natstest.Connect(t, ns.ClientURL(), opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			errs = append(errs, err)
+		}))
+		return js, func() []error { mu.Lock(); defer mu.Unlock(); return slices.Clone(errs) }
+	}
+	specs, sopts := catalog.StreamSpecs(catalog.DefaultRetention), streams.Options{}
+	op, _ := connect(catalog.RoleOperator)
+	if err := ensureStreams(ctx, op, specs, sopts); err != nil {
+		t.Fatalf("operator: %v", err)
+	}
+	svc, violations := connect(catalog.Payments)
+	if err := ensureStreams(ctx, svc, specs, sopts); err != nil {
+		t.Fatalf("payments on streams set up: %v", err)
+	}
+	if v := violations(); len(v) > 0 {
+		t.Errorf("payments asked for what it may not: %v", v)
+	}
+	// A stream to change is the operator's business: refused.
+	tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer tcancel()
+	if err := ensureStreams(tctx, svc, specs, streams.Options{DuplicateWindow: 2 * time.Minute}); err == nil {
+		t.Error("payments changed the streams' duplicate window")
+	}
+
+	// Each service alone (choreo serve), with its own credentials only,
+	// runs the saga.
+	data, providerURL := t.TempDir(), startProvider(t)
+	urls := map[string]string{}
+	for _, m := range modules {
+		urls[m.name] = startServe(t, m.name, map[string]string{
+			"NATS_URL": ns.ClientURL(), "NATS_CREDS": natsauth.KeyFile(keys, m.name),
+			"CHOREO_DB_URL": filepath.Join(data, m.name+".db"), "CHOREO_HTTP": "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL": "warn", "CHOREO_PROVIDER_URL": providerURL,
+		})
+	}
+	restock(t, ctx, op, "SKU-SV", 3)
+	id := events.NewID()
+	if _, err := op.Publish(ctx, catalog.SubjectPlaceOrder, placeBody(id, "SKU-SV", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitConfirmed(t, ctx, &runningChoreo{httpURL: urls[catalog.Orders]}, id)
 }

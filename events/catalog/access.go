@@ -39,20 +39,18 @@ func StatusSubject(service string) string { return "choreo." + service + ".statu
 // (<service>.>), its schedules (schedules.<service>.>, when its stream
 // holds any) and its dead letters (dlq.<service>.>); it reads, through a
 // durable consumer named after it, every stream holding a type it
-// consumes; it reads the information of those streams, of its own and of
-// the DLQ; it answers requests (its micro endpoints).
+// consumes; it reads the information of every stream (at start a service
+// checks each is as declared, and counts its dead letters), never changes
+// one; it answers requests (its micro endpoints).
 func ServiceRole(service string) natsauth.Role {
 	r := natsauth.Role{Name: service, Respond: true, Publish: []string{service + ".>"}}
-	own := strings.ToUpper(service)
 	for _, s := range Streams {
 		for _, subj := range s.Subjects {
 			if strings.HasPrefix(subj, SchedulePrefix+"."+service+".") {
 				r.Publish = append(r.Publish, subj)
 			}
 		}
-		if s.Name == own {
-			r.Streams = append(r.Streams, s.Name)
-		}
+		r.Streams = append(r.Streams, s.Name)
 	}
 	r.Publish = append(r.Publish, DLQSubject(service)+".>")
 	read := map[string]bool{}
@@ -64,12 +62,7 @@ func ServiceRole(service string) natsauth.Role {
 	for _, s := range Streams { // in the catalog's order: a stable config
 		if read[s.Name] {
 			r.Consumers = append(r.Consumers, natsauth.Consumer{Stream: s.Name, Durable: service})
-			if s.Name != own {
-				r.Streams = append(r.Streams, s.Name)
-			}
 		}
 	}
-	// No service consumes the DLQ; each counts its own dead letters.
-	r.Streams = append(r.Streams, StreamDLQ)
 	return r
 }
