@@ -79,6 +79,23 @@ func TestNATSPermissions(t *testing.T) {
 			refused(t, nc, errs, subject)
 		}
 	})
+	t.Run("orders receives only replies and its requests", func(t *testing.T) {
+		nc, _, errs := violations(t, c, natsauth.KeyFile(creds, catalog.Orders))
+		if _, err := nc.SubscribeSync("payments.>"); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errs:
+			if !strings.Contains(err.Error(), `Subscription to "payments.>"`) {
+				t.Errorf("violation for another subscription: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("orders subscribed to payments.> unrefused")
+		}
+	})
 	t.Run("no service sends commands", func(t *testing.T) {
 		for _, s := range catalog.Services {
 			nc, _, errs := violations(t, c, natsauth.KeyFile(creds, s))

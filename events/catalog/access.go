@@ -41,9 +41,15 @@ func StatusSubject(service string) string { return "choreo." + service + ".statu
 // durable consumer named after it, every stream holding a type it
 // consumes; it reads the information of every stream (at start a service
 // checks each is as declared, and counts its dead letters), never changes
-// one; it answers requests (its micro endpoints).
+// one; it answers requests to its micro endpoints, and subscribes to
+// nothing else.
 func ServiceRole(service string) natsauth.Role {
-	r := natsauth.Role{Name: service, Respond: true, Publish: []string{service + ".>"}}
+	r := natsauth.Role{Name: service, Respond: true, Publish: []string{service + ".>"},
+		// It receives only replies (JetStream API answers, publish acks,
+		// its consumers' messages, all on inboxes) and requests to its
+		// micro endpoints. Receiving nothing else, it can answer nothing
+		// else: another's publish or API request is not its to ack.
+		Subscribe: []string{"_INBOX.>", "$SRV.>", StatusSubject(service)}}
 	for _, s := range Streams {
 		for _, subj := range s.Subjects {
 			if strings.HasPrefix(subj, SchedulePrefix+"."+service+".") {
