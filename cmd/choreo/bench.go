@@ -27,6 +27,8 @@ import (
 
 	"github.com/choreo-dev/choreo/cmd/choreo/internal/ceiling"
 	"github.com/choreo-dev/choreo/cmd/choreo/internal/loadgen"
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
@@ -42,6 +44,7 @@ const (
 
 type benchConfig struct {
 	natsURL   string
+	tool      *toolFlags // how to connect: --nats-url, --nats-creds
 	embedded  bool
 	dbURL     string
 	durable   bool
@@ -95,7 +98,7 @@ func parseBench(args []string, stderr io.Writer, getenv func(string) string) (be
 	if _, err := t.parse(args); err != nil {
 		return c, err
 	}
-	c.natsURL, c.json = t.natsURL, t.json
+	c.natsURL, c.json, c.tool = t.natsURL, t.json, t
 	c.ceiling = !*noCeiling
 	var err error
 	if c.mix, err = loadgen.ParseMix(*mix); err != nil {
@@ -230,16 +233,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 		defer child.stop()
 		natsURL, pid = child.natsURL, child.pid
+		// The ceiling measurements create streams of their own: the
+		// operator's user of the child's embedded server may.
+		cfg.tool.natsURL, cfg.tool.creds = natsURL, natsauth.KeyFile(embeddedCredsDir(child.dataDir), catalog.RoleOperator)
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("choreo-bench"), nats.Timeout(5*time.Second))
+	nc, js, err := cfg.tool.connect()
 	if err != nil {
-		return fmt.Errorf("no NATS server at %s (%v): start choreo up, point --nats-url at yours, or use --embedded", natsURL, err)
+		return fmt.Errorf("%w (or use --embedded)", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 
 	say := func(format string, a ...any) {
 		if !cfg.json {
@@ -506,6 +508,7 @@ type benchChild struct {
 	cmd     *exec.Cmd
 	pid     int
 	natsURL string
+	dataDir string
 	done    chan struct{}
 }
 
@@ -520,7 +523,8 @@ func startBenchChild(ctx context.Context, cfg benchConfig, dataDir, dbURL string
 			return nil, fmt.Errorf("find the choreo binary: %w", err)
 		}
 	}
-	args := []string{"up", "--data", filepath.Join(dataDir, "system"), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+	systemDir := filepath.Join(dataDir, "system")
+	args := []string{"up", "--data", systemDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--log-level", "warn"}
 	if cfg.batch != defaultConsumerBatch {
 		args = append(args, "--consumer-batch", strconv.Itoa(cfg.batch))
@@ -556,7 +560,7 @@ func startBenchChild(ctx context.Context, cfg benchConfig, dataDir, dbURL string
 		logFile.Close()
 		return nil, fmt.Errorf("start %s up: %w", bin, err)
 	}
-	c := &benchChild{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	c := &benchChild{cmd: cmd, pid: cmd.Process.Pid, dataDir: systemDir, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()

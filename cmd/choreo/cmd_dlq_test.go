@@ -16,15 +16,17 @@ import (
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/dlq"
-	"github.com/choreo-dev/choreo/events/natstest"
 )
 
 // dlqRun runs `choreo dlq args...` as a user would, against natsURL.
 func dlqRun(natsURL string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
 	getenv := func(k string) string {
-		if k == "NATS_URL" {
+		switch k {
+		case "NATS_URL":
 			return natsURL
+		case "CHOREO_DATA": // where the tools find the operator's credentials
+			return dataDirOf(natsURL)
 		}
 		return ""
 	}
@@ -115,7 +117,7 @@ func TestDLQ(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_, js := natstest.Connect(t, c.natsURL)
+	_, js := c.operator(t) // it forges an event too
 
 	// Before anything failed: a friendly line, exit 0.
 	code, out, errOut := dlqRun(c.natsURL, "ls")

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 )
 
 // runEvents lists every command and event type: its subject, CloudEvents
@@ -47,9 +49,11 @@ func runEvents(_ context.Context, args []string, stdout, stderr io.Writer, geten
 		return writeJSONLines(stdout, out)
 	}
 	fmt.Fprintf(stdout, "Commands go to the COMMANDS stream; the services consume them. Events are published by the\n"+
-		"services themselves: publishing one by hand is for testing. Every example acts on order ord-1001:\n"+
-		"the commands restock its SKU, place it and cancel it; an event published by hand reaches the\n"+
-		"services as if that order's saga had published it. Add --schema TYPE for a type's JSON Schema.\n")
+		"services themselves: publishing one by hand is for testing, and takes the operator's key of a\n"+
+		"local choreo up (--nkey data/nats/creds/operator.nk; no other client may). Every example acts\n"+
+		"on order ord-1001: the commands restock its SKU, place it and cancel it; an event published by\n"+
+		"hand reaches the services as if that order's saga had published it. Add --schema TYPE for a\n"+
+		"type's JSON Schema.\n")
 	for _, ti := range types {
 		fmt.Fprintln(stdout)
 		fmt.Fprintf(stdout, "%s (%s)\n", ti.Name, ti.Kind)
@@ -77,5 +81,11 @@ func runEvents(_ context.Context, args []string, stdout, stderr io.Writer, geten
 // pubCommand is the copy-paste example: a nats CLI publish of the example
 // body on the example subject. The bodies never contain a single quote.
 func pubCommand(ti catalog.TypeInfo) string {
-	return "go tool nats pub " + ti.ExampleSubject + " '" + strings.TrimSpace(string(ti.Example)) + "'"
+	nats := "go tool nats "
+	if ti.Kind == catalog.KindEvent {
+		// Only its service or the operator may publish an event: the
+		// example uses the operator's key of a local choreo up.
+		nats += "--nkey " + filepath.ToSlash(natsauth.KeyFile(embeddedCredsDir("data"), catalog.RoleOperator)) + " "
+	}
+	return nats + "pub " + ti.ExampleSubject + " '" + strings.TrimSpace(string(ti.Example)) + "'"
 }

@@ -24,7 +24,9 @@ func runEventsCmd(t *testing.T, args ...string) (stdout, stderr string, code int
 	return out.String(), errb.String(), code
 }
 
-var pubLine = regexp.MustCompile(`(?m)^\s*go tool nats pub (\S+) '([^']*)'$`)
+// An event's example publishes with the operator's key of a local choreo
+// up (--nkey): nobody else but its service may publish an event.
+var pubLine = regexp.MustCompile(`(?m)^\s*go tool nats (?:(--nkey \S+) )?pub (\S+) '([^']*)'$`)
 
 func TestEventsListsEveryType(t *testing.T) {
 	out, errOut, code := runEventsCmd(t)
@@ -42,8 +44,11 @@ func TestEventsListsEveryType(t *testing.T) {
 				t.Errorf("output does not mention %q", want)
 			}
 		}
-		if pubs[i][1] != ti.ExampleSubject || !json.Valid([]byte(pubs[i][2])) {
-			t.Errorf("example %d: %q %q, want a JSON body on %s", i, pubs[i][1], pubs[i][2], ti.ExampleSubject)
+		if pubs[i][2] != ti.ExampleSubject || !json.Valid([]byte(pubs[i][3])) {
+			t.Errorf("example %d: %q %q, want a JSON body on %s", i, pubs[i][2], pubs[i][3], ti.ExampleSubject)
+		}
+		if withKey := pubs[i][1] == "--nkey data/nats/creds/operator.nk"; withKey != (ti.Kind == catalog.KindEvent) {
+			t.Errorf("example %d (%s): %q: an event's example, and only an event's, takes the operator's key", i, ti.Kind, pubs[i][0])
 		}
 	}
 
@@ -63,7 +68,7 @@ func TestEventsListsEveryType(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &v); err != nil {
 			t.Fatalf("--json line %d: %v", i, err)
 		}
-		if v.Name != types[i].Name || v.Kind != types[i].Kind || v.Stream != types[i].Stream || !strings.HasPrefix(v.Pub, "go tool nats pub ") || len(v.Example) == 0 || len(v.Schema) == 0 {
+		if v.Name != types[i].Name || v.Kind != types[i].Kind || v.Stream != types[i].Stream || !strings.HasPrefix(v.Pub, "go tool nats ") || len(v.Example) == 0 || len(v.Schema) == 0 {
 			t.Errorf("--json line %d: %s", i, l)
 		}
 	}
@@ -104,7 +109,7 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, js := natstest.Connect(t, c.natsURL)
+	_, js := c.operator(t) // only the operator may publish events by hand
 
 	// The documented consumers of each event are the running system's.
 	consumers := map[string][]string{} // stream → "durable filter" pairs
@@ -153,13 +158,19 @@ func TestEventsExamplesWorkAsPrinted(t *testing.T) {
 	// the cancel example finds it cancellable (a CONFIRMED order would be
 	// refused, as its documented effect says).
 	setProviderMode(t, c, "down", nil)
+	// As printed: a command as anyone, an event with the operator's key.
+	_, anonymous := natstest.Connect(t, c.natsURL)
 	for _, p := range pubs {
-		subject, body := p[1], p[2]
+		subject, body := p[2], p[3]
 		ti, ok := byExample[subject]
 		if !ok {
 			t.Fatalf("example on %s matches no type", subject)
 		}
-		ack, err := js.Publish(ctx, subject, []byte(body))
+		pub := anonymous
+		if p[1] != "" {
+			pub = js
+		}
+		ack, err := pub.Publish(ctx, subject, []byte(body))
 		if err != nil {
 			t.Fatalf("%s: publish: %v", ti.Name, err)
 		}

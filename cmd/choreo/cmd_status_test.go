@@ -276,7 +276,7 @@ func TestStatus(t *testing.T) {
 	t.Run("every instance counts", func(t *testing.T) {
 		// Two more "payments" instances: one on a database of its own with
 		// a backlog, one sharing that database (its backlog counts once).
-		ncs, _ := natstest.Connect(t, c.natsURL)
+		ncs, _ := c.operator(t) // an instance answers requests, which a service or the operator may
 		old := time.Now().Add(-5 * time.Second)
 		for _, n := range []int{3, 2} {
 			svc, err := startMicro(ncs, "payments", "other.db", func(context.Context) (int, time.Time, error) { return n, old, nil }, consumer.Config{})

@@ -113,7 +113,7 @@ func TestTrace(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, js := natstest.Connect(t, c.natsURL)
+	_, js := c.operator(t) // it forges an event too
 	restock(t, ctx, js, "SKU-T", 5)
 
 	// --follow starts before the order exists and must return by itself

@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/sqltest"
 )
@@ -27,6 +29,7 @@ import (
 // entry point main uses.
 type runningChoreo struct {
 	natsURL     string
+	dataDir     string
 	httpURL     string
 	providerURL string
 	stderr      *lockedBuffer
@@ -49,6 +52,12 @@ func startUp(t *testing.T, extra ...string) *runningChoreo {
 	// No rate limit: a test polls for hundreds of orders from one address,
 	// which is many clients' worth of requests. A test of the limit sets one.
 	args := append([]string{"up", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "warn", "--rate-limit", "0"}, extra...)
+	var dataDir string
+	for i, a := range args[:len(args)-1] {
+		if a == "--data" {
+			dataDir = args[i+1] // the last one wins, as with the flag package
+		}
+	}
 	outR, outW := io.Pipe()
 	var stderr lockedBuffer
 	exited := make(chan int, 1)
@@ -83,16 +92,48 @@ func startUp(t *testing.T, extra ...string) *runningChoreo {
 			if code != 0 {
 				t.Errorf("choreo up exited with %d; stderr:\n%s", code, stderr.String())
 			}
+			// Each service ran with its own NATS user's rights only: a
+			// refused publish or API call is logged, and is a bug.
+			if strings.Contains(strings.ToLower(stderr.String()), "permissions violation") {
+				t.Errorf("a service met a NATS permission violation; stderr:\n%s", stderr.String())
+			}
 		case <-time.After(60 * time.Second):
 			t.Errorf("choreo up did not stop within a minute of Ctrl-C")
 		}
 	}
 	t.Cleanup(stop)
-	c := &runningChoreo{natsURL: nm[1], httpURL: hm[1], stderr: &stderr, stop: stop}
+	c := &runningChoreo{natsURL: nm[1], dataDir: dataDir, httpURL: hm[1], stderr: &stderr, stop: stop}
+	dataDirs.Store(c.natsURL, dataDir)
+	t.Cleanup(func() { dataDirs.Delete(c.natsURL) })
 	if pm := providerLine.FindStringSubmatch(printed.String()); pm != nil {
 		c.providerURL = pm[1]
 	}
 	return c
+}
+
+// dataDirs maps the NATS URL of each running choreo up to its data
+// directory, so a tool run by a test can be given CHOREO_DATA as a user of
+// that choreo up would have it (and find its operator credentials).
+var dataDirs sync.Map
+
+// dataDirOf returns the data directory of the choreo up at natsURL, or "".
+func dataDirOf(natsURL string) string {
+	if d, ok := dataDirs.Load(natsURL); ok {
+		return d.(string)
+	}
+	return ""
+}
+
+// operator connects with the operator's credentials that choreo up
+// generated: the user that may publish anything, as a test forging events
+// must.
+func (c *runningChoreo) operator(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opt, err := natsauth.CredentialsOption(natsauth.KeyFile(embeddedCredsDir(c.dataDir), catalog.RoleOperator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return natstest.Connect(t, c.natsURL, opt)
 }
 
 type lockedBuffer struct {

@@ -70,7 +70,7 @@ func TestPoisonMessagesGoToDLQAndTheNextIsProcessed(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
-	_, js := natstest.Connect(t, c.natsURL)
+	_, js := c.operator(t) // the poison includes an event
 	restock(t, ctx, js, "SKU-P", 10)
 
 	poison := []struct{ subject, body, reason string }{
@@ -155,7 +155,7 @@ func TestDuplicateEventIsAppliedOnce(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
-	_, js := natstest.Connect(t, c.natsURL)
+	_, js := c.operator(t) // it publishes copies of events
 	restock(t, ctx, js, "SKU-D", 10)
 	id := events.NewID()
 	if _, err := js.Publish(ctx, catalog.SubjectPlaceOrder, placeBody(id, "SKU-D", 3)); err != nil {

@@ -3,6 +3,7 @@
 //	choreo up                 all four services, an embedded NATS server, SQLite under ./data
 //	choreo serve <service>    one service, configured from the environment
 //	choreo provider           the payment provider simulator
+//	choreo nats-config        the NATS server configuration under deploy/nats
 //	choreo trace|replay|dlq|status|events   the operator's tools
 //
 // Run "choreo help" for the flags of each command.
@@ -33,8 +34,10 @@ Usage:
   choreo up [flags]                 start everything in one process (embedded NATS, SQLite under ./data)
   choreo serve <service> [flags]    run one service: orders, inventory, payments or notifications
   choreo provider [flags]           run the payment provider simulator
+  choreo nats-config [flags]        write the NATS server configuration: a user per service and its permissions
 
-Operator tools (each takes --nats-url, default $NATS_URL or nats://127.0.0.1:4222, and --json):
+Operator tools (each takes --nats-url, default $NATS_URL or nats://127.0.0.1:4222, --nats-creds,
+default $NATS_CREDS or the operator's credentials of a local choreo up, and --json):
   choreo trace <order-id>           the saga's timeline across every stream, DLQ included (--follow)
   choreo replay --stream S ...      a stream's events from a sequence or time; --into <service> re-runs its handlers offline
   choreo dlq ls|show|retry|discard  the dead-letter workflow
@@ -74,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = runEvents(ctx, args[1:], stdout, stderr, getenv)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr, getenv)
+	case "nats-config":
+		err = runNATSConfig(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/discovery"
 )
@@ -91,7 +92,7 @@ func startMicro(nc *nats.Conn, service, dbURL string, backlog microBacklogFunc, 
 		Description: "choreo " + service + " service: the events and commands it handles, its outbox backlog",
 		Metadata:    map[string]string{"service": service},
 		Endpoints: []discovery.Endpoint{{
-			Name: "status", Subject: "choreo." + service + ".status",
+			Name: "status", Subject: catalog.StatusSubject(service),
 			Metadata: map[string]string{"format": "application/json"},
 			Handle:   func(context.Context, []byte) (any, error) { return status(), nil },
 			Stats:    func() any { return status() },

@@ -22,11 +22,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if !ok {
 		return fmt.Errorf("%w: unknown service %q; choose one of %s", errUsage, args[0], strings.Join(names, ", "))
 	}
-	var natsURL, dbURL, httpAddr, logLevel string
+	var natsURL, natsCredsFile, dbURL, httpAddr, logLevel string
 	var replicas int
 	fs := flag.NewFlagSet("choreo serve "+m.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&natsURL, "nats-url", envOr(getenv, "NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env NATS_URL)")
+	fs.StringVar(&natsCredsFile, "nats-creds", getenv("NATS_CREDS"), "the service's NATS credentials: an nkey seed file (<service>.nk, from choreo up's data/nats/creds or choreo nats-config) or a JWT .creds file (env NATS_CREDS)")
 	fs.StringVar(&dbURL, "db", envOr(getenv, "CHOREO_DB_URL", filepath.Join("data", m.name+".db")), "SQLite file path or postgres:// URL (env CHOREO_DB_URL)")
 	fs.StringVar(&httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address (env CHOREO_HTTP)")
 	fs.StringVar(&logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
@@ -60,6 +61,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		services: []module{m},
 		dbURL:    func(string) string { return dbURL },
 		natsURL:  natsURL,
+		creds:    natsCreds{serviceFile: func(string) string { return natsCredsFile }},
 		httpAddr: httpAddr,
 		replicas: replicas,
 		opts:     opts,

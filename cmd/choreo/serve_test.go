@@ -78,6 +78,10 @@ func startServe(t *testing.T, service string, env map[string]string) string {
 			if code != 0 {
 				t.Errorf("choreo serve %s exited with %d; stderr:\n%s", service, code, stderr.String())
 			}
+			// It ran with its own NATS user's rights only.
+			if strings.Contains(strings.ToLower(stderr.String()), "permissions violation") {
+				t.Errorf("choreo serve %s met a NATS permission violation; stderr:\n%s", service, stderr.String())
+			}
 		case <-time.After(60 * time.Second):
 			t.Errorf("choreo serve %s did not stop", service)
 		}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -32,8 +31,10 @@ import (
 type systemConfig struct {
 	services []module
 	// dbURL returns the database URL of a service.
-	dbURL    func(service string) string
-	natsURL  string
+	dbURL   func(service string) string
+	natsURL string
+	// creds says how each service authenticates to NATS.
+	creds    natsCreds
 	httpAddr string
 	replicas int
 	opts     serviceOptions
@@ -41,11 +42,10 @@ type systemConfig struct {
 	getenv   func(string) string
 }
 
-// system is a set of running services sharing one NATS connection and one
-// HTTP server.
+// system is a set of running services, each with its own NATS connection
+// (as its own NATS user), sharing one HTTP server.
 type system struct {
-	nc       *nats.Conn
-	ncClosed chan struct{}
+	conns    []*natsConn
 	dbs      []*sqldb.DB
 	workers  []*worker.Worker
 	micro    []*discovery.Service // one per service, see micro.go
@@ -62,37 +62,36 @@ type system struct {
 // every service's database, starts their workers and serves HTTP. On error
 // it stops whatever it had started.
 func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
-	s := &system{log: cfg.log, ncClosed: make(chan struct{})}
+	s := &system{log: cfg.log}
 	defer func() {
 		if err != nil {
 			s.stop()
 		}
 	}()
-	s.nc, err = nats.Connect(cfg.natsURL,
-		nats.Name("choreo"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				cfg.log.Warn("nats: disconnected", "err", err)
-			}
-		}),
-		nats.ClosedHandler(func(*nats.Conn) { close(s.ncClosed) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { cfg.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted()) }))
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (start one, or run choreo up without --nats-url to use the embedded server)", cfg.natsURL, err)
+	// A connection per service, each as the service's own NATS user: the
+	// server lets it publish only its own subjects.
+	conns := map[string]*natsConn{}
+	for _, m := range cfg.services {
+		c, err := connectService(cfg, m.name, cfg.creds.service(m.name))
+		if err != nil {
+			return nil, err
+		}
+		s.conns = append(s.conns, c)
+		conns[m.name] = c
 	}
-	if err := checkServerVersion(s.nc); err != nil {
-		return nil, err
+	// Streams are set up by the operator's user where there is one (a
+	// service's user may not change a stream); otherwise by the first
+	// service, which only changes what differs (see ensureStreams).
+	setup := s.conns[0].js
+	if cfg.creds.setup != "" {
+		c, err := connectService(cfg, "setup", cfg.creds.setup)
+		if err != nil {
+			return nil, err
+		}
+		setup = c.js
+		defer c.close()
 	}
-	// Acks lost without a disconnect would otherwise stay pending in the
-	// client forever and count against its limit of async publishes; the
-	// relay gives up on them sooner (its ack timeout) and sends again.
-	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	if err := streams.Ensure(ctx, js, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow}); err != nil {
+	if err := ensureStreams(ctx, setup, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow}); err != nil {
 		return nil, err
 	}
 
@@ -127,14 +126,15 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		}
 		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
-		ms, err := startMicro(s.nc, m.name, db.URL, built.outbox.Backlog, built.consumer)
+		conn := conns[m.name]
+		ms, err := startMicro(conn.nc, m.name, db.URL, built.outbox.Backlog, built.consumer)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.micro = append(s.micro, ms)
 		built.consumer.Middleware = append(built.consumer.Middleware,
 			telemetry.TraceMessages(tracer), metrics.Messages(durables(built.consumer)...), ms.Middleware(), consumer.LogOutcomes(log))
-		w, err := worker.Start(ctx, worker.Config{JS: js, Outbox: built.outbox, Consumer: built.consumer,
+		w, err := worker.Start(ctx, worker.Config{JS: conn.js, Outbox: built.outbox, Consumer: built.consumer,
 			RelayOptions:   []outbox.Option{outbox.WithTracerProvider(tracer), outbox.WithObserver(metrics.Relay(m.name))},
 			InboxRetention: cfg.opts.inboxRetention, Tasks: built.tasks, Logger: log})
 		if err != nil {
@@ -147,7 +147,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		dlqPrefixes[m.name] = built.consumer.DLQSubject
 		log.Info("service started", "db", db.URL)
 	}
-	metrics.DLQ(js, catalog.StreamDLQ, dlqPrefixes)
+	metrics.DLQ(s.conns[0].js, catalog.StreamDLQ, dlqPrefixes)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -196,9 +196,11 @@ func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "starting or stopping")
 		return
 	}
-	if !s.nc.IsConnected() {
-		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "nats: not connected")
-		return
+	for _, c := range s.conns {
+		if !c.nc.IsConnected() {
+			httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "nats: "+c.name+" not connected")
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -232,11 +234,8 @@ func (s *system) stop() {
 	for _, ms := range s.micro {
 		_ = ms.Stop()
 	}
-	if s.nc != nil {
-		if err := s.nc.Drain(); err != nil {
-			s.nc.Close()
-		}
-		<-s.ncClosed
+	for _, c := range s.conns {
+		c.close()
 	}
 	for _, db := range s.dbs {
 		db.Close()

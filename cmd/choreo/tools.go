@@ -5,10 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 )
 
 // toolFlags is what every operator tool (trace, replay, dlq, status,
@@ -16,7 +20,12 @@ import (
 type toolFlags struct {
 	fs      *flag.FlagSet
 	natsURL string
-	json    bool
+	// creds is the credentials file given (--nats-creds, NATS_CREDS);
+	// defaultCreds the operator's of a local choreo up, used when none is
+	// given and it exists.
+	creds        string
+	defaultCreds string
+	json         bool
 }
 
 // newToolFlags returns a flag set for `choreo <name>` whose -h prints the
@@ -25,6 +34,8 @@ func newToolFlags(name, synopsis, example string, stderr io.Writer, getenv func(
 	t := &toolFlags{fs: flag.NewFlagSet("choreo "+name, flag.ContinueOnError)}
 	t.fs.SetOutput(stderr)
 	t.fs.StringVar(&t.natsURL, "nats-url", envOr(getenv, "NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env NATS_URL)")
+	t.defaultCreds = natsauth.KeyFile(embeddedCredsDir(envOr(getenv, "CHOREO_DATA", "./data")), catalog.RoleOperator)
+	t.fs.StringVar(&t.creds, "nats-creds", getenv("NATS_CREDS"), "NATS credentials: an nkey seed file or a JWT .creds file (env NATS_CREDS; default "+t.defaultCreds+", the operator's of a local choreo up, when it exists)")
 	t.fs.BoolVar(&t.json, "json", false, "one JSON object per line, for scripts")
 	t.fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: choreo %s\n\nExample:\n  %s\n\nFlags:\n", synopsis, example)
@@ -55,8 +66,35 @@ func (t *toolFlags) parse(args []string) ([]string, error) {
 // connect connects to the NATS server for a short-lived tool: no endless
 // reconnecting, and one clear line when nothing answers.
 func (t *toolFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(t.natsURL, nats.Name("choreo-tool"), nats.Timeout(5*time.Second), nats.MaxReconnects(0))
+	opts := []nats.Option{nats.Name("choreo-tool"), nats.Timeout(5 * time.Second), nats.MaxReconnects(0)}
+	creds, defaulted := t.creds, false
+	if creds == "" {
+		// A local choreo up writes the operator's credentials here: with
+		// them the tools may do everything (dlq retry republishes an
+		// event, which only its service or the operator may publish).
+		if _, err := os.Stat(t.defaultCreds); err == nil {
+			creds, defaulted = t.defaultCreds, true
+		}
+	}
+	connect := func(creds string) (*nats.Conn, error) {
+		if creds == "" {
+			return nats.Connect(t.natsURL, opts...)
+		}
+		opt, err := natsauth.CredentialsOption(creds)
+		if err != nil {
+			return nil, err
+		}
+		return nats.Connect(t.natsURL, append(opts, opt)...)
+	}
+	nc, err := connect(creds)
+	if err != nil && defaulted && errors.Is(err, nats.ErrAuthorization) {
+		// The local credentials are not this server's: try as anyone.
+		nc, err = connect("")
+	}
 	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) {
+			return nil, nil, fmt.Errorf("NATS at %s refused the credentials %s (%v): point --nats-creds / NATS_CREDS at yours", t.natsURL, orNone(creds), err)
+		}
 		return nil, nil, fmt.Errorf("no NATS server at %s (%v): start one with choreo up, or point --nats-url / NATS_URL at yours", t.natsURL, err)
 	}
 	js, err := jetstream.New(nc)

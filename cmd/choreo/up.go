@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/telemetry"
 	"github.com/choreo-dev/choreo/payments/provider/simulator"
@@ -29,6 +32,7 @@ type upConfig struct {
 	httpAddr   string
 	natsURL    string
 	natsListen string
+	credsDir   string
 	dbURL      string
 	logLevel   string
 }
@@ -41,6 +45,7 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	fs.StringVar(&c.httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address for the APIs, /metrics, /healthz, /readyz (env CHOREO_HTTP)")
 	fs.StringVar(&c.natsURL, "nats-url", getenv("NATS_URL"), "use this NATS server instead of starting the embedded one (env NATS_URL)")
 	fs.StringVar(&c.natsListen, "nats-listen", envOr(getenv, "CHOREO_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded NATS server (env CHOREO_NATS_LISTEN)")
+	fs.StringVar(&c.credsDir, "nats-creds-dir", getenv("CHOREO_NATS_CREDS_DIR"), "with --nats-url: a directory holding each service's NATS credentials, <service>.nk (an nkey seed) or <service>.creds (a JWT), and operator.nk or operator.creds to set up the streams (env CHOREO_NATS_CREDS_DIR); the embedded server generates its own under --data/nats/creds")
 	fs.StringVar(&c.dbURL, "db", getenv("CHOREO_DB_URL"), "a postgres:// URL to keep every service in PostgreSQL, one schema each, instead of SQLite files (env CHOREO_DB_URL)")
 	fs.StringVar(&c.logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
 	var err error
@@ -60,6 +65,9 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if c.credsDir != "" && c.natsURL == "" {
+		return c, fmt.Errorf("%w: --nats-creds-dir goes with --nats-url; the embedded server keeps its credentials in %s", errUsage, embeddedCredsDir(c.dataDir))
 	}
 	if c.dbURL != "" && !strings.HasPrefix(c.dbURL, "postgres://") && !strings.HasPrefix(c.dbURL, "postgresql://") {
 		return c, fmt.Errorf("%w: --db must be a postgres:// URL (SQLite files go under --data)", errUsage)
@@ -95,8 +103,23 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 
 	natsURL := cfg.natsURL
 	var embedded *server.Server
+	var creds natsCreds
 	if natsURL == "" {
-		embedded, natsURL, err = startEmbeddedNATS(cfg.natsListen, filepath.Join(cfg.dataDir, "nats"), opts.durable)
+		// The embedded server runs with a NATS user per service, the
+		// operator's and the client's (see catalog.NATSRoles); their
+		// credentials are generated at first start and reused after.
+		dir := embeddedCredsDir(cfg.dataDir)
+		roles := catalog.NATSRoles()
+		keys, err := natsauth.LoadOrCreateKeys(dir, roles)
+		if err != nil {
+			return err
+		}
+		users, err := natsauth.Users(roles, keys)
+		if err != nil {
+			return err
+		}
+		embedded, natsURL, err = startEmbeddedNATS(cfg.natsListen, filepath.Join(cfg.dataDir, "nats"), opts.durable,
+			natsAuth{users: users, anonymous: keys[catalog.RoleClient].Public})
 		if err != nil {
 			return err
 		}
@@ -104,6 +127,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 			embedded.Shutdown()
 			embedded.WaitForShutdown()
 		}()
+		creds = natsCreds{serviceFile: func(s string) string { return natsauth.KeyFile(dir, s) }, setup: natsauth.KeyFile(dir, catalog.RoleOperator)}
+	} else if cfg.credsDir != "" {
+		if creds, err = credsFromDir(cfg.credsDir); err != nil {
+			return err
+		}
 	}
 
 	dbURL := func(service string) string { return filepath.Join(cfg.dataDir, service+".db") }
@@ -116,6 +144,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		services: modules,
 		dbURL:    dbURL,
 		natsURL:  natsURL,
+		creds:    creds,
 		httpAddr: cfg.httpAddr,
 		replicas: 1,
 		opts:     opts,
@@ -129,7 +158,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if cfg.dbURL != "" {
 		store = "PostgreSQL " + sqldb.Mask(cfg.dbURL) + " (one schema per service)"
 	}
-	natsNote := "(embedded JetStream, store in " + filepath.Join(cfg.dataDir, "nats") + ")"
+	natsNote := "(embedded JetStream, store in " + filepath.Join(cfg.dataDir, "nats") + ")\n  creds    " + embeddedCredsDir(cfg.dataDir) +
+		" (a NATS user per service; operator.nk is the tools'; anonymous clients may send commands and read)"
 	profile := "default: survives a crash of the process"
 	if opts.durable {
 		profile = "durable: survives an OS crash or power loss too"
@@ -158,10 +188,43 @@ Ctrl-C drains in-flight work and stops.
 	return nil
 }
 
+// natsAuth are the users of the embedded server: anonymous is the public
+// key of the user an unauthenticated client becomes ("": none).
+type natsAuth struct {
+	users     []*server.NkeyUser
+	anonymous string
+}
+
+// embeddedCredsDir is where the embedded server's credentials live under
+// the data directory.
+func embeddedCredsDir(dataDir string) string { return filepath.Join(dataDir, "nats", "creds") }
+
+// credsFromDir returns the credentials of every service in dir:
+// <name>.nk or <name>.creds, the operator's optional (it sets up the
+// streams when present).
+func credsFromDir(dir string) (natsCreds, error) {
+	find := func(name string) string {
+		for _, ext := range []string{".nk", ".creds"} {
+			p := filepath.Join(dir, name+ext)
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+		return ""
+	}
+	files := map[string]string{}
+	for _, m := range modules {
+		if files[m.name] = find(m.name); files[m.name] == "" {
+			return natsCreds{}, fmt.Errorf("%w: --nats-creds-dir %s has no %s.nk or %s.creds", errUsage, dir, m.name, m.name)
+		}
+	}
+	return natsCreds{serviceFile: func(s string) string { return files[s] }, setup: find(catalog.RoleOperator)}, nil
+}
+
 // startEmbeddedNATS starts a JetStream server listening on listen. A taken
 // port is the common failure here (a standalone NATS already on 4222), so
 // it gets a one-line message that names both ways out.
-func startEmbeddedNATS(listen, storeDir string, durable bool) (*server.Server, string, error) {
+func startEmbeddedNATS(listen, storeDir string, durable bool, auth natsAuth) (*server.Server, string, error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: --nats-listen %q: %v", errUsage, listen, err)
@@ -197,6 +260,11 @@ func startEmbeddedNATS(listen, storeDir string, durable bool) (*server.Server, s
 		// survives an OS crash or power loss. The default syncs every two
 		// minutes, which survives any crash of the process only.
 		SyncAlways: durable,
+		// A user per service, the operator's, and anonymous clients as
+		// the client user: they may send commands and read the streams,
+		// never publish an event.
+		Nkeys:      auth.users,
+		NoAuthUser: auth.anonymous,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

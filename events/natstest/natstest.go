@@ -75,13 +75,14 @@ func (s *Server) Restart(t testing.TB) {
 }
 
 // Connect opens a client connection that retries forever on disconnect and
-// closes when the test ends.
-func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+// closes when the test ends; opts add to (or override) those settings, e.g.
+// credentials.
+func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url,
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(50*time.Millisecond),
-		nats.RetryOnFailedConnect(true))
+		nats.ReconnectWait(50 * time.Millisecond),
+		nats.RetryOnFailedConnect(true)}, opts...)...)
 	if err != nil {
 		t.Fatalf("natstest: connect %s: %v", url, err)
 	}
