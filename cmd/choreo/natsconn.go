@@ -73,7 +73,7 @@ func connectService(cfg systemConfig, name, creds string) (*natsConn, error) {
 	}
 	nc, err := nats.Connect(cfg.natsURL, opts...)
 	if err != nil {
-		hint := "start one, or run choreo up without --nats-url to use the embedded server"
+		hint := "start one, or run choreo up without --nats-url and NATS_URL to use the embedded server"
 		if errors.Is(err, nats.ErrAuthorization) {
 			hint = "the server refused the credentials " + orNone(creds)
 		}

@@ -189,3 +189,31 @@ func TestUpOnATakenNATSPortNamesBothFlags(t *testing.T) {
 		t.Errorf("stderr %q: want one line naming %s, --nats-url and --nats-listen", msg, listen)
 	}
 }
+
+// NATS_URL is exported for the tools; choreo up --nats-listen still means
+// the embedded server on that address, and without the flag NATS_URL
+// names the server to use.
+func TestUpNATSListenBeatsNATSURLFromTheEnvironment(t *testing.T) {
+	env := func(k string) string {
+		if k == "NATS_URL" {
+			return "nats://127.0.0.1:4222"
+		}
+		return ""
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats-listen", "127.0.0.1:4223"}, ""},
+		{nil, "nats://127.0.0.1:4222"},
+		{[]string{"--nats-listen", "127.0.0.1:4223", "--nats-url", "nats://10.0.0.1:4222"}, "nats://10.0.0.1:4222"},
+	} {
+		c, err := parseUp(tc.args, io.Discard, env)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.natsURL != tc.want {
+			t.Errorf("up %v with NATS_URL set: NATS server %q, want %q (empty: the embedded one)", tc.args, c.natsURL, tc.want)
+		}
+	}
+}

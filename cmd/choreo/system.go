@@ -282,7 +282,7 @@ func checkServerVersion(nc *nats.Conn) error {
 	for i := range got {
 		if got[i] != minServerVersion[i] {
 			if got[i] < minServerVersion[i] {
-				return fmt.Errorf("the NATS server at %s is version %s; choreo needs %d.%d.%d or newer (run choreo up without --nats-url to use the embedded server)",
+				return fmt.Errorf("the NATS server at %s is version %s; choreo needs %d.%d.%d or newer (run choreo up without --nats-url and NATS_URL to use the embedded server)",
 					nc.ConnectedUrlRedacted(), v, minServerVersion[0], minServerVersion[1], minServerVersion[2])
 			}
 			return nil

@@ -66,6 +66,14 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["nats-listen"] && !given["nats-url"] {
+		// NATS_URL is exported for the tools (the README says so); asking
+		// for the embedded server on an address says which server is
+		// meant, and a flag beats the environment.
+		c.natsURL = ""
+	}
 	if c.credsDir != "" && c.natsURL == "" {
 		return c, fmt.Errorf("%w: --nats-creds-dir goes with --nats-url; the embedded server keeps its credentials in %s", errUsage, embeddedCredsDir(c.dataDir))
 	}
