@@ -148,8 +148,10 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 	if f.batch < 1 {
 		return serviceOptions{}, fmt.Errorf("%w: --consumer-batch %d < 1", errUsage, f.batch)
 	}
-	if f.orderTimeout < 0 {
-		return serviceOptions{}, fmt.Errorf("%w: --order-timeout %s is negative", errUsage, f.orderTimeout)
+	if f.orderTimeout <= 0 {
+		// 0 would mean no deadline, and an order whose saga stalls (a
+		// provider down for good) would stay pending for ever.
+		return serviceOptions{}, fmt.Errorf("%w: --order-timeout %s: must be more than 0, every order must end", errUsage, f.orderTimeout)
 	}
 	for _, d := range []struct {
 		name string

@@ -159,6 +159,8 @@ func TestUsageErrorsExitWithTwo(t *testing.T) {
 		{"up", "extra-arg"},
 		{"up", "--db", "mysql://x"},
 		{"up", "--log-level", "loud"},
+		{"up", "--order-timeout", "0s"},
+		{"serve", "orders", "--order-timeout", "-1s"},
 		{"serve"},
 		{"serve", "billing"},
 		{"serve", "orders", "--bogus"},
