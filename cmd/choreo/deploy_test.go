@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -55,6 +56,7 @@ func TestDeployKustomizeOverlays(t *testing.T) {
 			b := bundle{t: t, name: name, objs: objs}
 			b.checkUniqueNames()
 			b.checkServices()
+			b.checkChoreoArgs()
 			b.checkReferences()
 			b.checkPodSecurity()
 			b.checkHTTPRoute()
@@ -455,7 +457,7 @@ var (
 func serveFlagsOf(t *testing.T, args ...string) serveFlags {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	run(context.Background(), append(args, "-h"), &stdout, &stderr, func(string) string { return "" })
+	run(context.Background(), append(slices.Clip(args), "-h"), &stdout, &stderr, func(string) string { return "" })
 	sf := serveFlags{fs: flag.NewFlagSet(strings.Join(args, " "), flag.ContinueOnError), env: map[string]string{}}
 	sf.fs.SetOutput(&bytes.Buffer{})
 	current := ""
@@ -482,7 +484,7 @@ func serveFlagsOf(t *testing.T, args ...string) serveFlags {
 			}
 		}
 	}
-	if sf.fs.Lookup("nats-url") == nil && args[0] == "serve" {
+	if len(sf.env) == 0 {
 		t.Fatalf("choreo %s -h printed no flags:\n%s", strings.Join(args, " "), stderr.String())
 	}
 	return sf
@@ -594,6 +596,31 @@ func (b bundle) checkServices() {
 		}
 		if pdb != 1 {
 			t.Errorf("%s: %d PodDisruptionBudgets select %s, want 1", b.name, pdb, svc)
+		}
+	}
+}
+
+// checkChoreoArgs: every container of the choreo image runs a subcommand
+// with flags that subcommand accepts (choreo provider in local, too).
+func (b bundle) checkChoreoArgs() {
+	for _, o := range b.objs {
+		for _, c := range containers(o) {
+			if !strings.Contains(str(c, "image"), "choreo") {
+				continue
+			}
+			args := anyStrings(c["args"])
+			if len(args) == 0 {
+				b.t.Errorf("%s: %s %s runs choreo without a command", b.name, o["kind"], o["metadata"].(obj)["name"])
+				continue
+			}
+			cmd := args[:1]
+			if args[0] == "serve" && len(args) > 1 {
+				cmd = args[:2]
+			}
+			sf := serveFlagsOf(b.t, cmd...)
+			if err := sf.fs.Parse(args[len(cmd):]); err != nil || sf.fs.NArg() != 0 {
+				b.t.Errorf("%s: %s %s: choreo %s refuses %q: %v", b.name, o["kind"], o["metadata"].(obj)["name"], strings.Join(cmd, " "), args, err)
+			}
 		}
 	}
 }
@@ -1152,5 +1179,66 @@ func TestDeployWorkflows(t *testing.T) {
 		if !seen[want] {
 			t.Errorf("no workflow %s.yml", want)
 		}
+	}
+}
+
+// TestDeployKubectlKustomize builds each overlay with the real kustomize
+// (kubectl kustomize) where kubectl is installed, and checks that the
+// resolver the other tests use agrees with it: the same objects (generated
+// names without their hash suffix), namespaces, images and arguments.
+func TestDeployKubectlKustomize(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed: the overlays are checked by the resolver of TestDeployKustomizeOverlays only")
+	}
+	hash := regexp.MustCompile(`-[a-z0-9]{10}$`)
+	summary := func(objs []obj) []string {
+		var out []string
+		for _, o := range objs {
+			md := o["metadata"].(obj)
+			name := str(md, "name")
+			if o["kind"] == "ConfigMap" || o["kind"] == "Secret" {
+				name = hash.ReplaceAllString(name, "")
+			}
+			line := fmt.Sprint(o["kind"], " ", md["namespace"], "/", name)
+			for _, c := range containers(o) {
+				line += fmt.Sprintf(" [%s %v]", c["image"], c["args"])
+			}
+			out = append(out, line)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, name := range []string{"base", "overlays/local", "overlays/production"} {
+		t.Run(path.Base(name), func(t *testing.T) {
+			dir := filepath.Join(deployDir, "k8s", name)
+			out, err := exec.Command(kubectl, "kustomize", dir).Output()
+			if err != nil {
+				t.Fatalf("kubectl kustomize %s: %v", dir, err)
+			}
+			var real []obj
+			dec := yaml.NewDecoder(bytes.NewReader(out))
+			for {
+				var o obj
+				if err := dec.Decode(&o); err != nil {
+					break
+				}
+				if o != nil {
+					real = append(real, o)
+				}
+			}
+			ours, err := kustomize(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := summary(ours), summary(real); !slices.Equal(got, want) {
+				t.Errorf("the resolver builds\n%s\nkubectl kustomize builds\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			for _, o := range real {
+				if ns := o["metadata"].(obj)["namespace"]; o["kind"] != "Namespace" && ns != "choreo" {
+					t.Errorf("%s %s is in namespace %v, want choreo", o["kind"], o["metadata"].(obj)["name"], ns)
+				}
+			}
+		})
 	}
 }
