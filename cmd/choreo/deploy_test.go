@@ -959,9 +959,21 @@ func (b bundle) checkNATS() {
 		t.Setenv("CHOREO_NKEY_"+u, pub)
 	}
 	t.Setenv("NATS_SERVER_NAME", "nats-0")
-	opts, err := server.ProcessConfigFile(filepath.Join(dir, path.Base(conf)))
+	// nats-server's own command line parser, on the container's args with
+	// the config file's directory moved here.
+	local := slices.Clone(args)
+	local[slices.Index(args, "--config")+1] = filepath.Join(dir, path.Base(conf))
+	fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
+	fs.SetOutput(&bytes.Buffer{})
+	opts, err := server.ConfigureOptions(fs, local, func() {}, func() {}, func() {})
 	if err != nil {
-		t.Fatalf("%s: nats-server refuses %s: %v", b.name, conf, err)
+		t.Fatalf("%s: nats-server refuses %q: %v", b.name, args, err)
+	}
+	if opts.HTTPPort != 8222 || opts.PidFile != "/var/run/nats/nats.pid" {
+		t.Errorf("%s: nats-server runs with monitoring port %d and pid file %q", b.name, opts.HTTPPort, opts.PidFile)
+	}
+	if pre := anyStrings(dig(c, "lifecycle", "preStop", "exec")["command"]); len(pre) != 3 || pre[0] != "nats-server" || fs.Lookup(strings.TrimPrefix(pre[1], "--")) == nil || pre[2] != "ldm="+opts.PidFile {
+		t.Errorf("%s: preStop %q is not nats-server --signal ldm=<its pid file>", b.name, pre)
 	}
 	if !opts.JetStream || opts.StoreDir == "" || len(opts.Routes) != 3 || len(opts.Nkeys) != 6 {
 		t.Errorf("%s: %s: jetstream %v (store %q), %d routes, %d nkey users; want jetstream, 3 routes, 6 users", b.name, conf, opts.JetStream, opts.StoreDir, len(opts.Routes), len(opts.Nkeys))
