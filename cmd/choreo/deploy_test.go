@@ -909,6 +909,10 @@ func (b bundle) checkNATS() {
 		t.Errorf("%s: no PodDisruptionBudget with maxUnavailable 1 for NATS", b.name)
 	}
 	c := containers(ss)[0]
+	// The server that runs is the one whose parser these tests use.
+	if want := "nats:" + strings.TrimPrefix(goModVersion(t, "github.com/nats-io/nats-server/v2"), "v") + "-alpine"; str(c, "image") != want {
+		t.Errorf("%s: NATS image %s, want %s (go.mod's nats-server)", b.name, str(c, "image"), want)
+	}
 	pre := strings.Join(anyStrings(dig(c, "lifecycle", "preStop", "exec")["command"]), " ")
 	if !strings.Contains(pre, "nats-server") || !strings.Contains(pre, "ldm") {
 		t.Errorf("%s: NATS preStop is %q, want nats-server --signal ldm", b.name, pre)
@@ -1033,8 +1037,9 @@ func TestDeployDockerfile(t *testing.T) {
 			t.Errorf("the build stage has no %s", want)
 		}
 	}
-	if !strings.HasPrefix(build.from, "golang:") {
-		t.Errorf("build stage from %s, want golang", build.from)
+	goVersion := goModVersion(t, "go")
+	if mm := strings.Join(strings.SplitN(goVersion, ".", 3)[:2], "."); !strings.HasPrefix(build.from, "golang:"+mm) {
+		t.Errorf("build stage from %s, want golang:%s (go.mod's go %s)", build.from, mm, goVersion)
 	}
 	if st, err := os.Stat("../../cmd/choreo"); err != nil || !st.IsDir() {
 		t.Errorf("the Dockerfile builds ./cmd/choreo, which is not there")
@@ -1077,6 +1082,23 @@ func TestDeployDockerfile(t *testing.T) {
 			}
 		}
 	}
+}
+
+// goModVersion is the version go.mod requires of a module, or its go
+// directive's for "go".
+func goModVersion(t *testing.T, module string) string {
+	t.Helper()
+	for _, line := range strings.Split(string(mustRead(t, "../../go.mod")), "\n") {
+		f := strings.Fields(strings.TrimSpace(line))
+		if len(f) >= 2 && f[0] == module {
+			return f[1]
+		}
+		if len(f) >= 3 && f[0] == "require" && f[1] == module {
+			return f[2]
+		}
+	}
+	t.Fatalf("go.mod does not name %s", module)
+	return ""
 }
 
 func mustRead(t *testing.T, p string) []byte {
