@@ -557,6 +557,12 @@ func (b bundle) checkServices() {
 				t.Errorf("%s: %s: env %s=%q: --%s refuses it: %v", b.name, svc, name, value, f, err)
 			}
 		}
+		// NATS_URL names the client Service of the NATS pods.
+		natsHost, natsPort, _ := strings.Cut(strings.TrimPrefix(env["NATS_URL"], "nats://"), ":")
+		if s := find(b.objs, "Service", natsHost); s == nil || !selects(obj{"matchLabels": dig(s, "spec", "selector")}, podLabels(b.get("StatefulSet", "nats"))) ||
+			!slices.ContainsFunc(list(dig(s, "spec"), "ports"), func(p obj) bool { return fmt.Sprint(p["port"]) == natsPort }) {
+			t.Errorf("%s: %s: NATS_URL %q names no Service of the NATS pods with that port", b.name, svc, env["NATS_URL"])
+		}
 		for _, want := range []string{"NATS_CREDS", "CHOREO_DB_URL", "GOMEMLIMIT", "OTEL_EXPORTER_OTLP_ENDPOINT", "NATS_URL", "CHOREO_HTTP"} {
 			if _, ok := env[want]; !ok {
 				t.Errorf("%s: %s: no %s in its environment", b.name, svc, want)
@@ -829,6 +835,9 @@ func (b bundle) checkNetworkPolicies() {
 		}
 	}
 	exists := func(sel obj) bool {
+		if len(sel) == 0 {
+			return true // every pod of the namespace
+		}
 		return slices.ContainsFunc(pods, func(l map[string]string) bool { return selects(sel, l) })
 	}
 	natsLabels := podLabels(b.get("StatefulSet", "nats"))
