@@ -452,7 +452,7 @@ func runDlqRetry(ctx context.Context, args []string, stdout, stderr io.Writer, g
 			removeErr.ID, removeErr.Stream, removeErr.Sequence, removeErr.Err, removeErr.ID)
 	case err != nil:
 		_ = writeJSONLines(stdout, results)
-		return err
+		return d.flags.explain(err)
 	}
 	return writeJSONLines(stdout, results)
 }

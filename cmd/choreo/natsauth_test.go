@@ -196,8 +196,8 @@ func TestToolsUseTheOperatorCredentialsByDefault(t *testing.T) {
 		// Elsewhere, the default credentials file does not exist.
 		t.Chdir(t.TempDir())
 		out, errOut, code := runTool(t, "dlq", "retry", "--all", "--nats-url", c.natsURL)
-		if code == 0 {
-			t.Errorf("anonymous dlq retry of an event: exit 0\n%s%s", out, errOut)
+		if code == 0 || !strings.Contains(errOut, "Permissions Violation") || !strings.Contains(errOut, "--nats-creds") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("anonymous dlq retry of an event: exit %d, stderr %q; want one line saying what the server refused and naming --nats-creds\n%s", code, errOut, out)
 		}
 	})
 	out, errOut, code := runTool(t, "dlq", "retry", "--all", "--nats-url", c.natsURL)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,9 @@ type toolFlags struct {
 	creds        string
 	defaultCreds string
 	json         bool
+	// refused is the last permissions violation the server reported on
+	// the tool's connection (see explain).
+	refused atomic.Pointer[error]
 }
 
 // newToolFlags returns a flag set for `choreo <name>` whose -h prints the
@@ -63,10 +67,29 @@ func (t *toolFlags) parse(args []string) ([]string, error) {
 	}
 }
 
+// explain adds to err what the server refused on the tool's connection,
+// if it refused anything: a publish the tool's user may not make fails
+// only with a timeout otherwise.
+func (t *toolFlags) explain(err error) error {
+	p := t.refused.Load()
+	if err == nil || p == nil {
+		return err
+	}
+	return fmt.Errorf("%w: the server refused: %v (only a service and the operator may publish its events: point --nats-creds / NATS_CREDS at the operator's credentials)", err, *p)
+}
+
 // connect connects to the NATS server for a short-lived tool: no endless
 // reconnecting, and one clear line when nothing answers.
 func (t *toolFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{nats.Name("choreo-tool"), nats.Timeout(5 * time.Second), nats.MaxReconnects(0)}
+	opts := []nats.Option{nats.Name("choreo-tool"), nats.Timeout(5 * time.Second), nats.MaxReconnects(0),
+		// The server answers a refused publish with an asynchronous
+		// error, and the publish itself only times out: keep the error
+		// for explain instead of printing it.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				t.refused.Store(&err)
+			}
+		})}
 	creds, defaulted := t.creds, false
 	if creds == "" {
 		// A local choreo up writes the operator's credentials here: with
