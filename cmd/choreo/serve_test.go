@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natstest"
+	"github.com/choreo-dev/choreo/events/sqltest"
 )
 
 // startProvider runs `choreo provider` on a random port and returns its URL.
@@ -187,5 +189,41 @@ func TestUpOnATakenNATSPortNamesBothFlags(t *testing.T) {
 	msg := strings.TrimSpace(stderr.String())
 	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "--nats-url") || !strings.Contains(msg, "--nats-listen") || !strings.Contains(msg, listen) {
 		t.Errorf("stderr %q: want one line naming %s, --nats-url and --nats-listen", msg, listen)
+	}
+}
+
+// Two services served from one PostgreSQL URL without a search_path keep
+// separate stores: each in the schema named after it, as up --db has them,
+// none in public, where their outbox and inbox tables would be one.
+func TestServeOnPostgresUsesTheServicesOwnSchema(t *testing.T) {
+	base := freshPostgresDatabase(t, sqltest.RequirePostgres(t))
+	srv := natstest.Start(t)
+	for _, svc := range []string{"orders", "inventory"} {
+		startServe(t, svc, map[string]string{
+			"NATS_URL":         srv.URL,
+			"CHOREO_DB_URL":    base,
+			"CHOREO_HTTP":      "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL": "warn",
+		})
+	}
+	db := sqltest.MustOpen(t, base)
+	rows, err := db.Query(`SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox' ORDER BY table_schema`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var schemas []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		schemas = append(schemas, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(schemas, []string{"inventory", "orders"}) {
+		t.Errorf("outbox tables in schemas %v, want [inventory orders] (one per service, none in public)", schemas)
 	}
 }
