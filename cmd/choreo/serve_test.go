@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -225,5 +226,30 @@ func TestServeOnPostgresUsesTheServicesOwnSchema(t *testing.T) {
 	}
 	if !slices.Equal(schemas, []string{"inventory", "orders"}) {
 		t.Errorf("outbox tables in schemas %v, want [inventory orders] (one per service, none in public)", schemas)
+	}
+}
+
+// A service started with weaker stream settings than the streams have (the
+// defaults: a shorter duplicate window, a message limit) leaves them as
+// they are: a replica started without the cluster's flags does not weaken
+// what the first set up.
+func TestServeNeverWeakensAStream(t *testing.T) {
+	srv := natstest.Start(t)
+	env := func(extra map[string]string) map[string]string {
+		e := map[string]string{"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "s.db"), "CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn"}
+		maps.Copy(e, extra)
+		return e
+	}
+	startServe(t, "orders", env(map[string]string{"CHOREO_DUPLICATE_WINDOW": "5m", "CHOREO_STREAM_MAX_MSGS": "0"}))
+	startServe(t, "orders", env(nil))
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, srv.URL)
+	s, err := js.Stream(ctx, catalog.StreamOrders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; cfg.Duplicates != 5*time.Minute || cfg.MaxMsgs != -1 {
+		t.Errorf("%s after a service with the defaults: window %s, max messages %d, want 5m and no limit (unchanged)", catalog.StreamOrders, cfg.Duplicates, cfg.MaxMsgs)
 	}
 }

@@ -91,7 +91,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		setup = c.js
 		defer c.close()
 	}
-	if err := ensureStreams(ctx, setup, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow}); err != nil {
+	if err := ensureStreams(ctx, setup, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow, Logger: cfg.log}); err != nil {
 		return nil, err
 	}
 
