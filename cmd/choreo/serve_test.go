@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -251,5 +252,38 @@ func TestServeNeverWeakensAStream(t *testing.T) {
 	}
 	if cfg := s.CachedInfo().Config; cfg.Duplicates != 5*time.Minute || cfg.MaxMsgs != -1 {
 		t.Errorf("%s after a service with the defaults: window %s, max messages %d, want 5m and no limit (unchanged)", catalog.StreamOrders, cfg.Duplicates, cfg.MaxMsgs)
+	}
+}
+
+// payments is ready only while its payment provider is reachable: with
+// nothing where the provider should be (port 0 never accepts), /readyz is
+// a 503 naming the provider and how to set it; with one, ok.
+func TestServePaymentsReadyOnlyWithItsProvider(t *testing.T) {
+	srv := natstest.Start(t)
+	for _, tc := range []struct {
+		name, provider string
+		status         int
+	}{
+		{"no provider", "http://127.0.0.1:0", http.StatusServiceUnavailable},
+		{"provider", startProvider(t), http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := startServe(t, "payments", map[string]string{
+				"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "payments.db"),
+				"CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn", "CHOREO_PROVIDER_URL": tc.provider,
+			})
+			resp, err := http.Get(base + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("/readyz: %d %s, want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.status != http.StatusOK && (!strings.Contains(string(body), "payment provider") || !strings.Contains(string(body), "CHOREO_PROVIDER_URL")) {
+				t.Errorf("/readyz body %s: want it to name the payment provider and how to set it", body)
+			}
+		})
 	}
 }

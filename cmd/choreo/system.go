@@ -55,7 +55,9 @@ type system struct {
 	pprof    *pprofServer
 	tracing  *telemetry.Tracing
 	ready    atomic.Bool
-	log      *slog.Logger
+	// needs are the services' own readiness checks (see builtService).
+	needs []func(context.Context) error
+	log   *slog.Logger
 }
 
 // startSystem connects to NATS, ensures the streams, opens and migrates
@@ -145,6 +147,9 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		metrics.Outbox(m.name, built.outbox)
 		reg.MustRegister(built.collectors...)
 		dlqPrefixes[m.name] = built.consumer.DLQSubject
+		if built.ready != nil {
+			s.needs = append(s.needs, built.ready)
+		}
 		log.Info("service started", "db", db.URL)
 	}
 	metrics.DLQ(s.conns[0].js, catalog.StreamDLQ, dlqPrefixes)
@@ -190,7 +195,8 @@ func (s *system) pprofLine() string {
 }
 
 // readyz answers 200 only when the process can do its work: started, NATS
-// connected, every database answering.
+// connected, every database answering, and what each service needs beyond
+// them (payments: its provider) reachable.
 func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "starting or stopping")
@@ -207,6 +213,12 @@ func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	for _, db := range s.dbs {
 		if err := db.PingContext(ctx); err != nil {
 			httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "database "+db.URL+": "+err.Error())
+			return
+		}
+	}
+	for _, need := range s.needs {
+		if err := need(ctx); err != nil {
+			httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", err.Error())
 			return
 		}
 	}
