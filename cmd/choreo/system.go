@@ -129,7 +129,11 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
 		conn := conns[m.name]
-		ms, err := startMicro(conn.nc, m.name, db.URL, built.outbox.Backlog, built.consumer)
+		storeID, err := storeIdentity(ctx, db)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		ms, err := startMicro(conn.nc, m.name, storeID, built.outbox.Backlog, built.consumer)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
