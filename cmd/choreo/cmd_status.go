@@ -48,6 +48,10 @@ type (
 		OutboxBacklog          int      `json:"outbox_backlog"`
 		OutboxOldestAgeSeconds float64  `json:"outbox_oldest_age_seconds"`
 		Errors                 []string `json:"errors,omitempty"`
+		// Stores is how many distinct stores its instances report: more
+		// than one is a mistake (see statusSummarize).
+		Stores  int    `json:"stores"`
+		Warning string `json:"warning,omitempty"`
 	}
 	statusDLQ struct {
 		Kind   string `json:"kind"` // "dlq"
@@ -142,6 +146,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	for _, s := range services {
+		if s.Warning != "" {
+			fmt.Fprintf(stdout, "\nWARNING %s: %s\n", s.Service, s.Warning)
+		}
 	}
 	depth := fmt.Sprint(dlq.Depth)
 	fmt.Fprintf(stdout, "\nDLQ depth: %s\n", colour(dlq.Depth > 0 && isTerminal(stdout), "1;31", depth))
@@ -277,6 +286,13 @@ func statusSummarize(service string, insts []microStatus) statusService {
 	}
 	for _, n := range perStore {
 		s.OutboxBacklog += n
+	}
+	s.Stores = len(perStore)
+	if s.Stores > 1 {
+		// Replicas share the service's durable consumers: each gets part
+		// of every saga's events, and no store holds them all.
+		s.Warning = (fmt.Sprintf("%d instances on %d different stores: replicas of %s must share one store, or each sees only part of every saga; give every instance the same --db (CHOREO_DB_URL), or stop the odd one",
+			len(insts), s.Stores, service))
 	}
 	slices.Sort(s.IDs)
 	return s

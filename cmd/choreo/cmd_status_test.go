@@ -140,7 +140,7 @@ func TestStatus(t *testing.T) {
 		}
 		var services []string
 		for _, s := range rows["service"] {
-			if got, want := statusKeys(s), []string{"instance_ids", "instances", "kind", "outbox_backlog", "outbox_oldest_age_seconds", "service"}; !slices.Equal(got, want) {
+			if got, want := statusKeys(s), []string{"instance_ids", "instances", "kind", "outbox_backlog", "outbox_oldest_age_seconds", "service", "stores"}; !slices.Equal(got, want) {
 				t.Errorf("service fields %v, want %v", got, want)
 			}
 			if statusNum(s, "outbox_oldest_age_seconds") != 0 {
@@ -276,6 +276,8 @@ func TestStatus(t *testing.T) {
 	t.Run("every instance counts", func(t *testing.T) {
 		// Two more "payments" instances: one on a database of its own with
 		// a backlog, one sharing that database (its backlog counts once).
+		// (Replicas on two stores are a mistake status warns about; here
+		// they only make the sum visible.)
 		ncs, _ := c.operator(t) // an instance answers requests, which a service or the operator may
 		old := time.Now().Add(-5 * time.Second)
 		for _, n := range []int{3, 2} {
@@ -359,7 +361,8 @@ func TestStatusSummarize(t *testing.T) {
 		{Instance: "c", Store: "s2", OutboxBacklog: 1, OutboxOldestAgeSeconds: 1},
 		{Instance: "d", Error: "db down"},
 	})
-	if s.Instances != 4 || s.OutboxBacklog != 6 || s.OutboxOldestAgeSeconds != 3 || !slices.Equal(s.IDs, []string{"a", "b", "c", "d"}) || len(s.Errors) != 1 {
+	if s.Instances != 4 || s.OutboxBacklog != 6 || s.OutboxOldestAgeSeconds != 3 || !slices.Equal(s.IDs, []string{"a", "b", "c", "d"}) ||
+		s.Stores != 2 || len(s.Errors) != 1 || !strings.Contains(s.Warning, "2 different stores") {
 		t.Errorf("%+v", s)
 	}
 	if got := statusFormatAge(0.0123); got != "12ms" {
@@ -389,6 +392,9 @@ func TestStatusSeesEveryReplica(t *testing.T) {
 		got[s["service"].(string)] = statusNum(s, "instances")
 		if statusNum(s, "outbox_backlog") != 0 {
 			t.Errorf("backlog: %v", s)
+		}
+		if s["service"] == "inventory" && statusNum(s, "stores") != 1 {
+			t.Errorf("inventory's replicas on one database: %v, want stores 1", s)
 		}
 	}
 	if want := map[string]float64{"orders": 0, "inventory": 2, "payments": 0, "notifications": 0}; !maps.Equal(got, want) {
@@ -425,4 +431,28 @@ func ordersConsumer(t *testing.T) consumer.Config {
 	}
 	t.Fatal("no orders module")
 	return consumer.Config{}
+}
+
+// The split-store mistake of issue 12: two replicas of one service, each
+// with a database of its own, share the service's durable consumers and
+// each see part of every saga. choreo status says so, and what to do.
+func TestStatusShowsReplicasOnDifferentStores(t *testing.T) {
+	srv := natstest.Start(t)
+	for _, dir := range []string{t.TempDir(), t.TempDir()} {
+		startServe(t, "inventory", map[string]string{
+			"NATS_URL":         srv.URL,
+			"CHOREO_DB_URL":    filepath.Join(dir, "inventory.db"),
+			"CHOREO_HTTP":      "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL": "warn",
+		})
+	}
+	for _, s := range statusJSON(t, srv.URL)["service"] {
+		if s["service"] == "inventory" && (statusNum(s, "instances") != 2 || statusNum(s, "stores") != 2) {
+			t.Errorf("inventory: %v, want 2 instances on 2 stores", s)
+		}
+	}
+	code, out, _ := runStatusCmd(t, srv.URL)
+	if code != 0 || !strings.Contains(out, "WARNING inventory: 2 instances on 2 different stores") || !strings.Contains(out, "same --db (CHOREO_DB_URL)") {
+		t.Errorf("exit %d, want a warning naming the split and what to do:\n%s", code, out)
+	}
 }

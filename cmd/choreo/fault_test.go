@@ -149,8 +149,10 @@ func TestPoisonMessagesGoToDLQAndTheNextIsProcessed(t *testing.T) {
 	}
 }
 
-// The same event delivered twice (as two stream messages, so JetStream's
-// de-duplication cannot help) is applied once.
+// The same event or command delivered twice (as two stream messages, so
+// JetStream's de-duplication cannot help) is applied once. The restock
+// copy is what fails without the inbox: the saga's events would also be
+// stopped by the order's state.
 func TestDuplicateEventIsAppliedOnce(t *testing.T) {
 	c := startUp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
@@ -190,6 +192,30 @@ func TestDuplicateEventIsAppliedOnce(t *testing.T) {
 			}
 		}
 	}
+	// The restock command delivered again: the same body, keyed by its
+	// command_id (no Nats-Msg-Id, so the stream keeps both copies). Unlike
+	// the saga's events, whose transitions find the order already past
+	// them, a restock changes stock every time it is applied: only the
+	// inventory's inbox claim keeps this copy from adding 10 more.
+	restockCopy := nats.NewMsg(catalog.SubjectRestock)
+	restockCopy.Data = []byte(`{"command_id":"restock-SKU-D-10","sku":"SKU-D","quantity":10}`)
+	copyAck, err := js.PublishMsg(ctx, restockCopy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Restocks have a durable of their own, so the marker below does not
+	// follow the copy: wait until that durable has acked it.
+	waitFor(t, ctx, "the restock copy consumed", func() (bool, string) {
+		cons, err := js.Consumer(ctx, catalog.StreamCommands, catalog.CommandDurable("inventory", "restock"))
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.AckFloor.Stream >= copyAck.Sequence, fmt.Sprintf("ack floor %d, copy at %d", info.AckFloor.Stream, copyAck.Sequence)
+	})
 	// A marker order placed after the duplicates: once it is confirmed and
 	// its stock committed, the duplicates ahead of it were consumed too.
 	marker := events.NewID()
@@ -347,6 +373,11 @@ func TestNATSRestartWhileOrdersArePlaced(t *testing.T) {
 		got, err := countSubjects(ctx, js, f.stream, f.filter)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// One subject per order: a loop over an empty map alone would
+		// pass with nothing published.
+		if len(got) != n {
+			t.Errorf("%s: %d subjects, want one per order (%d)", f.filter, len(got), n)
 		}
 		for subj, k := range got {
 			if k != 1 {

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"sync/atomic"
@@ -13,6 +13,7 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/discovery"
+	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
 // Every service process registers itself as a NATS micro service, so
@@ -40,8 +41,9 @@ const (
 type microStatus struct {
 	Service  string `json:"service"`
 	Instance string `json:"instance"`
-	// Store identifies the database (a hash of its masked URL): replicas
-	// sharing one database report the same outbox, so it is counted once.
+	// Store identifies the database (see storeIdentity): replicas sharing
+	// one database report the same outbox, so it is counted once, and
+	// replicas reporting different ones are a mistake choreo status shows.
 	Store                  string  `json:"store"`
 	OutboxBacklog          int     `json:"outbox_backlog"`
 	OutboxOldestAgeSeconds float64 `json:"outbox_oldest_age_seconds"`
@@ -54,22 +56,41 @@ type microBacklogFunc func(ctx context.Context) (int, time.Time, error)
 // microName is the micro service name of a choreo service.
 func microName(service string) string { return microPrefix + service }
 
-// storeID names a database without revealing where it is.
-func microStoreID(dbURL string) string {
-	sum := sha256.Sum256([]byte(dbURL))
-	return hex.EncodeToString(sum[:6])
+// storeIdentity returns the identity of a service's store: a random id
+// written into the store the first time any instance opens it. Instances
+// sharing one store report the same id however they name it (two URLs for
+// one server, the same relative SQLite path meaning different files on two
+// machines), so `choreo status` can tell replicas on one store from
+// replicas that, by mistake, each have their own.
+func storeIdentity(ctx context.Context, db *sqldb.DB) (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("store identity: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS choreo_store (k INTEGER PRIMARY KEY, id TEXT NOT NULL)`); err != nil {
+		return "", fmt.Errorf("store identity: create its table: %w", err)
+	}
+	// The first instance's id wins; later ones read it.
+	if _, err := db.ExecContext(ctx, db.Dialect.Rebind(`INSERT INTO choreo_store (k, id) VALUES (1, ?) ON CONFLICT (k) DO NOTHING`), hex.EncodeToString(b[:])); err != nil {
+		return "", fmt.Errorf("store identity: %w", err)
+	}
+	var id string
+	if err := db.QueryRowContext(ctx, `SELECT id FROM choreo_store WHERE k = 1`).Scan(&id); err != nil {
+		return "", fmt.Errorf("store identity: %w", err)
+	}
+	return id, nil
 }
 
 // startMicro makes service discoverable (see package discovery): its
 // status endpoint, and a row for every subject its consumer handles with
 // what it did with it. Its Middleware must wrap the consumer for those
 // rows to count.
-func startMicro(nc *nats.Conn, service, dbURL string, backlog microBacklogFunc, consumes consumer.Config) (*discovery.Service, error) {
+func startMicro(nc *nats.Conn, service, storeID string, backlog microBacklogFunc, consumes consumer.Config) (*discovery.Service, error) {
 	// The instance id is known once Start returns, but a status request
 	// may already be answered by then.
 	var started atomic.Pointer[discovery.Service]
 	status := func() microStatus {
-		st := microStatus{Service: service, Store: microStoreID(dbURL)}
+		st := microStatus{Service: service, Store: storeID}
 		if ms := started.Load(); ms != nil {
 			st.Instance = ms.ID()
 		}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +42,9 @@ type builtService struct {
 	// collectors are the service's own metrics (beyond the consumer's,
 	// the relay's and the outbox's, which every service has).
 	collectors []prometheus.Collector
+	// ready checks what the service needs beyond NATS and its store (the
+	// payment provider), for /readyz; an error says what is missing.
+	ready func(ctx context.Context) error
 }
 
 // serviceOptions are the settings some services need beyond a database.
@@ -116,6 +122,7 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 	var (
 		pay        payments.Provider = provider.NewAlwaysApprove()
 		collectors []prometheus.Collector
+		ready      func(context.Context) error
 	)
 	switch {
 	case opts.offline && opts.offlineProvider != nil:
@@ -126,6 +133,7 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 			return builtService{}, err
 		}
 		pay, collectors = client, client.Collectors()
+		ready = providerReachable(opts.providerURL)
 	}
 	svc, err := payments.New(payments.Config{Store: store, Provider: pay, Logger: log})
 	if err != nil {
@@ -136,6 +144,7 @@ func buildPayments(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtSe
 		consumer:   svc.Consumer(),
 		routes:     func(mux httpx.Mux) { paymenthttp.Register(mux, svc, log) },
 		collectors: collectors,
+		ready:      ready,
 	}, nil
 }
 
@@ -176,4 +185,32 @@ func findModule(name string) (module, bool) {
 		}
 	}
 	return module{}, false
+}
+
+// providerReachable checks that something accepts connections where the
+// payment provider's API should be. It asks no more of the provider than
+// a TCP connection, since a real provider need not have a health endpoint;
+// a provider that answers but fails is the circuit breaker's to handle,
+// not a reason to take the instance out of service.
+func providerReachable(baseURL string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		u, err := url.Parse(baseURL)
+		if err != nil {
+			return fmt.Errorf("payment provider %s: %w", baseURL, err)
+		}
+		host := u.Host
+		if u.Port() == "" {
+			port := "80"
+			if u.Scheme == "https" {
+				port = "443"
+			}
+			host = net.JoinHostPort(u.Hostname(), port)
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", host)
+		if err != nil {
+			return fmt.Errorf("payment provider %s not reachable: %w (start it, e.g. choreo provider, or set --provider-url / CHOREO_PROVIDER_URL)", baseURL, err)
+		}
+		return c.Close()
+	}
 }

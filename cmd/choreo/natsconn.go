@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -113,29 +112,15 @@ func (c *natsConn) close() {
 	<-c.closed
 }
 
-// ensureStreams creates each stream or updates it to its declared
-// configuration, leaving alone a stream that already has it: a service's
-// NATS user may read a stream's configuration but not change it, so a
-// service started against streams the operator set up asks for nothing it
-// may not do.
+// ensureStreams creates each missing stream and brings an existing one to
+// its declared configuration, never lowering its replicas or limits (see
+// streams.Ensure), and leaving alone a stream that already has it: a
+// service's NATS user may read a stream's configuration but not change it,
+// so a service started against streams the operator set up asks for
+// nothing it may not do.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, specs []streams.Spec, opts streams.Options) error {
-	for _, spec := range specs {
-		if s, err := js.Stream(ctx, spec.Name); err == nil && sameStreamConfig(s.CachedInfo().Config, streams.Config(spec, opts)) {
-			continue
-		}
-		if err := streams.Ensure(ctx, js, []streams.Spec{spec}, opts); err != nil {
-			return fmt.Errorf("%w (a service's NATS user may not create or change a stream: set the streams up with the operator's credentials, e.g. by starting choreo up with them)", err)
-		}
+	if err := streams.Ensure(ctx, js, specs, opts); err != nil {
+		return fmt.Errorf("%w (a service's NATS user may not create or change a stream: set the streams up with the operator's credentials, e.g. by starting choreo up with them)", err)
 	}
 	return nil
-}
-
-// sameStreamConfig reports whether the server's configuration of a stream
-// has every setting streams.Config declares.
-func sameStreamConfig(have, want jetstream.StreamConfig) bool {
-	return have.Name == want.Name && have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
-		have.Storage == want.Storage && have.Retention == want.Retention && have.Replicas == want.Replicas &&
-		have.Duplicates == want.Duplicates && have.AllowMsgSchedules == want.AllowMsgSchedules &&
-		have.AllowDirect == want.AllowDirect && have.MaxAge == want.MaxAge && have.MaxMsgs == want.MaxMsgs &&
-		have.MaxBytes == want.MaxBytes && have.Discard == want.Discard
 }

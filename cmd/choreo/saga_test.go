@@ -430,6 +430,8 @@ func runRandomizedSagas(t *testing.T, c *runningChoreo) {
 		}
 		return true, ""
 	})
+	confirmed := reasons["confirmed"]
+	subjects := map[string]int{} // filter: how many orders have a message there
 	for _, f := range []struct{ stream, filter string }{
 		{catalog.StreamOrders, "orders.confirmed.>"},
 		{catalog.StreamOrders, "orders.cancelled.>"},
@@ -442,10 +444,25 @@ func runRandomizedSagas(t *testing.T, c *runningChoreo) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		subjects[f.filter] = len(got)
 		for subj, k := range got {
 			if k != 1 {
 				t.Errorf("%s: %d messages, want at most 1 per order", subj, k)
 			}
+		}
+	}
+	// The number of orders in each, so that an empty stream cannot pass
+	// the loop above: every final order is confirmed or cancelled and
+	// notified once, and an order whose money was captured is confirmed
+	// or was refunded.
+	for filter, want := range map[string]int{
+		"orders.confirmed.>":   confirmed,
+		"orders.cancelled.>":   len(plan) - confirmed,
+		"notifications.sent.>": len(plan),
+		"payments.captured.>":  confirmed + subjects["payments.refunded.>"],
+	} {
+		if subjects[filter] != want {
+			t.Errorf("%s: %d orders, want %d", filter, subjects[filter], want)
 		}
 	}
 	if dl, _ := countSubjects(ctx, js, catalog.StreamDLQ, "dlq.>"); len(dl) != 0 {

@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"path/filepath"
 	"strings"
+
+	"github.com/choreo-dev/choreo/events/sqldb"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -57,9 +60,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if opts.providerURL == "" {
 		opts.providerURL = "http://" + defaultProviderListen
 	}
+	storeURL := func(string) string { return dbURL }
+	if isPostgresURL(dbURL) && !hasSearchPath(dbURL) {
+		// The service's own schema, as up --db has it, so that services
+		// served from one database keep separate stores; a URL that sets
+		// search_path chooses for itself.
+		if storeURL, err = postgresSchemas(ctx, dbURL, m.name); err != nil {
+			return err
+		}
+	}
 	sys, err := startSystem(ctx, systemConfig{
 		services: []module{m},
-		dbURL:    func(string) string { return dbURL },
+		dbURL:    storeURL,
 		natsURL:  natsURL,
 		creds:    natsCreds{serviceFile: func(string) string { return natsCredsFile }},
 		httpAddr: httpAddr,
@@ -71,8 +83,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "choreo %s is up\n  NATS  %s\n  HTTP  http://%s\n", m.name, natsURL, sys.httpAddr)
+	fmt.Fprintf(stdout, "choreo %s is up\n  NATS  %s\n  DB    %s\n  HTTP  http://%s\n", m.name, natsURL, sqldb.Mask(storeURL(m.name)), sys.httpAddr)
 	<-ctx.Done()
 	sys.stop()
 	return nil
+}
+
+// hasSearchPath reports whether a PostgreSQL URL sets its search_path.
+func hasSearchPath(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Query().Has("search_path")
 }

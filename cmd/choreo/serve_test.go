@@ -5,8 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natstest"
+	"github.com/choreo-dev/choreo/events/sqltest"
 )
 
 // startProvider runs `choreo provider` on a random port and returns its URL.
@@ -217,5 +221,99 @@ func TestUpNATSListenBeatsNATSURLFromTheEnvironment(t *testing.T) {
 		if c.natsURL != tc.want {
 			t.Errorf("up %v with NATS_URL set: NATS server %q, want %q (empty: the embedded one)", tc.args, c.natsURL, tc.want)
 		}
+	}
+}
+
+// Two services served from one PostgreSQL URL without a search_path keep
+// separate stores: each in the schema named after it, as up --db has them,
+// none in public, where their outbox and inbox tables would be one.
+func TestServeOnPostgresUsesTheServicesOwnSchema(t *testing.T) {
+	base := freshPostgresDatabase(t, sqltest.RequirePostgres(t))
+	srv := natstest.Start(t)
+	for _, svc := range []string{"orders", "inventory"} {
+		startServe(t, svc, map[string]string{
+			"NATS_URL":         srv.URL,
+			"CHOREO_DB_URL":    base,
+			"CHOREO_HTTP":      "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL": "warn",
+		})
+	}
+	db := sqltest.MustOpen(t, base)
+	rows, err := db.Query(`SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox' ORDER BY table_schema`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var schemas []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		schemas = append(schemas, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(schemas, []string{"inventory", "orders"}) {
+		t.Errorf("outbox tables in schemas %v, want [inventory orders] (one per service, none in public)", schemas)
+	}
+}
+
+// A service started with weaker stream settings than the streams have (the
+// defaults: a shorter duplicate window, a message limit) leaves them as
+// they are: a replica started without the cluster's flags does not weaken
+// what the first set up.
+func TestServeNeverWeakensAStream(t *testing.T) {
+	srv := natstest.Start(t)
+	env := func(extra map[string]string) map[string]string {
+		e := map[string]string{"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "s.db"), "CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn"}
+		maps.Copy(e, extra)
+		return e
+	}
+	startServe(t, "orders", env(map[string]string{"CHOREO_DUPLICATE_WINDOW": "5m", "CHOREO_STREAM_MAX_MSGS": "0"}))
+	startServe(t, "orders", env(nil))
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	_, js := natstest.Connect(t, srv.URL)
+	s, err := js.Stream(ctx, catalog.StreamOrders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; cfg.Duplicates != 5*time.Minute || cfg.MaxMsgs != -1 {
+		t.Errorf("%s after a service with the defaults: window %s, max messages %d, want 5m and no limit (unchanged)", catalog.StreamOrders, cfg.Duplicates, cfg.MaxMsgs)
+	}
+}
+
+// payments is ready only while its payment provider is reachable: with
+// nothing where the provider should be (port 0 never accepts), /readyz is
+// a 503 naming the provider and how to set it; with one, ok.
+func TestServePaymentsReadyOnlyWithItsProvider(t *testing.T) {
+	srv := natstest.Start(t)
+	for _, tc := range []struct {
+		name, provider string
+		status         int
+	}{
+		{"no provider", "http://127.0.0.1:0", http.StatusServiceUnavailable},
+		{"provider", startProvider(t), http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := startServe(t, "payments", map[string]string{
+				"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "payments.db"),
+				"CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn", "CHOREO_PROVIDER_URL": tc.provider,
+			})
+			resp, err := http.Get(base + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("/readyz: %d %s, want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.status != http.StatusOK && (!strings.Contains(string(body), "payment provider") || !strings.Contains(string(body), "CHOREO_PROVIDER_URL")) {
+				t.Errorf("/readyz body %s: want it to name the payment provider and how to set it", body)
+			}
+		})
 	}
 }

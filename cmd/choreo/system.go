@@ -55,7 +55,9 @@ type system struct {
 	pprof    *pprofServer
 	tracing  *telemetry.Tracing
 	ready    atomic.Bool
-	log      *slog.Logger
+	// needs are the services' own readiness checks (see builtService).
+	needs []func(context.Context) error
+	log   *slog.Logger
 }
 
 // startSystem connects to NATS, ensures the streams, opens and migrates
@@ -91,7 +93,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		setup = c.js
 		defer c.close()
 	}
-	if err := ensureStreams(ctx, setup, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow}); err != nil {
+	if err := ensureStreams(ctx, setup, catalog.StreamSpecs(cfg.opts.retention), streams.Options{Replicas: cfg.replicas, DuplicateWindow: cfg.opts.dupWindow, Logger: cfg.log}); err != nil {
 		return nil, err
 	}
 
@@ -127,7 +129,11 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
 		conn := conns[m.name]
-		ms, err := startMicro(conn.nc, m.name, db.URL, built.outbox.Backlog, built.consumer)
+		storeID, err := storeIdentity(ctx, db)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name, err)
+		}
+		ms, err := startMicro(conn.nc, m.name, storeID, built.outbox.Backlog, built.consumer)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
@@ -145,6 +151,9 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		metrics.Outbox(m.name, built.outbox)
 		reg.MustRegister(built.collectors...)
 		dlqPrefixes[m.name] = built.consumer.DLQSubject
+		if built.ready != nil {
+			s.needs = append(s.needs, built.ready)
+		}
 		log.Info("service started", "db", db.URL)
 	}
 	metrics.DLQ(s.conns[0].js, catalog.StreamDLQ, dlqPrefixes)
@@ -190,7 +199,8 @@ func (s *system) pprofLine() string {
 }
 
 // readyz answers 200 only when the process can do its work: started, NATS
-// connected, every database answering.
+// connected, every database answering, and what each service needs beyond
+// them (payments: its provider) reachable.
 func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "starting or stopping")
@@ -207,6 +217,12 @@ func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	for _, db := range s.dbs {
 		if err := db.PingContext(ctx); err != nil {
 			httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "database "+db.URL+": "+err.Error())
+			return
+		}
+	}
+	for _, need := range s.needs {
+		if err := need(ctx); err != nil {
+			httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", err.Error())
 			return
 		}
 	}

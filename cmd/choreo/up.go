@@ -144,7 +144,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 
 	dbURL := func(service string) string { return filepath.Join(cfg.dataDir, service+".db") }
 	if cfg.dbURL != "" {
-		if dbURL, err = postgresSchemas(ctx, cfg.dbURL); err != nil {
+		names := make([]string, len(modules))
+		for i, m := range modules {
+			names[i] = m.name
+		}
+		if dbURL, err = postgresSchemas(ctx, cfg.dbURL, names...); err != nil {
 			return err
 		}
 	}
@@ -289,21 +293,22 @@ func startEmbeddedNATS(listen, storeDir string, durable bool, auth natsAuth) (*s
 
 // postgresSchemas creates one schema per service in the database at base
 // and returns the URL of each (its search_path set to the schema), so the
-// services keep separate stores in one PostgreSQL database.
-func postgresSchemas(ctx context.Context, base string) (func(string) string, error) {
+// services keep separate stores in one PostgreSQL database: in the shared
+// public schema two services' outbox and inbox tables would be one.
+func postgresSchemas(ctx context.Context, base string, services ...string) (func(string) string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --db: %v", errUsage, err)
+	}
 	db, err := sqldb.Open(ctx, base)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	for _, m := range modules {
-		if _, err := db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+m.name); err != nil {
-			return nil, fmt.Errorf("create schema %s: %w", m.name, err)
+	for _, name := range services {
+		if _, err := db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+name); err != nil {
+			return nil, fmt.Errorf("create schema %s in %s: %w", name, sqldb.Mask(base), err)
 		}
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --db: %v", errUsage, err)
 	}
 	return func(service string) string {
 		q := u.Query()

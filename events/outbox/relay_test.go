@@ -599,3 +599,65 @@ func TestRelaySendsExtraHeadersSuchAsSchedules(t *testing.T) {
 		t.Errorf("fired body: %v, %v; want the event %s", env.ID, err, e.ID)
 	}
 }
+
+// The periodic sweep is the only path for rows no wake-up announces: rows
+// committed by another replica or process sharing the store, whose own
+// relay may never run. Here a second Outbox on the same store (another
+// process's, with its own wake-up) commits rows and never notifies: only
+// the sweep of the running relay can find them. With the sweep disabled
+// (an interval of an hour) the wait below gives up.
+func TestRelaySweepPublishesRowsAnotherProcessCommitted(t *testing.T) {
+	for _, b := range sqltest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			f := mustFixture(t, b)
+			// A row left from before the start, published by the start-up
+			// pass. No wake-up is ever sent and acked rows are deleted at
+			// once (no delete timer to wake the loop): once the row is
+			// gone the relay waits for a wake-up or the sweep, nothing else.
+			own := f.mustAdd(t, "own", 0, 1)
+			runRelay(t, mustRelay(t, f, outbox.WithSweep(20*time.Millisecond), outbox.WithDeleteDelay(0)))
+			waitFor(t, "the start-up pass", func() bool { return f.backlog(t) == 0 })
+
+			other := &fixture{db: f.db, ob: outbox.New(f.db)}
+			theirs := other.mustAdd(t, "theirs", 0, 5)
+			waitFor(t, "the sweep to publish the other process's rows", func() bool { return f.backlog(t) == 0 })
+			mustSeeEachOnce(t, f.js, "TEST", append(own, theirs...))
+		})
+	}
+}
+
+// Rows are deleted only after the server's ack, and then always: rows
+// whose publish the server refused (no stream captures their subject)
+// stay, every one of them; once a stream takes them, they are published
+// and deleted. Deleting on send, or never, fails one of the two checks.
+func TestRelayDeletesOnlyAckedRows(t *testing.T) {
+	for _, b := range sqltest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			ctx := context.Background()
+			f := mustFixture(t, b)
+			evts := make([]events.Outgoing, 4)
+			for i := range evts {
+				evts[i] = testEvent("unacked", i)
+				evts[i].Subject = "unrouted.happened." + strconv.Itoa(i)
+			}
+			if err := f.db.InTx(ctx, func(tx *sql.Tx) error { return f.ob.Add(ctx, tx, evts...) }); err != nil {
+				t.Fatal(err)
+			}
+			r := mustRelay(t, f, outbox.WithAckTimeout(2*time.Second))
+			if _, err := r.PublishPending(ctx); err == nil {
+				t.Fatal("PublishPending with no stream for the subjects: got nil, want the publish error")
+			}
+			if got := f.backlog(t); got != len(evts) {
+				t.Fatalf("backlog after refused publishes: got %d, want %d (a row deleted without an ack is lost)", got, len(evts))
+			}
+			mustStream(t, f.js, "UNROUTED", "unrouted.>")
+			if n, err := r.PublishPending(ctx); err != nil || n != len(evts) {
+				t.Fatalf("PublishPending once a stream exists: got (%d, %v), want (%d, nil)", n, err, len(evts))
+			}
+			if got := f.backlog(t); got != 0 {
+				t.Errorf("backlog after the acks: got %d, want 0 (acked rows are deleted)", got)
+			}
+			mustSeeEachOnce(t, f.js, "UNROUTED", evts)
+		})
+	}
+}

@@ -3,7 +3,10 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,6 +50,9 @@ type Options struct {
 	// of the window in memory (about 100 bytes each), so a longer window
 	// costs memory in proportion to the publish rate.
 	DuplicateWindow time.Duration
+	// Logger is told the settings Ensure kept because an existing
+	// stream's are stronger (default: discard).
+	Logger *slog.Logger
 }
 
 // DefaultDuplicateWindow is the duplicate window used when none is set.
@@ -82,15 +88,102 @@ func Config(spec Spec, opts Options) jetstream.StreamConfig {
 	return cfg
 }
 
-// Ensure creates each stream, or updates it to the declared configuration
-// when it exists. It is safe to call from every process at start.
+// Ensure creates each stream that is missing. A stream that exists is
+// brought to the declared configuration except that its replicas, its
+// duplicate window and its limits (age, messages, bytes) are never
+// lowered: a process started without a cluster's settings (one replica,
+// default retention) must not weaken streams an operator set up, so where
+// the stream's setting is the stronger one it is kept, and opts.Logger is
+// told. Lowering one is an operator's deliberate act, made with the nats
+// CLI (`nats stream edit <name>`, which shows what it will change and asks
+// first). A stream already as wanted is not touched, so a process whose
+// NATS user may read streams but not change them can call Ensure too. It
+// is safe to call from every process at start.
 func Ensure(ctx context.Context, js jetstream.JetStream, specs []Spec, opts Options) error {
-	for _, s := range specs {
-		if _, err := js.CreateOrUpdateStream(ctx, Config(s, opts)); err != nil {
-			return fmt.Errorf("streams: ensure %s: %w", s.Name, err)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, spec := range specs {
+		want := Config(spec, opts)
+		s, err := js.Stream(ctx, spec.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if _, err := js.CreateStream(ctx, want); err != nil {
+				return fmt.Errorf("streams: ensure %s: create: %w", spec.Name, err)
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("streams: ensure %s: read its configuration: %w", spec.Name, err)
+		}
+		have := s.CachedInfo().Config
+		merged, kept := Merge(have, want)
+		for _, k := range kept {
+			log.Warn("stream keeps a stronger setting than this process declares; lower it only on purpose, with `nats stream edit "+spec.Name+"`",
+				"stream", spec.Name, "setting", k.Setting, "kept", k.Kept, "declared", k.Declared)
+		}
+		if Same(have, merged) {
+			continue
+		}
+		if _, err := js.UpdateStream(ctx, merged); err != nil {
+			return fmt.Errorf("streams: ensure %s: update: %w", spec.Name, err)
 		}
 	}
 	return nil
+}
+
+// Kept is a setting of an existing stream that Ensure kept because it is
+// stronger than the one declared.
+type Kept struct {
+	Setting        string
+	Kept, Declared string
+}
+
+// Merge returns want with the stronger of have's and want's replicas,
+// duplicate window and limits (an unlimited one is the strongest), and the
+// settings where have's was kept.
+func Merge(have, want jetstream.StreamConfig) (jetstream.StreamConfig, []Kept) {
+	var kept []Kept
+	keep := func(setting string, h, w any) {
+		kept = append(kept, Kept{Setting: setting, Kept: fmt.Sprint(h), Declared: fmt.Sprint(w)})
+	}
+	out := want
+	if have.Replicas > want.Replicas {
+		out.Replicas = have.Replicas
+		keep("replicas", have.Replicas, want.Replicas)
+	}
+	if have.Duplicates > want.Duplicates {
+		out.Duplicates = have.Duplicates
+		keep("duplicate window", have.Duplicates, want.Duplicates)
+	}
+	// 0 is no age limit: the longest.
+	if want.MaxAge > 0 && (have.MaxAge == 0 || have.MaxAge > want.MaxAge) {
+		out.MaxAge = have.MaxAge
+		keep("max age", have.MaxAge, want.MaxAge)
+	}
+	// -1 (or 0) is no limit: the largest.
+	looser := func(setting string, h, w int64, set *int64) {
+		if w > 0 && (h <= 0 || h > w) {
+			*set = h
+			keep(setting, h, w)
+		}
+	}
+	looser("max messages", have.MaxMsgs, want.MaxMsgs, &out.MaxMsgs)
+	looser("max bytes", have.MaxBytes, want.MaxBytes, &out.MaxBytes)
+	if out.MaxAge > 0 && out.Duplicates > out.MaxAge {
+		out.Duplicates = out.MaxAge // the server refuses a window longer than the age
+	}
+	return out, kept
+}
+
+// Same reports whether the server's configuration of a stream has every
+// setting Config declares.
+func Same(have, want jetstream.StreamConfig) bool {
+	return have.Name == want.Name && have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates && have.AllowMsgSchedules == want.AllowMsgSchedules &&
+		have.AllowDirect == want.AllowDirect && have.MaxAge == want.MaxAge && have.MaxMsgs == want.MaxMsgs &&
+		have.MaxBytes == want.MaxBytes && have.Discard == want.Discard
 }
 
 // orUnlimited maps 0 (no limit) to the server's -1.

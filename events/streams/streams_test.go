@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,5 +148,73 @@ func TestEnsureAppliesLimits(t *testing.T) {
 	}
 	if info.State.Msgs != 3 || info.State.FirstSeq != 3 {
 		t.Errorf("stream state: got %d messages from seq %d, want the newest 3 (from 3)", info.State.Msgs, info.State.FirstSeq)
+	}
+}
+
+// A process that declares weaker settings than an existing stream has (one
+// replica, a shorter window, tighter limits) leaves them as they are; one
+// that declares stronger ones raises them; both keep the stream's other
+// declared settings current.
+func TestEnsureNeverLowers(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.URL)
+	ctx := natstest.Context(t)
+	strong := streams.Spec{Name: "S", Subjects: []string{"s.>"}, Limits: streams.Limits{MaxAge: time.Hour, MaxMsgs: 1000, MaxBytes: 1 << 20}}
+	if err := streams.Ensure(ctx, js, []streams.Spec{strong}, streams.Options{DuplicateWindow: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	config := func() jetstream.StreamConfig {
+		t.Helper()
+		s, err := js.Stream(ctx, "S")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config
+	}
+	weak := streams.Spec{Name: "S", Subjects: []string{"s.>", "t.>"}, Description: "new", Limits: streams.Limits{MaxAge: time.Minute, MaxMsgs: 10, MaxBytes: 1 << 10}}
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	if err := streams.Ensure(ctx, js, []streams.Spec{weak}, streams.Options{DuplicateWindow: time.Second, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	got := config()
+	if got.MaxAge != time.Hour || got.MaxMsgs != 1000 || got.MaxBytes != 1<<20 || got.Duplicates != 2*time.Minute {
+		t.Errorf("after a weaker Ensure: age %s msgs %d bytes %d window %s, want 1h 1000 1MiB 2m (unchanged)", got.MaxAge, got.MaxMsgs, got.MaxBytes, got.Duplicates)
+	}
+	if !slices.Equal(got.Subjects, weak.Subjects) || got.Description != "new" {
+		t.Errorf("after a weaker Ensure: subjects %v description %q, want %v \"new\" (the rest is updated)", got.Subjects, got.Description, weak.Subjects)
+	}
+	for _, setting := range []string{"max age", "max messages", "max bytes", "duplicate window", "nats stream edit S"} {
+		if !strings.Contains(logged.String(), setting) {
+			t.Errorf("log does not mention %q:\n%s", setting, logged.String())
+		}
+	}
+
+	// Unlimited is the strongest: raised to it, never back.
+	if err := streams.Ensure(ctx, js, []streams.Spec{{Name: "S", Subjects: weak.Subjects, Description: "new"}}, streams.Options{DuplicateWindow: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if got := config(); got.MaxAge != 0 || got.MaxMsgs != -1 || got.MaxBytes != -1 {
+		t.Errorf("after an unlimited Ensure: age %s msgs %d bytes %d, want no limits", got.MaxAge, got.MaxMsgs, got.MaxBytes)
+	}
+	if err := streams.Ensure(ctx, js, []streams.Spec{weak}, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := config(); got.MaxAge != 0 || got.MaxMsgs != -1 || got.MaxBytes != -1 {
+		t.Errorf("limits after a limited Ensure: age %s msgs %d bytes %d, want still none", got.MaxAge, got.MaxMsgs, got.MaxBytes)
+	}
+}
+
+// Replicas cannot be raised on one server, so Merge is checked alone: a
+// stream with three replicas keeps them against a declared one.
+func TestMergeKeepsReplicas(t *testing.T) {
+	have := streams.Config(streams.Spec{Name: "S"}, streams.Options{Replicas: 3})
+	want := streams.Config(streams.Spec{Name: "S"}, streams.Options{Replicas: 1})
+	got, kept := streams.Merge(have, want)
+	if got.Replicas != 3 || len(kept) != 1 || kept[0].Setting != "replicas" {
+		t.Errorf("Merge(R3, R1): replicas %d, kept %+v, want 3 and [replicas]", got.Replicas, kept)
+	}
+	if got, kept := streams.Merge(want, have); got.Replicas != 3 || len(kept) != 0 {
+		t.Errorf("Merge(R1, R3): replicas %d, kept %+v, want 3 (raised) and nothing kept", got.Replicas, kept)
 	}
 }
