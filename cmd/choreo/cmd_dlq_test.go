@@ -361,7 +361,7 @@ func TestDLQ(t *testing.T) {
 	t.Run("help", func(t *testing.T) {
 		for _, sub := range []string{"ls", "show", "retry", "discard"} {
 			code, _, errOut := dlqRun(c.natsURL, sub, "--help")
-			if code != 2 || !strings.Contains(errOut, "Example:\n  choreo dlq "+sub) || !strings.Contains(errOut, "-nats-url") {
+			if code != 0 || !strings.Contains(errOut, "Example:\n  choreo dlq "+sub) || !strings.Contains(errOut, "-nats-url") {
 				t.Errorf("dlq %s --help: exit %d\n%s", sub, code, errOut)
 			}
 		}

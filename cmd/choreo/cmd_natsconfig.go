@@ -135,7 +135,7 @@ func runNATSConfig(_ context.Context, args []string, stdout, stderr io.Writer, _
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
+			return errHelp
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -342,7 +342,7 @@ func TestStatusErrors(t *testing.T) {
 	})
 	t.Run("help", func(t *testing.T) {
 		code, _, errs := runStatusCmd(t, "nats://127.0.0.1:1", "--help")
-		if code != 2 || !strings.Contains(errs, "Example:\n  choreo status") || !strings.Contains(errs, "-json") {
+		if code != 0 || !strings.Contains(errs, "Example:\n  choreo status") || !strings.Contains(errs, "-json") {
 			t.Errorf("exit %d, stderr %q", code, errs)
 		}
 	})

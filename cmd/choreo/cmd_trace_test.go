@@ -375,7 +375,7 @@ func TestTraceUsageAndConnectErrors(t *testing.T) {
 		}
 	}
 	code, _, errOut := traceRun(ctx, "nats://127.0.0.1:1", "-h")
-	if code != 2 || !strings.Contains(errOut, "Example:\n  choreo trace ") || !strings.Contains(errOut, `{"kind":"state"`) || !strings.Contains(errOut, "-follow") {
+	if code != 0 || !strings.Contains(errOut, "Example:\n  choreo trace ") || !strings.Contains(errOut, `{"kind":"state"`) || !strings.Contains(errOut, "-follow") {
 		t.Errorf("trace -h: exit %d, stderr:\n%s", code, errOut)
 	}
 	code, out, errOut := traceRun(ctx, "nats://127.0.0.1:1", "some-order")

@@ -28,6 +28,10 @@ func main() {
 // errUsage marks a command-line mistake: exit code 2.
 var errUsage = errors.New("usage")
 
+// errHelp means the help a command was asked for (-h) has been printed:
+// exit code 0, as for choreo -h.
+var errHelp = errors.New("help")
+
 const usage = `choreo: event-driven order fulfilment on NATS JetStream
 
 Usage:
@@ -87,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 2
 	}
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		if msg := err.Error(); msg != errUsage.Error() {

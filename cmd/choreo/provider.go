@@ -49,7 +49,7 @@ Flags:
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
+			return errHelp
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

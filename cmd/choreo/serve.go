@@ -18,6 +18,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	for i, m := range modules {
 		names[i] = m.name
 	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintf(stderr, "Usage: choreo serve <service> [flags]\n\nRuns one service alone against any NATS server; run several at once for replicas.\nservice is one of %s; choreo serve <service> -h lists its flags.\n", strings.Join(names, ", "))
+		return errHelp
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return fmt.Errorf("%w: choreo serve <service>, where service is one of %s", errUsage, strings.Join(names, ", "))
 	}
@@ -45,7 +49,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
+			return errHelp
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -317,3 +317,28 @@ func TestServePaymentsReadyOnlyWithItsProvider(t *testing.T) {
 		})
 	}
 }
+
+// Asking for help is not a mistake: every command's -h exits 0, as
+// choreo -h does, and says how to use it.
+func TestHelpExitsWithZero(t *testing.T) {
+	for _, args := range [][]string{
+		{"-h"},
+		{"up", "-h"},
+		{"serve", "-h"},
+		{"serve", "payments", "--help"},
+		{"provider", "-h"},
+		{"nats-config", "-h"},
+		{"trace", "-h"},
+		{"replay", "-h"},
+		{"dlq", "ls", "-h"},
+		{"status", "-h"},
+		{"events", "-h"},
+		{"bench", "-h"},
+	} {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" })
+		if code != 0 || !strings.Contains(stdout.String()+stderr.String(), "Usage") && !strings.Contains(stdout.String(), "choreo") {
+			t.Errorf("choreo %v: exit %d, want 0 and the usage (stdout %q, stderr %q)", args, code, stdout.String(), stderr.String())
+		}
+	}
+}

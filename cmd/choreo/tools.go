@@ -55,7 +55,7 @@ func (t *toolFlags) parse(args []string) ([]string, error) {
 	for {
 		if err := t.fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, errUsage
+				return nil, errHelp
 			}
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}

@@ -59,7 +59,7 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return c, errUsage
+			return c, errHelp
 		}
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
