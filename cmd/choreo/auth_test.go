@@ -196,3 +196,38 @@ func TestCrossSiteFormPost(t *testing.T) {
 		t.Errorf("SKU-X restocked by a cross-site form: %+v", s)
 	}
 }
+
+// With authentication on, an Idempotency-Key is its client's: two clients
+// that pick the same key place two orders, and each client's retry finds
+// its own.
+func TestIdempotencyKeysAreEachClients(t *testing.T) {
+	t.Parallel()
+	idp := newTokenIssuer(t, "k1")
+	c := startUp(t, "--auth-key-file", idp.jwksFile(t))
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	place := func(sub string) string {
+		t.Helper()
+		body := `{"customer_id":"c","currency":"EUR","items":[{"sku":"SKU-K","quantity":1,"unit_price":1}]}`
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.httpURL+"/orders", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", `"checkout-1"`)
+		req.Header.Set("Authorization", "Bearer "+idp.token(t, sub, "orders:write", time.Hour))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v struct {
+			OrderID string `json:"order_id"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusAccepted || v.OrderID == "" {
+			t.Fatalf("POST /orders as %s: %d %v", sub, resp.StatusCode, err)
+		}
+		return v.OrderID
+	}
+	a1, b, a2 := place("shop-a"), place("shop-b"), place("shop-a")
+	if a1 != a2 || a1 == b {
+		t.Errorf("orders %s (shop-a), %s (shop-b), %s (shop-a again): want shop-a's retry to find its order and shop-b's to be another", a1, b, a2)
+	}
+}

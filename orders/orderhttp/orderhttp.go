@@ -3,12 +3,16 @@
 package orderhttp
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/httpauth"
 	"github.com/choreo-dev/choreo/events/httpx"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/orders"
@@ -62,13 +66,13 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 	if !httpx.DecodeJSON(w, r, &cmd) {
 		return
 	}
-	idemKey := r.Header.Get("Idempotency-Key")
-	if err := catalog.ValidKey("Idempotency-Key", idemKey); err != nil {
+	idemKey, keyed, err := idempotencyKey(r)
+	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
 	}
 	if cmd.OrderID == "" {
-		if idemKey != "" {
+		if keyed {
 			cmd.OrderID = events.DerivedID("http:"+idemKey, "order")
 		} else {
 			cmd.OrderID = events.NewID()
@@ -77,6 +81,13 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	// The order id itself makes placing idempotent; no inbox claim needed.
 	o, _, err := h.svc.Place(ctx, inbox.Key{}, cmd)
+	if keyed && events.KindOf(err) == events.KindConflict {
+		// The draft's answer to a key reused with another payload: the
+		// request is wrong, not the state of the resource.
+		httpx.WriteProblem(w, r, http.StatusUnprocessableEntity, "Invalid request",
+			"Idempotency-Key was used for a request with another body: "+events.Detail(err))
+		return
+	}
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
@@ -86,6 +97,66 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 	// (PRODUCT.md: POST /orders → 202 with the order): a client retrying
 	// after a lost response sees the same answer as the first time.
 	httpx.WriteJSON(w, http.StatusAccepted, View(o))
+}
+
+// idempotencyKey reads the Idempotency-Key header as the IETF draft
+// defines it, a structured-field string ("K"); a bare K, as many clients
+// send it, is the same key. An empty or invalid key is refused (422), as is
+// one over catalog.ValidKey's bound. With authentication on, a key is its
+// client's: two clients that happen to pick the same key place two orders.
+func idempotencyKey(r *http.Request) (key string, keyed bool, err error) {
+	raw, keyed := r.Header["Idempotency-Key"]
+	if !keyed {
+		return "", false, nil
+	}
+	if len(raw) != 1 {
+		return "", false, events.Permanent(errors.New("Idempotency-Key is given more than once"))
+	}
+	key, err = sfString(strings.TrimSpace(raw[0]))
+	if err != nil {
+		return "", false, events.Permanent(fmt.Errorf("Idempotency-Key: %w", err))
+	}
+	if key == "" {
+		return "", false, events.Permanent(errors.New("Idempotency-Key is empty"))
+	}
+	if err := catalog.ValidKey("Idempotency-Key", key); err != nil {
+		return "", false, err
+	}
+	if sub := httpauth.SubjectOf(r.Context()); sub != "" {
+		key = sub + "\x00" + key
+	}
+	return key, true, nil
+}
+
+// sfString decodes an RFC 8941 string ("…" with \" and \\ escapes,
+// printable ASCII); a value without quotes is taken as it is.
+func sfString(v string) (string, error) {
+	if !strings.HasPrefix(v, `"`) {
+		return v, nil
+	}
+	if len(v) < 2 || !strings.HasSuffix(v, `"`) {
+		return "", errors.New("a quoted key must end with a quote")
+	}
+	var b strings.Builder
+	inner := v[1 : len(v)-1]
+	for i := 0; i < len(inner); i++ {
+		c := inner[i]
+		switch {
+		case c == '\\':
+			i++
+			if i == len(inner) || (inner[i] != '"' && inner[i] != '\\') {
+				return "", errors.New(`only \" and \\ may be escaped`)
+			}
+			b.WriteByte(inner[i])
+		case c == '"':
+			return "", errors.New("an unescaped quote inside the key")
+		case c < 0x20 || c > 0x7e:
+			return "", errors.New("a quoted key holds printable ASCII only")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
 }
 
 func (h handler) get(w http.ResponseWriter, r *http.Request) {

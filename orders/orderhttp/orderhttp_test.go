@@ -178,8 +178,9 @@ func TestPostOrderRepeatedIsSameOrder(t *testing.T) {
 	}
 }
 
-// An Idempotency-Key reused for another order is a 409 problem naming the
-// order the earlier request placed, and places nothing.
+// An Idempotency-Key reused for another order is a 422 problem (the IETF
+// Idempotency-Key draft's answer) naming the order the earlier request
+// placed, and places nothing.
 func TestPostOrderIdempotencyKeyReusedIsAConflict(t *testing.T) {
 	a := newAPI(t)
 	key := map[string]string{"Idempotency-Key": "req-44"}
@@ -188,8 +189,8 @@ func TestPostOrderIdempotencyKeyReusedIsAConflict(t *testing.T) {
 	if other == noIDBody {
 		t.Fatalf("test bug: %s has no quantity 1", noIDBody)
 	}
-	p := problem(t, a.post(t, other, key), http.StatusConflict)
-	if !strings.Contains(p.Detail, "an earlier command placed it at") || !strings.Contains(p.Detail, first.OrderID) {
+	p := problem(t, a.post(t, other, key), http.StatusUnprocessableEntity)
+	if !strings.Contains(p.Detail, "Idempotency-Key was used for a request with another body") || !strings.Contains(p.Detail, "an earlier command placed it at") || !strings.Contains(p.Detail, first.OrderID) {
 		t.Errorf("detail %q: want it to name the order the earlier request placed (%s)", p.Detail, first.OrderID)
 	}
 	if n := a.backlog(t); n != 1 {
@@ -224,7 +225,31 @@ func TestPostOrderIdempotencyKey(t *testing.T) {
 
 	// The same key with another body is a client bug, not a retry.
 	other := strings.Replace(noIDBody, `"quantity":1`, `"quantity":5`, 1)
-	problem(t, a.post(t, other, key), http.StatusConflict)
+	problem(t, a.post(t, other, key), http.StatusUnprocessableEntity)
+}
+
+// The header is a structured-field string: "K" and a bare K are one key;
+// an empty, malformed or over-long one is a 422 that places nothing.
+func TestPostOrderIdempotencyKeyIsAStructuredFieldString(t *testing.T) {
+	a := newAPI(t)
+	quoted := view(t, a.post(t, noIDBody, map[string]string{"Idempotency-Key": `"req-7"`}))
+	bare := view(t, a.post(t, noIDBody, map[string]string{"Idempotency-Key": "req-7"}))
+	if quoted.OrderID == "" || quoted.OrderID != bare.OrderID {
+		t.Errorf(`"req-7" placed %q, req-7 placed %q: want one order`, quoted.OrderID, bare.OrderID)
+	}
+	escaped := view(t, a.post(t, noIDBody, map[string]string{"Idempotency-Key": `"a\"b"`}))
+	if escaped.OrderID == quoted.OrderID {
+		t.Error(`"a\"b" placed the order of req-7`)
+	}
+	for _, bad := range []string{"", `""`, `"open`, `"a"b"`, `"a\nb"`, strings.Repeat("k", 300)} {
+		p := problem(t, a.post(t, noIDBody, map[string]string{"Idempotency-Key": bad}), http.StatusUnprocessableEntity)
+		if !strings.Contains(p.Detail, "Idempotency-Key") {
+			t.Errorf("key %q: detail %q does not name the header", bad, p.Detail)
+		}
+	}
+	if n := a.backlog(t); n != 2 {
+		t.Errorf("outbox: %d rows, want 2 (two orders)", n)
+	}
 }
 
 func TestPostOrderSameIDDifferentOrderIsConflict(t *testing.T) {
