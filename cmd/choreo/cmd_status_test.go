@@ -412,47 +412,27 @@ func TestStatusSeesEveryReplica(t *testing.T) {
 	}
 }
 
+// consumerOf is the consumer configuration of a service as cmd builds it,
+// on a fresh SQLite store.
+func consumerOf(t *testing.T, m module) consumer.Config {
+	t.Helper()
+	db := sqltest.MustOpen(t, sqltest.SQLiteURL(t))
+	if err := m.migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	built, err := m.build(db, slog.New(slog.DiscardHandler), serviceOptions{providerURL: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return built.consumer
+}
+
 // ordersConsumer is the consumer configuration of an orders service.
 func ordersConsumer(t *testing.T) consumer.Config {
 	t.Helper()
-	db := sqltest.MustOpen(t, sqltest.SQLiteURL(t))
-	for _, m := range modules {
-		if m.name != catalog.Orders {
-			continue
-		}
-		if err := m.migrate(context.Background(), db); err != nil {
-			t.Fatal(err)
-		}
-		built, err := m.build(db, slog.New(slog.DiscardHandler), serviceOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return built.consumer
+	m, ok := findModule(catalog.Orders)
+	if !ok {
+		t.Fatal("no orders module")
 	}
-	t.Fatal("no orders module")
-	return consumer.Config{}
-}
-
-// The split-store mistake of issue 12: two replicas of one service, each
-// with a database of its own, share the service's durable consumers and
-// each see part of every saga. choreo status says so, and what to do.
-func TestStatusShowsReplicasOnDifferentStores(t *testing.T) {
-	srv := natstest.Start(t)
-	for _, dir := range []string{t.TempDir(), t.TempDir()} {
-		startServe(t, "inventory", map[string]string{
-			"NATS_URL":         srv.URL,
-			"CHOREO_DB_URL":    filepath.Join(dir, "inventory.db"),
-			"CHOREO_HTTP":      "127.0.0.1:0",
-			"CHOREO_LOG_LEVEL": "warn",
-		})
-	}
-	for _, s := range statusJSON(t, srv.URL)["service"] {
-		if s["service"] == "inventory" && (statusNum(s, "instances") != 2 || statusNum(s, "stores") != 2) {
-			t.Errorf("inventory: %v, want 2 instances on 2 stores", s)
-		}
-	}
-	code, out, _ := runStatusCmd(t, srv.URL)
-	if code != 0 || !strings.Contains(out, "WARNING inventory: 2 instances on 2 different stores") || !strings.Contains(out, "same --db (CHOREO_DB_URL)") {
-		t.Errorf("exit %d, want a warning naming the split and what to do:\n%s", code, out)
-	}
+	return consumerOf(t, m)
 }

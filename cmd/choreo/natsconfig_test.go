@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,7 +20,6 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natsauth"
 	"github.com/choreo-dev/choreo/events/natstest"
-	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/events/streams"
 )
 
@@ -109,23 +107,9 @@ func TestDeployNATSConfigParses(t *testing.T) {
 // runs the whole saga.
 func TestUpAgainstTheDeployNATSConfig(t *testing.T) {
 	keys := natsKeysEnv(t)
-	opts, err := server.ProcessConfigFile(filepath.Join(deployNATS, "standalone.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, t.TempDir(), true, true
 	// As the commented line of standalone.conf does: the test's client
 	// is anonymous.
-	opts.NoAuthUser = os.Getenv(natsKeyVar(catalog.RoleClient))
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	ns := startDeployNATS(t, os.Getenv(natsKeyVar(catalog.RoleClient)))
 	c := startUp(t, "--nats-url", ns.ClientURL(), "--nats-creds-dir", keys)
 	runHappyPath(t, c)
 }
@@ -136,24 +120,17 @@ func TestUpAgainstTheDeployNATSConfig(t *testing.T) {
 // consumer writes.
 func TestServiceRolesMatchTheirConsumers(t *testing.T) {
 	for _, m := range modules {
-		db := sqltest.MustOpen(t, sqltest.SQLiteURL(t))
-		if err := m.migrate(context.Background(), db); err != nil {
-			t.Fatal(err)
-		}
-		built, err := m.build(db, slog.New(slog.DiscardHandler), serviceOptions{providerURL: "http://127.0.0.1:1"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := consumerOf(t, m)
 		var want []natsauth.Consumer
-		for _, src := range built.consumer.Sources {
+		for _, src := range cfg.Sources {
 			want = append(want, natsauth.Consumer{Stream: src.Stream, Durable: src.Durable})
 		}
 		role := catalog.ServiceRole(m.name)
 		if !slices.Equal(role.Consumers, want) {
 			t.Errorf("%s: role's consumers %v, the service's %v", m.name, role.Consumers, want)
 		}
-		if !slices.Contains(role.Publish, built.consumer.DLQSubject+".>") {
-			t.Errorf("%s: may not publish its dead letters %s.>: %v", m.name, built.consumer.DLQSubject, role.Publish)
+		if !slices.Contains(role.Publish, cfg.DLQSubject+".>") {
+			t.Errorf("%s: may not publish its dead letters %s.>: %v", m.name, cfg.DLQSubject, role.Publish)
 		}
 	}
 }
@@ -164,20 +141,7 @@ func TestServiceRolesMatchTheirConsumers(t *testing.T) {
 // differs needs the operator.
 func TestServiceUserStartsOnStreamsTheOperatorSetUp(t *testing.T) {
 	keys := natsKeysEnv(t)
-	opts, err := server.ProcessConfigFile(filepath.Join(deployNATS, "standalone.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, t.TempDir(), true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	ns := startDeployNATS(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	connect := func(role string) (jetstream.JetStream, func() []error) {
@@ -230,4 +194,27 @@ func TestServiceUserStartsOnStreamsTheOperatorSetUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConfirmed(t, ctx, &runningChoreo{httpURL: urls[catalog.Orders]}, id)
+}
+
+// startDeployNATS runs a server on deploy/nats/standalone.conf (its keys
+// in the environment, see natsKeysEnv) on a random port, anonymous
+// clients taken as noAuthUser when it is set.
+func startDeployNATS(t *testing.T, noAuthUser string) *server.Server {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(filepath.Join(deployNATS, "standalone.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, t.TempDir(), true, true
+	opts.NoAuthUser = noAuthUser
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(30 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	return ns
 }

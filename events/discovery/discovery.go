@@ -233,6 +233,11 @@ func (s *Service) serve(ep *endpoint, handle func(context.Context, []byte) (any,
 func (s *Service) count(ep *endpoint, took time.Duration, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.countLocked(ep, took, err)
+}
+
+// countLocked is count for a caller that holds s.mu.
+func (s *Service) countLocked(ep *endpoint, took time.Duration, err error) {
 	st := &ep.stats
 	st.NumRequests++
 	st.ProcessingTime += took
@@ -253,7 +258,15 @@ func (s *Service) Middleware() consumer.Middleware {
 		start := time.Now()
 		return ctx, func(o consumer.Outcome) {
 			took := time.Since(start)
+			var err error
+			if o.Result == consumer.Retried || o.Result == consumer.DeadLettered {
+				err = o.Err
+				if err == nil {
+					err = errors.New(string(o.Result))
+				}
+			}
 			s.mu.Lock()
+			defer s.mu.Unlock()
 			ep := s.rowOf(m)
 			if ep == nil {
 				ep = s.addConsumed(Consumed{Pattern: m.Route, Consumer: m.Consumer})
@@ -271,15 +284,7 @@ func (s *Service) Middleware() consumer.Middleware {
 			case consumer.DeadLettered:
 				ep.consumed.DeadLettered++
 			}
-			s.mu.Unlock()
-			var err error
-			if o.Result == consumer.Retried || o.Result == consumer.DeadLettered {
-				err = o.Err
-				if err == nil {
-					err = errors.New(string(o.Result))
-				}
-			}
-			s.count(ep, took, err)
+			s.countLocked(ep, took, err)
 		}
 	}
 }
@@ -293,6 +298,11 @@ func (s *Service) rowOf(m *consumer.Message) *endpoint {
 	}
 	for _, ep := range s.endpoints {
 		if ep.consumed != nil && ep.info.Subject != "" && consumer.MatchSubject(ep.info.Subject, m.Subject) {
+			if m.Route != "" {
+				// Every message of a route lands on the same row:
+				// remember it, so the next one is a map lookup.
+				s.byPattern[m.Route] = ep
+			}
 			return ep
 		}
 	}
