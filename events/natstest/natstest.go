@@ -1,12 +1,15 @@
-// Package natstest starts a real, embedded NATS server with JetStream for
-// tests: a random port, its store in a temporary directory, shut down when
-// the test ends. Nothing is mocked.
+// Package natstest starts real, embedded NATS servers with JetStream for
+// tests — one alone, or a cluster of several —: random ports, stores in
+// temporary directories, shut down when the test ends. Nothing is mocked.
 package natstest
 
 import (
 	"context"
 	"net"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +52,9 @@ func (s *Server) start(t testing.TB) {
 	ns, err := server.NewServer(&opts)
 	if err != nil {
 		t.Fatalf("natstest: new server: %v", err)
+	}
+	if !opts.NoLog { // a test that turns logs on reads them on stderr
+		ns.ConfigureLogger()
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
@@ -99,4 +105,129 @@ func Context(t testing.TB) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Cluster is a JetStream cluster of embedded servers owned by one test:
+// each node has its own client and route ports (random at first, the same
+// after a restart) and its own store directory.
+type Cluster struct {
+	// Nodes are the servers, named n1, n2, … in order.
+	Nodes []*Server
+}
+
+// StartCluster starts n servers clustered over routes on random ports,
+// with JetStream, and returns once they have elected a meta leader that
+// sees every node. configure, when not nil, changes each node's options
+// before it starts (users and permissions, say); it must not change the
+// ports, the routes or the store.
+func StartCluster(t testing.TB, n int, configure func(*server.Options)) *Cluster {
+	t.Helper()
+	// JetStream starts clustered only on a node that has routes when it
+	// starts, so every node must know the others' route ports before any
+	// starts: ports the kernel picked, held until all are known.
+	clusterPorts := freePorts(t, n)
+	routes := make([]*url.URL, n)
+	for i, p := range clusterPorts {
+		routes[i] = &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))}
+	}
+	c := &Cluster{}
+	for i := range n {
+		opts := server.Options{
+			ServerName: "n" + strconv.Itoa(i+1),
+			Host:       "127.0.0.1",
+			Port:       server.RANDOM_PORT,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: clusterPorts[i]},
+			Routes:     slices.Delete(slices.Clone(routes), i, i+1),
+		}
+		if configure != nil {
+			configure(&opts)
+		}
+		s := &Server{opts: opts}
+		s.start(t)
+		s.opts.Port = s.Server.Addr().(*net.TCPAddr).Port
+		s.URL = "nats://127.0.0.1:" + strconv.Itoa(s.opts.Port)
+		t.Cleanup(s.Shutdown)
+		c.Nodes = append(c.Nodes, s)
+	}
+	c.WaitForMetaLeader(t)
+	return c
+}
+
+// freePorts returns n distinct TCP ports free on 127.0.0.1 a moment ago.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: find a free port: %v", err)
+		}
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
+
+// URLs is every node's client URL, comma-separated, as nats.Connect and
+// NATS_URL take a cluster.
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, s := range c.Nodes {
+		urls[i] = s.URL
+	}
+	return strings.Join(urls, ",")
+}
+
+// Node returns the running node named name (as a stream's cluster
+// information names its leader), or nil.
+func (c *Cluster) Node(name string) *Server {
+	for _, s := range c.Nodes {
+		if s.Running() && s.Name() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Running reports whether the server has been started and not shut down.
+func (s *Server) Running() bool { return s.Server != nil && s.Server.Running() }
+
+// WaitForMetaLeader waits until a node leads the JetStream meta group and
+// counts every running node as its peer, and every running node is
+// current with it: streams with as many replicas as nodes can then be
+// created, and a restarted node has caught up.
+func (c *Cluster) WaitForMetaLeader(t testing.TB) {
+	t.Helper()
+	running := 0
+	for _, s := range c.Nodes {
+		if s.Running() {
+			running++
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		leader, current := "", 0
+		for _, s := range c.Nodes {
+			if !s.Running() {
+				continue
+			}
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == running {
+				leader = s.Name()
+			}
+			if s.JetStreamIsCurrent() {
+				current++
+			}
+		}
+		if leader != "" && current == running {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: no JetStream meta leader seeing all %d running nodes (leader %q, %d current)", running, leader, current)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

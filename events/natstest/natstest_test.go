@@ -81,3 +81,68 @@ func TestContextEndsWithTheTest(t *testing.T) {
 		t.Error("after the test: got a live context, want it cancelled")
 	}
 }
+
+// Three nodes form a cluster on which a stream of three replicas keeps
+// taking messages while its leader's node is down, and the node comes
+// back on the same ports with its store and catches up.
+func TestClusterSurvivesANodeRestart(t *testing.T) {
+	c := natstest.StartCluster(t, 3, nil)
+	if got := strings.Count(c.URLs(), ","); got != 2 {
+		t.Fatalf("URLs %q: want three", c.URLs())
+	}
+	_, js := natstest.Connect(t, c.URLs())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "s.1", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	leader := c.Node(s.CachedInfo().Cluster.Leader)
+	if leader == nil {
+		t.Fatalf("stream leader %q is no node of the cluster", s.CachedInfo().Cluster.Leader)
+	}
+	url := leader.URL
+	leader.Shutdown()
+	if leader.Running() {
+		t.Fatal("a node shut down says it runs")
+	}
+	// Two of three keep a quorum: a new leader takes the publish (retried,
+	// the client may have been on the node that went).
+	publish(t, ctx, js, "s.2")
+	leader.Restart(t)
+	if leader.URL != url {
+		t.Errorf("URL after Restart: got %q, want %q", leader.URL, url)
+	}
+	c.WaitForMetaLeader(t)
+	publish(t, ctx, js, "s.3")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		info, err := s.Info(ctx)
+		if err == nil && info.State.Msgs == 3 && len(info.Cluster.Replicas) == 2 && info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream after the restart: %+v, %v; want 3 messages on 3 current replicas", info, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func publish(t *testing.T, ctx context.Context, js jetstream.JetStream, subject string) {
+	t.Helper()
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.Publish(attempt, subject, nil, jetstream.WithMsgID(subject))
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("publish %s: %v", subject, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
