@@ -28,10 +28,59 @@ type serviceFlags struct {
 	durable      bool
 	pprof        string
 	batch        int
-	retention    catalog.Retention
-	dupWindow    time.Duration
-	inboxKeep    time.Duration
-	edge         edgeOptions
+	streamFlags
+	inboxKeep time.Duration
+	edge      edgeOptions
+}
+
+// streamFlags are the settings of choreo's streams: every service ensures
+// them at start (creating a missing stream, never weakening one) and
+// choreo streams plans and applies them.
+type streamFlags struct {
+	replicas  int
+	retention catalog.Retention
+	dupWindow time.Duration
+}
+
+// maxStreamReplicas is the most replicas JetStream gives a stream.
+const maxStreamReplicas = 5
+
+func addStreamFlags(e *envFlags, f *streamFlags) {
+	def := catalog.DefaultRetention
+	e.int(&f.replicas, "stream-replicas", "CHOREO_STREAM_REPLICAS", 1, "replicas of each stream: 1 for one server, 3 in a cluster")
+	e.duration(&f.retention.Events.MaxAge, "stream-max-age", "CHOREO_STREAM_MAX_AGE", def.Events.MaxAge, "the event and command streams drop messages older than this (0: no age limit)")
+	e.int64(&f.retention.Events.MaxMsgs, "stream-max-msgs", "CHOREO_STREAM_MAX_MSGS", def.Events.MaxMsgs, "each event and command stream keeps at most this many messages, the oldest dropped first (0: no limit); bounds the NATS server's memory")
+	e.size(&f.retention.Events.MaxBytes, "stream-max-bytes", "CHOREO_STREAM_MAX_BYTES", def.Events.MaxBytes, "each event and command stream keeps at most this many bytes, e.g. 512MiB (0: no limit); a stream of at most 32MiB stores its messages in 4MiB blocks instead of 8MiB, which the NATS server keeps in memory while it writes and trims them")
+	e.duration(&f.retention.DLQ.MaxAge, "dlq-max-age", "CHOREO_DLQ_MAX_AGE", def.DLQ.MaxAge, "the dead-letter queue drops messages older than this (0: no age limit)")
+	e.int64(&f.retention.DLQ.MaxMsgs, "dlq-max-msgs", "CHOREO_DLQ_MAX_MSGS", def.DLQ.MaxMsgs, "the dead-letter queue keeps at most this many messages (0: no limit)")
+	e.duration(&f.dupWindow, "duplicate-window", "CHOREO_DUPLICATE_WINDOW", streams.DefaultDuplicateWindow, "how long the streams remember a message id to drop a copy published again")
+}
+
+func (f *streamFlags) validate() error {
+	if f.replicas < 1 || f.replicas > maxStreamReplicas {
+		return fmt.Errorf("%w: --stream-replicas %d: 1 to %d (1 for one server, 3 in a cluster)", errUsage, f.replicas, maxStreamReplicas)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--stream-max-age", f.retention.Events.MaxAge}, {"--dlq-max-age", f.retention.DLQ.MaxAge}} {
+		if d.v < 0 {
+			return fmt.Errorf("%w: %s %s is negative", errUsage, d.name, d.v)
+		}
+	}
+	if f.retention.Events.MaxMsgs < 0 || f.retention.DLQ.MaxMsgs < 0 || f.retention.Events.MaxBytes < 0 {
+		return fmt.Errorf("%w: --stream-max-msgs and --dlq-max-msgs must be 0 (no limit) or more", errUsage)
+	}
+	if f.dupWindow < time.Second {
+		return fmt.Errorf("%w: --duplicate-window %s: at least 1s", errUsage, f.dupWindow)
+	}
+	return nil
+}
+
+// declared returns the streams these settings declare and the options to
+// ensure or plan them with.
+func (f *streamFlags) declared() ([]streams.Spec, streams.Options) {
+	return catalog.StreamSpecs(f.retention), streams.Options{Replicas: f.replicas, DuplicateWindow: f.dupWindow}
 }
 
 // envFlags defines flags whose defaults come from the environment, and
@@ -52,6 +101,18 @@ func (e *envFlags) duration(p *time.Duration, name, env string, def time.Duratio
 		v = d
 	}
 	e.fs.DurationVar(p, name, v, usage+" (env "+env+")")
+}
+
+func (e *envFlags) int(p *int, name, env string, def int, usage string) {
+	v := def
+	if raw := e.getenv(env); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil && e.err == nil {
+			e.err = fmt.Errorf("%w: %s: %v", errUsage, env, err)
+		}
+		v = n
+	}
+	e.fs.IntVar(p, name, v, usage+" (env "+env+")")
 }
 
 func (e *envFlags) int64(p *int64, name, env string, def int64, usage string) {
@@ -117,13 +178,7 @@ func addServiceFlags(fs *flag.FlagSet, getenv func(string) string, providerHelp 
 	f := &serviceFlags{}
 	e := &envFlags{fs: fs, getenv: getenv}
 	e.duration(&f.orderTimeout, "order-timeout", "CHOREO_ORDER_TIMEOUT", 2*time.Minute, "how long an order may stay pending before it is cancelled with reason timeout")
-	def := catalog.DefaultRetention
-	e.duration(&f.retention.Events.MaxAge, "stream-max-age", "CHOREO_STREAM_MAX_AGE", def.Events.MaxAge, "the event and command streams drop messages older than this (0: no age limit)")
-	e.int64(&f.retention.Events.MaxMsgs, "stream-max-msgs", "CHOREO_STREAM_MAX_MSGS", def.Events.MaxMsgs, "each event and command stream keeps at most this many messages, the oldest dropped first (0: no limit); bounds the NATS server's memory")
-	e.size(&f.retention.Events.MaxBytes, "stream-max-bytes", "CHOREO_STREAM_MAX_BYTES", def.Events.MaxBytes, "each event and command stream keeps at most this many bytes, e.g. 512MiB (0: no limit); a stream of at most 32MiB stores its messages in 4MiB blocks instead of 8MiB, which the NATS server keeps in memory while it writes and trims them")
-	e.duration(&f.retention.DLQ.MaxAge, "dlq-max-age", "CHOREO_DLQ_MAX_AGE", def.DLQ.MaxAge, "the dead-letter queue drops messages older than this (0: no age limit)")
-	e.int64(&f.retention.DLQ.MaxMsgs, "dlq-max-msgs", "CHOREO_DLQ_MAX_MSGS", def.DLQ.MaxMsgs, "the dead-letter queue keeps at most this many messages (0: no limit)")
-	e.duration(&f.dupWindow, "duplicate-window", "CHOREO_DUPLICATE_WINDOW", streams.DefaultDuplicateWindow, "how long the streams remember a message id to drop a copy published again")
+	addStreamFlags(e, &f.streamFlags)
 	e.duration(&f.inboxKeep, "inbox-retention", "CHOREO_INBOX_RETENTION", 0, "how long a service remembers a message it handled, to skip it if it comes again (default: the DLQ's max age plus a day, so a dead letter retried late is still recognised)")
 	if err := addEdgeFlags(fs, getenv, e, &f.edge); err != nil {
 		return nil, err
@@ -153,19 +208,11 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 		// provider down for good) would stay pending for ever.
 		return serviceOptions{}, fmt.Errorf("%w: --order-timeout %s: must be more than 0, every order must end", errUsage, f.orderTimeout)
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"--stream-max-age", f.retention.Events.MaxAge}, {"--dlq-max-age", f.retention.DLQ.MaxAge}, {"--inbox-retention", f.inboxKeep}} {
-		if d.v < 0 {
-			return serviceOptions{}, fmt.Errorf("%w: %s %s is negative", errUsage, d.name, d.v)
-		}
+	if err := f.streamFlags.validate(); err != nil {
+		return serviceOptions{}, err
 	}
-	if f.retention.Events.MaxMsgs < 0 || f.retention.DLQ.MaxMsgs < 0 || f.retention.Events.MaxBytes < 0 {
-		return serviceOptions{}, fmt.Errorf("%w: --stream-max-msgs and --dlq-max-msgs must be 0 (no limit) or more", errUsage)
-	}
-	if f.dupWindow < time.Second {
-		return serviceOptions{}, fmt.Errorf("%w: --duplicate-window %s: at least 1s", errUsage, f.dupWindow)
+	if f.inboxKeep < 0 {
+		return serviceOptions{}, fmt.Errorf("%w: --inbox-retention %s is negative", errUsage, f.inboxKeep)
 	}
 	if err := f.edge.validate(); err != nil {
 		return serviceOptions{}, err

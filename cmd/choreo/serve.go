@@ -30,7 +30,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return fmt.Errorf("%w: unknown service %q; choose one of %s", errUsage, args[0], strings.Join(names, ", "))
 	}
 	var natsURL, natsCredsFile, dbURL, httpAddr, logLevel string
-	var replicas int
 	fs := flag.NewFlagSet("choreo serve "+m.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&natsURL, "nats-url", envOr(getenv, "NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env NATS_URL)")
@@ -38,7 +37,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs.StringVar(&dbURL, "db", envOr(getenv, "CHOREO_DB_URL", filepath.Join("data", m.name+".db")), "SQLite file path or postgres:// URL (env CHOREO_DB_URL)")
 	fs.StringVar(&httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address (env CHOREO_HTTP)")
 	fs.StringVar(&logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
-	fs.IntVar(&replicas, "stream-replicas", 1, "replicas of the streams it ensures: 1 for one server, 3 in a cluster")
 	svcFlags, err := addServiceFlags(fs, getenv, "the payment provider's API (default http://"+defaultProviderListen+", where choreo provider listens)")
 	if err != nil {
 		return err
@@ -79,7 +77,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		natsURL:  natsURL,
 		creds:    natsCreds{serviceFile: func(string) string { return natsCredsFile }},
 		httpAddr: httpAddr,
-		replicas: replicas,
+		replicas: svcFlags.replicas,
 		opts:     opts,
 		log:      log,
 		getenv:   getenv,

@@ -168,6 +168,9 @@ func TestUsageErrorsExitWithTwo(t *testing.T) {
 		{"serve"},
 		{"serve", "billing"},
 		{"serve", "orders", "--bogus"},
+		{"up", "--stream-replicas", "3"}, // the embedded server is one node
+		{"serve", "orders", "--stream-replicas", "0"},
+		{"serve", "orders", "--stream-replicas", "6"},
 	} {
 		var stdout, stderr strings.Builder
 		code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" })

@@ -77,6 +77,9 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	if c.credsDir != "" && c.natsURL == "" {
 		return c, fmt.Errorf("%w: --nats-creds-dir goes with --nats-url; the embedded server keeps its credentials in %s", errUsage, embeddedCredsDir(c.dataDir))
 	}
+	if c.service.replicas > 1 && c.natsURL == "" {
+		return c, fmt.Errorf("%w: --stream-replicas %d needs a JetStream cluster (--nats-url); the embedded server is one node", errUsage, c.service.replicas)
+	}
 	if c.dbURL != "" && !strings.HasPrefix(c.dbURL, "postgres://") && !strings.HasPrefix(c.dbURL, "postgresql://") {
 		return c, fmt.Errorf("%w: --db must be a postgres:// URL (SQLite files go under --data)", errUsage)
 	}
@@ -158,7 +161,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		natsURL:  natsURL,
 		creds:    creds,
 		httpAddr: cfg.httpAddr,
-		replicas: 1,
+		replicas: cfg.service.replicas,
 		opts:     opts,
 		log:      log,
 		getenv:   getenv,
