@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,42 +96,168 @@ func Config(spec Spec, opts Options) jetstream.StreamConfig {
 // lowered: a process started without a cluster's settings (one replica,
 // default retention) must not weaken streams an operator set up, so where
 // the stream's setting is the stronger one it is kept, and opts.Logger is
-// told. Lowering one is an operator's deliberate act, made with the nats
-// CLI (`nats stream edit <name>`, which shows what it will change and asks
-// first). A stream already as wanted is not touched, so a process whose
-// NATS user may read streams but not change them can call Ensure too. It
-// is safe to call from every process at start.
+// told. Lowering one is an operator's deliberate act, made with a plan
+// that allows it (Plan with AllowLower, which choreo streams apply
+// --allow-lower makes), or with the nats CLI. A stream already as wanted
+// is not touched, so a process whose NATS user may read streams but not
+// change them can call Ensure too. It is safe to call from every process
+// at start.
 func Ensure(ctx context.Context, js jetstream.JetStream, specs []Spec, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	plans, err := Plan(ctx, js, specs, opts, KeepStronger)
+	if err != nil {
+		return err
+	}
+	for _, p := range plans {
+		for _, k := range p.Kept {
+			log.Warn("stream keeps a stronger setting than this process declares; lower it only on purpose, with `choreo streams apply --allow-lower` or `nats stream edit "+p.Stream+"`",
+				"stream", p.Stream, "setting", k.Setting, "kept", k.Kept, "declared", k.Declared)
+		}
+	}
+	return Apply(ctx, js, plans)
+}
+
+// Lowering says whether a plan may weaken an existing stream.
+type Lowering bool
+
+const (
+	// KeepStronger keeps an existing stream's replicas, duplicate window
+	// and limits where they are stronger than declared.
+	KeepStronger Lowering = false
+	// AllowLower brings every setting to the declared one, lowering
+	// those that are stronger; each such change is marked Lowers.
+	AllowLower Lowering = true
+)
+
+// Action is what a plan does to a stream.
+type Action string
+
+const (
+	Create    Action = "create"
+	Update    Action = "update"
+	Unchanged Action = "unchanged"
+)
+
+// StreamPlan is what bringing one stream to its declared configuration
+// takes.
+type StreamPlan struct {
+	Stream string
+	Action Action
+	// Config is the stream's configuration once the plan is applied.
+	Config jetstream.StreamConfig
+	// Changes are the settings an update changes, or those a create
+	// sets (From empty).
+	Changes []Change
+	// Kept are the settings stronger than declared that the plan keeps
+	// (none with AllowLower).
+	Kept []Kept
+}
+
+// Plan reads each declared stream's configuration from the server and
+// says what bringing it to spec under opts would change, changing
+// nothing.
+func Plan(ctx context.Context, js jetstream.JetStream, specs []Spec, opts Options, lowering Lowering) ([]StreamPlan, error) {
+	plans := make([]StreamPlan, 0, len(specs))
 	for _, spec := range specs {
 		want := Config(spec, opts)
 		s, err := js.Stream(ctx, spec.Name)
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
-			if _, err := js.CreateStream(ctx, want); err != nil {
-				return fmt.Errorf("streams: ensure %s: create: %w", spec.Name, err)
+			changes := Diff(jetstream.StreamConfig{}, want)
+			for i := range changes {
+				changes[i].From = ""
 			}
+			plans = append(plans, StreamPlan{Stream: spec.Name, Action: Create, Config: want, Changes: changes})
 			continue
 		case err != nil:
-			return fmt.Errorf("streams: ensure %s: read its configuration: %w", spec.Name, err)
+			return nil, fmt.Errorf("streams: read %s: %w", spec.Name, err)
 		}
 		have := s.CachedInfo().Config
 		merged, kept := Merge(have, want)
-		for _, k := range kept {
-			log.Warn("stream keeps a stronger setting than this process declares; lower it only on purpose, with `nats stream edit "+spec.Name+"`",
-				"stream", spec.Name, "setting", k.Setting, "kept", k.Kept, "declared", k.Declared)
+		p := StreamPlan{Stream: spec.Name, Action: Update, Config: merged, Kept: kept}
+		if lowering == AllowLower {
+			p.Config, p.Kept = want, nil
 		}
-		if Same(have, merged) {
+		p.Changes = Diff(have, p.Config)
+		for i, c := range p.Changes {
+			p.Changes[i].Lowers = slices.ContainsFunc(kept, func(k Kept) bool { return k.Setting == c.Setting })
+		}
+		if len(p.Changes) == 0 {
+			p.Action = Unchanged
+		}
+		plans = append(plans, p)
+	}
+	return plans, nil
+}
+
+// Apply creates or updates each stream as its plan says, in order, and
+// stops at the first error.
+func Apply(ctx context.Context, js jetstream.JetStream, plans []StreamPlan) error {
+	for _, p := range plans {
+		var err error
+		switch p.Action {
+		case Create:
+			_, err = js.CreateStream(ctx, p.Config)
+		case Update:
+			_, err = js.UpdateStream(ctx, p.Config)
+		default:
 			continue
 		}
-		if _, err := js.UpdateStream(ctx, merged); err != nil {
-			return fmt.Errorf("streams: ensure %s: update: %w", spec.Name, err)
+		if err != nil {
+			return fmt.Errorf("streams: %s %s: %w", p.Action, p.Stream, err)
 		}
 	}
 	return nil
+}
+
+// Change is one setting a plan changes.
+type Change struct {
+	Setting  string
+	From, To string
+	// Lowers is true for a change that weakens the stream: fewer
+	// replicas, a shorter duplicate window, a tighter limit.
+	Lowers bool
+}
+
+// Diff lists the settings Config declares in which have and want differ,
+// in words: "unlimited" for no limit.
+func Diff(have, want jetstream.StreamConfig) []Change {
+	var out []Change
+	diff := func(setting, from, to string) {
+		if from != to {
+			out = append(out, Change{Setting: setting, From: from, To: to})
+		}
+	}
+	diff("description", have.Description, want.Description)
+	diff("subjects", strings.Join(have.Subjects, " "), strings.Join(want.Subjects, " "))
+	diff("storage", have.Storage.String(), want.Storage.String())
+	diff("retention", have.Retention.String(), want.Retention.String())
+	diff("replicas", strconv.Itoa(have.Replicas), strconv.Itoa(want.Replicas))
+	diff("duplicate window", have.Duplicates.String(), want.Duplicates.String())
+	diff("message schedules", strconv.FormatBool(have.AllowMsgSchedules), strconv.FormatBool(want.AllowMsgSchedules))
+	diff("direct get", strconv.FormatBool(have.AllowDirect), strconv.FormatBool(want.AllowDirect))
+	diff("max age", ageLimit(have.MaxAge), ageLimit(want.MaxAge))
+	diff("max messages", limit(have.MaxMsgs), limit(want.MaxMsgs))
+	diff("max bytes", limit(have.MaxBytes), limit(want.MaxBytes))
+	diff("discard", have.Discard.String(), want.Discard.String())
+	return out
+}
+
+func ageLimit(d time.Duration) string {
+	if d <= 0 {
+		return "unlimited"
+	}
+	return d.String()
+}
+
+func limit(n int64) string {
+	if n <= 0 {
+		return "unlimited"
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // Kept is a setting of an existing stream that Ensure kept because it is
@@ -178,13 +306,7 @@ func Merge(have, want jetstream.StreamConfig) (jetstream.StreamConfig, []Kept) {
 
 // Same reports whether the server's configuration of a stream has every
 // setting Config declares.
-func Same(have, want jetstream.StreamConfig) bool {
-	return have.Name == want.Name && have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
-		have.Storage == want.Storage && have.Retention == want.Retention && have.Replicas == want.Replicas &&
-		have.Duplicates == want.Duplicates && have.AllowMsgSchedules == want.AllowMsgSchedules &&
-		have.AllowDirect == want.AllowDirect && have.MaxAge == want.MaxAge && have.MaxMsgs == want.MaxMsgs &&
-		have.MaxBytes == want.MaxBytes && have.Discard == want.Discard
-}
+func Same(have, want jetstream.StreamConfig) bool { return len(Diff(have, want)) == 0 }
 
 // orUnlimited maps 0 (no limit) to the server's -1.
 func orUnlimited(n int64) int64 {

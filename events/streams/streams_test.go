@@ -104,7 +104,7 @@ func TestEnsureReportsTheStream(t *testing.T) {
 	if err == nil {
 		t.Fatal("Ensure with overlapping subjects: got nil error, want one")
 	}
-	if got := err.Error(); !strings.Contains(got, "ensure B") {
+	if got := err.Error(); !strings.Contains(got, "create B") {
 		t.Errorf("error: got %q, want it to name stream B", got)
 	}
 }
@@ -184,7 +184,7 @@ func TestEnsureNeverLowers(t *testing.T) {
 	if !slices.Equal(got.Subjects, weak.Subjects) || got.Description != "new" {
 		t.Errorf("after a weaker Ensure: subjects %v description %q, want %v \"new\" (the rest is updated)", got.Subjects, got.Description, weak.Subjects)
 	}
-	for _, setting := range []string{"max age", "max messages", "max bytes", "duplicate window", "nats stream edit S"} {
+	for _, setting := range []string{"max age", "max messages", "max bytes", "duplicate window", "choreo streams apply --allow-lower", "nats stream edit S"} {
 		if !strings.Contains(logged.String(), setting) {
 			t.Errorf("log does not mention %q:\n%s", setting, logged.String())
 		}
@@ -217,4 +217,66 @@ func TestMergeKeepsReplicas(t *testing.T) {
 	if got, kept := streams.Merge(want, have); got.Replicas != 3 || len(kept) != 0 {
 		t.Errorf("Merge(R1, R3): replicas %d, kept %+v, want 3 (raised) and nothing kept", got.Replicas, kept)
 	}
+}
+
+// Plan says what Apply will do and changes nothing; a weaker declaration
+// is lowered only by a plan that allows it, each lowering marked.
+func TestPlanAndApply(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.URL)
+	ctx := natstest.Context(t)
+	strong := []streams.Spec{{Name: "S", Subjects: []string{"s.>"}, Limits: streams.Limits{MaxMsgs: 1000}}}
+	plans, err := streams.Plan(ctx, js, strong, streams.Options{}, streams.KeepStronger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plans) != 1 || plans[0].Action != streams.Create || !hasChange(plans[0].Changes, "max messages", "", "1000") {
+		t.Fatalf("plan of a missing stream: %+v, want create with max messages 1000", plans)
+	}
+	if _, err := js.Stream(ctx, "S"); err == nil {
+		t.Fatal("Plan created the stream")
+	}
+	if err := streams.Apply(ctx, js, plans); err != nil {
+		t.Fatal(err)
+	}
+	if plans, err = streams.Plan(ctx, js, strong, streams.Options{}, streams.KeepStronger); err != nil || plans[0].Action != streams.Unchanged || len(plans[0].Changes) != 0 {
+		t.Fatalf("plan after Apply: %+v, %v; want unchanged", plans, err)
+	}
+
+	weak := []streams.Spec{{Name: "S", Subjects: []string{"s.>"}, Description: "new", Limits: streams.Limits{MaxMsgs: 10}}}
+	plans, err = streams.Plan(ctx, js, weak, streams.Options{}, streams.KeepStronger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := plans[0]
+	if p.Action != streams.Update || len(p.Changes) != 1 || !hasChange(p.Changes, "description", "", "new") || len(p.Kept) != 1 || p.Kept[0].Setting != "max messages" {
+		t.Errorf("plan keeping stronger: %+v; want the description changed and max messages kept", p)
+	}
+	plans, err = streams.Plan(ctx, js, weak, streams.Options{}, streams.AllowLower)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = plans[0]
+	if len(p.Kept) != 0 || !hasChange(p.Changes, "max messages", "1000", "10") {
+		t.Fatalf("plan allowing lower: %+v; want max messages 1000 -> 10", p)
+	}
+	for _, c := range p.Changes {
+		if c.Lowers != (c.Setting == "max messages") {
+			t.Errorf("change %+v: Lowers %v, want it only on max messages", c, c.Lowers)
+		}
+	}
+	if err := streams.Apply(ctx, js, plans); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config; got.MaxMsgs != 10 || got.Description != "new" {
+		t.Errorf("after applying the lowering plan: max msgs %d, description %q; want 10, new", got.MaxMsgs, got.Description)
+	}
+}
+
+func hasChange(changes []streams.Change, setting, from, to string) bool {
+	return slices.ContainsFunc(changes, func(c streams.Change) bool { return c.Setting == setting && c.From == from && c.To == to })
 }
