@@ -4,7 +4,7 @@
 //	choreo serve <service>    one service, configured from the environment
 //	choreo provider           the payment provider simulator
 //	choreo nats-config        the NATS server configuration under deploy/nats
-//	choreo trace|replay|dlq|status|events   the operator's tools
+//	choreo trace|replay|dlq|status|events|streams   the operator's tools
 //
 // Run "choreo help" for the flags of each command.
 package main
@@ -48,6 +48,7 @@ default $NATS_CREDS or the operator's credentials of a local choreo up, and --js
   choreo status                     streams, consumers, outbox backlogs, DLQ depth
   choreo events                     every command and event type, its schema and a nats pub example
   choreo bench                      load the saga; sagas/s, latency, CPU and memory beside the machine's limits
+  choreo streams plan|apply         create the streams or change their replicas and limits (--yes; --allow-lower)
 
   choreo help                       show this help
 
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = runBench(ctx, args[1:], stdout, stderr, getenv)
 	case "nats-config":
 		err = runNATSConfig(ctx, args[1:], stdout, stderr, getenv)
+	case "streams":
+		err = runStreams(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -171,6 +171,10 @@ func TestUsageErrorsExitWithTwo(t *testing.T) {
 		{"up", "--stream-replicas", "3"}, // the embedded server is one node
 		{"serve", "orders", "--stream-replicas", "0"},
 		{"serve", "orders", "--stream-replicas", "6"},
+		{"streams"},
+		{"streams", "bogus"},
+		{"streams", "plan", "extra-arg"},
+		{"streams", "apply", "--stream-replicas", "0"},
 	} {
 		var stdout, stderr strings.Builder
 		code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" })

@@ -30,6 +30,10 @@ type toolFlags struct {
 	// refused is the last permissions violation the server reported on
 	// the tool's connection (see explain).
 	refused atomic.Pointer[error]
+	// onRefused, when set, is called once the server refuses something
+	// on the tool's connection: a tool waiting for an answer that will
+	// not come can stop waiting.
+	onRefused func()
 }
 
 // newToolFlags returns a flag set for `choreo <name>` whose -h prints the
@@ -88,6 +92,9 @@ func (t *toolFlags) connect() (*nats.Conn, jetstream.JetStream, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				t.refused.Store(&err)
+				if t.onRefused != nil {
+					t.onRefused()
+				}
 			}
 		})}
 	creds, defaulted := t.creds, false
