@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -33,9 +34,9 @@ const deployDir = "../../deploy"
 // externalSecrets are the Secrets an overlay expects the operator to have
 // created (README, "Deploying to Kubernetes"): keys never live in git.
 var externalSecrets = map[string][]string{
-	"base":       {"choreo-nats-creds", "nats-nkeys", "choreo-db"},
-	"local":      {"choreo-nats-creds", "nats-nkeys"},
-	"production": {"choreo-nats-creds", "nats-nkeys", "choreo-db"},
+	"base":       {"choreo-nats-creds", "choreo-nats-operator", "nats-nkeys", "choreo-db"},
+	"local":      {"choreo-nats-creds", "choreo-nats-operator", "nats-nkeys"},
+	"production": {"choreo-nats-creds", "choreo-nats-operator", "nats-nkeys", "choreo-db"},
 }
 
 var serviceNames = []string{"orders", "inventory", "payments", "notifications"}
@@ -57,6 +58,7 @@ func TestDeployKustomizeOverlays(t *testing.T) {
 			b.checkUniqueNames()
 			b.checkServices()
 			b.checkChoreoArgs()
+			b.checkStreamsJob()
 			b.checkReferences()
 			b.checkPodSecurity()
 			b.checkHTTPRoute()
@@ -527,16 +529,8 @@ func (b bundle) checkServices() {
 		}
 		// Every variable in its environment is one choreo serve reads, with
 		// a value its flag accepts.
-		env := map[string]string{}
-		for _, e := range list(c, "env") {
-			env[str(e, "name")] = str(e, "value")
-		}
+		env := b.containerEnv(c)
 		for _, ef := range list(c, "envFrom") {
-			if ref := dig(ef, "configMapRef"); ref != nil {
-				for k, v := range dig(b.get("ConfigMap", str(ref, "name")), "data") {
-					env[k] = fmt.Sprint(v)
-				}
-			}
 			if dig(ef, "secretRef") != nil {
 				t.Errorf("%s: %s: envFrom a Secret: name the variables one by one", b.name, svc)
 			}
@@ -606,6 +600,117 @@ func (b bundle) checkServices() {
 	}
 }
 
+// containerEnv is a container's environment: its ConfigMaps' variables,
+// then its own (a variable from a Secret has an empty value).
+func (b bundle) containerEnv(c obj) map[string]string {
+	env := map[string]string{}
+	for _, ef := range list(c, "envFrom") {
+		if ref := dig(ef, "configMapRef"); ref != nil {
+			for k, v := range dig(b.get("ConfigMap", str(ref, "name")), "data") {
+				env[k] = fmt.Sprint(v)
+			}
+		}
+	}
+	for _, e := range list(c, "env") {
+		env[str(e, "name")] = str(e, "value")
+	}
+	return env
+}
+
+// streamSettings are the values a choreo container runs with (its
+// environment, then its arguments) of the flags that declare the streams.
+func (b bundle) streamSettings(c obj, cmd ...string) map[string]string {
+	b.t.Helper()
+	sf := serveFlagsOf(b.t, cmd...)
+	for name, value := range b.containerEnv(c) {
+		if f, ok := sf.env[name]; ok && value != "" {
+			if err := sf.fs.Set(f, value); err != nil {
+				b.t.Errorf("%s: choreo %s: env %s=%q: --%s refuses it: %v", b.name, strings.Join(cmd, " "), name, value, f, err)
+			}
+		}
+	}
+	if err := sf.fs.Parse(anyStrings(c["args"])[len(cmd):]); err != nil {
+		b.t.Errorf("%s: choreo %s refuses its args: %v", b.name, strings.Join(cmd, " "), err)
+	}
+	declared := flag.NewFlagSet("streams", flag.ContinueOnError)
+	addStreamFlags(&envFlags{fs: declared, getenv: func(string) string { return "" }}, &streamFlags{})
+	settings := map[string]string{}
+	declared.VisitAll(func(f *flag.Flag) {
+		if got := sf.fs.Lookup(f.Name); got == nil {
+			b.t.Errorf("%s: choreo %s has no --%s", b.name, strings.Join(cmd, " "), f.Name)
+		} else {
+			settings[f.Name] = got.Value.String()
+		}
+	})
+	return settings
+}
+
+// checkStreamsJob: a Job sets the streams up before the services use them,
+// as `choreo streams apply --yes` (never --allow-lower: lowering is done by
+// hand), with the operator's credentials from their own Secret, and with
+// every stream setting the services declare.
+func (b bundle) checkStreamsJob() {
+	t := b.t
+	job := b.get("Job", "choreo-streams")
+	cs := containers(job)
+	if len(cs) != 1 {
+		t.Fatalf("%s: Job choreo-streams has %d containers, want 1", b.name, len(cs))
+	}
+	c := cs[0]
+	args := anyStrings(c["args"])
+	if len(args) < 2 || args[0] != "streams" || args[1] != "apply" {
+		t.Fatalf("%s: Job choreo-streams runs %q, want streams apply", b.name, args)
+	}
+	sf := serveFlagsOf(t, "streams", "apply")
+	if err := sf.fs.Parse(args[2:]); err != nil {
+		t.Fatalf("%s: choreo streams apply refuses %q: %v", b.name, args, err)
+	}
+	if sf.fs.Lookup("yes").Value.String() != "true" || sf.fs.Lookup("allow-lower").Value.String() != "false" {
+		t.Errorf("%s: Job choreo-streams runs %q: want --yes and never --allow-lower", b.name, args)
+	}
+	// Its own variables are all read by choreo streams apply (those of
+	// choreo-config it shares with the services, which streamSettings
+	// checks where it reads them).
+	for _, e := range list(c, "env") {
+		if _, ok := sf.env[str(e, "name")]; !ok {
+			t.Errorf("%s: Job choreo-streams: env %s is read by no flag of choreo streams apply", b.name, str(e, "name"))
+		}
+	}
+	env := b.containerEnv(c)
+	// Its credentials: the operator's seed, mounted from the Secret that
+	// holds it alone.
+	creds := env["NATS_CREDS"]
+	mounted := false
+	for _, m := range list(c, "volumeMounts") {
+		for _, v := range list(podSpec(job), "volumes") {
+			if str(v, "name") != str(m, "name") || str(dig(v, "secret"), "secretName") != "choreo-nats-operator" {
+				continue
+			}
+			for _, item := range list(dig(v, "secret"), "items") {
+				if path.Join(str(m, "mountPath"), str(item, "path")) == creds && str(item, "key") == "operator.nk" {
+					mounted = true
+				}
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("%s: Job choreo-streams: NATS_CREDS %q is not operator.nk of the Secret choreo-nats-operator", b.name, creds)
+	}
+	if str(podSpec(job), "restartPolicy") == "Always" {
+		t.Errorf("%s: Job choreo-streams: restartPolicy Always", b.name)
+	}
+	// The streams it applies are the ones every service declares: a
+	// service declaring more would try to raise them with a user that may
+	// not, one declaring less is told its streams are stronger.
+	want := b.streamSettings(c, "streams", "apply")
+	for _, svc := range serviceNames {
+		d := b.get("Deployment", svc)
+		if got := b.streamSettings(containers(d)[0], "serve", svc); !maps.Equal(got, want) {
+			t.Errorf("%s: %s declares the streams %v, the Job applies %v", b.name, svc, got, want)
+		}
+	}
+}
+
 // checkChoreoArgs: every container of the choreo image runs a subcommand
 // with flags that subcommand accepts (choreo provider in local, too).
 func (b bundle) checkChoreoArgs() {
@@ -620,7 +725,7 @@ func (b bundle) checkChoreoArgs() {
 				continue
 			}
 			cmd := args[:1]
-			if args[0] == "serve" && len(args) > 1 {
+			if (args[0] == "serve" || args[0] == "streams") && len(args) > 1 {
 				cmd = args[:2]
 			}
 			sf := serveFlagsOf(b.t, cmd...)
