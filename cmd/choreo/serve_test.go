@@ -341,6 +341,9 @@ func TestHelpExitsWithZero(t *testing.T) {
 		{"status", "-h"},
 		{"events", "-h"},
 		{"bench", "-h"},
+		{"streams", "-h"},
+		{"streams", "plan", "-h"},
+		{"streams", "apply", "--help"},
 	} {
 		var stdout, stderr strings.Builder
 		code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" })
