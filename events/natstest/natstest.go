@@ -74,6 +74,8 @@ func (s *Server) Shutdown() {
 
 // Restart stops the server and starts it again on the same port with the
 // same store: streams, consumers and messages survive, clients reconnect.
+// A node of a Cluster keeps its route port too and rejoins the others
+// (Cluster.WaitForMetaLeader waits until it has caught up).
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Shutdown()
