@@ -1,5 +1,6 @@
-// Package orderhttp is the orders service's HTTP API: POST /orders and
-// GET /orders/{id}. Errors are RFC 9457 problem details.
+// Package orderhttp is the orders service's HTTP API: POST /orders,
+// GET /orders, GET /orders/{id} and POST /orders/{id}/cancel. Errors are
+// RFC 9457 problem details.
 package orderhttp
 
 import (
@@ -7,6 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +52,7 @@ func View(o *orders.Order) OrderView {
 func Register(mux httpx.Mux, svc *orders.Service, log *slog.Logger) {
 	h := handler{svc: svc, log: log}
 	mux.HandleFunc("POST /orders", h.place)
+	mux.HandleFunc("GET /orders", h.list)
 	mux.HandleFunc("GET /orders/{id}", h.get)
 	mux.HandleFunc("POST /orders/{id}/cancel", h.cancel)
 }
@@ -157,6 +162,97 @@ func sfString(v string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// ListView is the JSON shape of a page of orders.
+type ListView struct {
+	Orders []OrderView `json:"orders"`
+	// NextCursor, passed as ?cursor= with the same filters, fetches the
+	// next page; absent on the last page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// listParams are the query parameters GET /orders takes.
+var listParams = []string{"status", "customer", "since", "limit", "cursor"}
+
+// list answers GET /orders: a page of orders newest first, filtered by
+// ?status=, ?customer= and ?since=, ?limit= per page, continued with
+// ?cursor= (see orders.ListQuery). A parameter it cannot take — unknown,
+// repeated, or an invalid value — is a 400 naming it: a misspelt filter
+// silently ignored would list orders the client did not ask for.
+func (h handler) list(w http.ResponseWriter, r *http.Request) {
+	q, err := listQuery(r.URL.Query())
+	if err == nil {
+		var page orders.Page
+		if page, err = h.svc.List(r.Context(), q); err == nil {
+			writePage(w, r, page)
+			return
+		}
+	}
+	if pe := (*orders.ListParamError)(nil); errors.As(err, &pe) {
+		httpx.WriteProblem(w, r, http.StatusBadRequest, "Invalid query parameter", fmt.Sprintf("query parameter %s: %s", pe.Param, pe.Reason))
+		return
+	}
+	httpx.WriteError(w, r, h.log, err)
+}
+
+// listQuery reads GET /orders's query parameters. Values are checked here
+// as far as their syntax goes; the store checks the rest (status names,
+// customer ids, limit bounds, cursors) and answers a *ListParamError too.
+func listQuery(values url.Values) (orders.ListQuery, error) {
+	var q orders.ListQuery
+	for name, vs := range values {
+		if !slices.Contains(listParams, name) {
+			return q, &orders.ListParamError{Param: strconv.Quote(name), Reason: "unknown; GET /orders takes " + strings.Join(listParams, ", ")}
+		}
+		if len(vs) != 1 {
+			return q, &orders.ListParamError{Param: name, Reason: "given more than once"}
+		}
+	}
+	// Statuses are written in upper case in orders and in lower case in
+	// the query string: either is taken.
+	q.Status = orders.Status(strings.ToUpper(values.Get("status")))
+	if values.Has("status") && q.Status == "" {
+		return q, &orders.ListParamError{Param: "status", Reason: "is empty"}
+	}
+	q.CustomerID = values.Get("customer")
+	if values.Has("customer") && q.CustomerID == "" {
+		return q, &orders.ListParamError{Param: "customer", Reason: "is empty"}
+	}
+	if raw := values.Get("since"); values.Has("since") {
+		since, err := time.Parse(time.RFC3339Nano, raw)
+		if err != nil {
+			return q, &orders.ListParamError{Param: "since", Reason: "not an RFC 3339 timestamp such as 2026-12-01T15:04:05Z"}
+		}
+		q.Since = since
+	}
+	if raw := values.Get("limit"); values.Has("limit") {
+		limit, err := strconv.Atoi(raw)
+		if err != nil || limit < 1 || limit > orders.MaxListLimit {
+			return q, &orders.ListParamError{Param: "limit", Reason: fmt.Sprintf("not a number from 1 to %d", orders.MaxListLimit)}
+		}
+		q.Limit = limit
+	}
+	q.Cursor = values.Get("cursor")
+	if values.Has("cursor") && q.Cursor == "" {
+		return q, &orders.ListParamError{Param: "cursor", Reason: "is empty"}
+	}
+	return q, nil
+}
+
+// writePage answers 200 with page, and a Link to the next page (RFC 8288)
+// for clients that follow links rather than read next_cursor.
+func writePage(w http.ResponseWriter, r *http.Request, page orders.Page) {
+	view := ListView{Orders: make([]OrderView, 0, len(page.Orders)), NextCursor: page.NextCursor}
+	for _, o := range page.Orders {
+		view.Orders = append(view.Orders, View(o))
+	}
+	if page.NextCursor != "" {
+		next := r.URL.Query()
+		next.Set("cursor", page.NextCursor)
+		w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
+	}
+	httpx.WriteJSON(w, http.StatusOK, view)
 }
 
 func (h handler) get(w http.ResponseWriter, r *http.Request) {
