@@ -15,6 +15,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/aggregate"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/orders"
@@ -23,9 +24,13 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-// Migrate creates or upgrades the orders tables, the outbox and the inbox.
+// Migrate creates or upgrades the orders tables, the outbox, the inbox and
+// the HTTP API's stored responses (see idempotency).
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	return inbox.MigrateService(ctx, db, "orders", migrations)
+	if err := inbox.MigrateService(ctx, db, "orders", migrations); err != nil {
+		return err
+	}
+	return idempotency.Migrate(ctx, db)
 }
 
 // Store implements orders.Store.

@@ -4,6 +4,7 @@
 package orderhttp
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/httpauth"
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/orders"
 )
@@ -48,9 +50,10 @@ func View(o *orders.Order) OrderView {
 	}
 }
 
-// Register adds the orders routes to mux.
-func Register(mux httpx.Mux, svc *orders.Service, log *slog.Logger) {
-	h := handler{svc: svc, log: log}
+// Register adds the orders routes to mux. responses replays the first
+// response to a POST /orders retried with its Idempotency-Key.
+func Register(mux httpx.Mux, svc *orders.Service, responses *idempotency.Store, log *slog.Logger) {
+	h := handler{svc: svc, responses: responses, log: log}
 	mux.HandleFunc("POST /orders", h.place)
 	mux.HandleFunc("GET /orders", h.list)
 	mux.HandleFunc("GET /orders/{id}", h.get)
@@ -58,37 +61,63 @@ func Register(mux httpx.Mux, svc *orders.Service, log *slog.Logger) {
 }
 
 type handler struct {
-	svc *orders.Service
-	log *slog.Logger
+	svc       *orders.Service
+	responses *idempotency.Store
+	log       *slog.Logger
 }
 
 // place accepts the body of cmd.orders.place. The order id is the
 // idempotency key: a client that cannot choose one sends an
 // Idempotency-Key header instead and the order id is derived from it, so a
-// retried request finds the same order.
+// retried request finds the same order — and gets the very response the
+// first request got (see idempotency.Store.Serve), not the order as it
+// has become since.
 func (h handler) place(w http.ResponseWriter, r *http.Request) {
 	var cmd catalog.PlaceOrder
 	if !httpx.DecodeJSON(w, r, &cmd) {
 		return
 	}
-	idemKey, keyed, err := idempotencyKey(r)
+	key, keyed, err := idempotency.KeyOf(r, catalog.ValidKey)
 	if err != nil {
 		httpx.WriteError(w, r, h.log, err)
 		return
 	}
+	if !keyed {
+		h.placeOrder(w, r, cmd, "")
+		return
+	}
+	// The command as decoded, before an order id is derived: a body that
+	// differs only in spacing or field order is the same request.
+	fingerprint, err := json.Marshal(cmd)
+	if err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	h.responses.Serve(w, r, idempotency.Request{Key: key, Fingerprint: fingerprint}, func(w http.ResponseWriter) {
+		h.placeOrder(w, r, cmd, key)
+	})
+}
+
+// placeOrder places cmd; key is the request's Idempotency-Key, or "".
+// With authentication on, a key is its client's: two clients that happen
+// to pick the same key place two orders.
+func (h handler) placeOrder(w http.ResponseWriter, r *http.Request, cmd catalog.PlaceOrder, key string) {
 	if cmd.OrderID == "" {
-		if keyed {
-			cmd.OrderID = events.DerivedID("http:"+idemKey, "order")
+		if key != "" {
+			if sub := httpauth.SubjectOf(r.Context()); sub != "" {
+				key = sub + "\x00" + key
+			}
+			cmd.OrderID = events.DerivedID("http:"+key, "order")
 		} else {
 			cmd.OrderID = events.NewID()
 		}
 	}
-	ctx := r.Context()
 	// The order id itself makes placing idempotent; no inbox claim needed.
-	o, _, err := h.svc.Place(ctx, inbox.Key{}, cmd)
-	if keyed && events.KindOf(err) == events.KindConflict {
+	o, _, err := h.svc.Place(r.Context(), inbox.Key{}, cmd)
+	if key != "" && events.KindOf(err) == events.KindConflict {
 		// The draft's answer to a key reused with another payload: the
-		// request is wrong, not the state of the resource.
+		// request is wrong, not the state of the resource. (A key used
+		// before its response was stored gets here; see idempotency.)
 		httpx.WriteProblem(w, r, http.StatusUnprocessableEntity, "Invalid request",
 			"Idempotency-Key was used for a request with another body: "+events.Detail(err))
 		return
@@ -99,69 +128,8 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/orders/"+o.ID)
 	// 202 whether this request created the order or repeated one that did
-	// (PRODUCT.md: POST /orders → 202 with the order): a client retrying
-	// after a lost response sees the same answer as the first time.
+	// (PRODUCT.md: POST /orders → 202 with the order).
 	httpx.WriteJSON(w, http.StatusAccepted, View(o))
-}
-
-// idempotencyKey reads the Idempotency-Key header as the IETF draft
-// defines it, a structured-field string ("K"); a bare K, as many clients
-// send it, is the same key. An empty or invalid key is refused (422), as is
-// one over catalog.ValidKey's bound. With authentication on, a key is its
-// client's: two clients that happen to pick the same key place two orders.
-func idempotencyKey(r *http.Request) (key string, keyed bool, err error) {
-	raw, keyed := r.Header["Idempotency-Key"]
-	if !keyed {
-		return "", false, nil
-	}
-	if len(raw) != 1 {
-		return "", false, events.Permanent(errors.New("Idempotency-Key is given more than once"))
-	}
-	key, err = sfString(strings.TrimSpace(raw[0]))
-	if err != nil {
-		return "", false, events.Permanent(fmt.Errorf("Idempotency-Key: %w", err))
-	}
-	if key == "" {
-		return "", false, events.Permanent(errors.New("Idempotency-Key is empty"))
-	}
-	if err := catalog.ValidKey("Idempotency-Key", key); err != nil {
-		return "", false, err
-	}
-	if sub := httpauth.SubjectOf(r.Context()); sub != "" {
-		key = sub + "\x00" + key
-	}
-	return key, true, nil
-}
-
-// sfString decodes an RFC 8941 string ("…" with \" and \\ escapes,
-// printable ASCII); a value without quotes is taken as it is.
-func sfString(v string) (string, error) {
-	if !strings.HasPrefix(v, `"`) {
-		return v, nil
-	}
-	if len(v) < 2 || !strings.HasSuffix(v, `"`) {
-		return "", errors.New("a quoted key must end with a quote")
-	}
-	var b strings.Builder
-	inner := v[1 : len(v)-1]
-	for i := 0; i < len(inner); i++ {
-		c := inner[i]
-		switch {
-		case c == '\\':
-			i++
-			if i == len(inner) || (inner[i] != '"' && inner[i] != '\\') {
-				return "", errors.New(`only \" and \\ may be escaped`)
-			}
-			b.WriteByte(inner[i])
-		case c == '"':
-			return "", errors.New("an unescaped quote inside the key")
-		case c < 0x20 || c > 0x7e:
-			return "", errors.New("a quoted key holds printable ASCII only")
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), nil
 }
 
 // ListView is the JSON shape of a page of orders.

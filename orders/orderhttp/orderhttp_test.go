@@ -18,6 +18,7 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/orders"
@@ -45,7 +46,7 @@ func newAPI(t *testing.T) *api {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	orderhttp.Register(mux, svc, nil)
+	orderhttp.Register(mux, svc, idempotency.New(db), nil)
 	// As choreo serves it: the request's trace context is taken in, and
 	// the handlers work in it.
 	srv := httptest.NewServer(otelhttp.NewHandler(mux, "orders", otelhttp.WithPropagators(propagation.TraceContext{})))
@@ -190,7 +191,7 @@ func TestPostOrderIdempotencyKeyReusedIsAConflict(t *testing.T) {
 		t.Fatalf("test bug: %s has no quantity 1", noIDBody)
 	}
 	p := problem(t, a.post(t, other, key), http.StatusUnprocessableEntity)
-	if !strings.Contains(p.Detail, "Idempotency-Key was used for a request with another body") || !strings.Contains(p.Detail, "an earlier command placed it at") || !strings.Contains(p.Detail, first.OrderID) {
+	if !strings.Contains(p.Detail, "Idempotency-Key was used for a request with another body") || !strings.Contains(p.Detail, "/orders/"+first.OrderID) {
 		t.Errorf("detail %q: want it to name the order the earlier request placed (%s)", p.Detail, first.OrderID)
 	}
 	if n := a.backlog(t); n != 1 {
@@ -404,4 +405,30 @@ func TestCancelConfirmedOrderIsConflict(t *testing.T) {
 func TestCancelUnknownOrderIsNotFound(t *testing.T) {
 	a := newAPI(t)
 	problem(t, a.do(t, http.MethodPost, "/orders/nope/cancel", "", nil), http.StatusNotFound)
+}
+
+// A POST /orders retried with its Idempotency-Key gets the first response
+// again, byte for byte — status, Location, body — although the order has
+// been cancelled since; only one order is placed.
+func TestPostOrderIdempotencyKeyReplaysTheFirstResponse(t *testing.T) {
+	a := newAPI(t)
+	key := map[string]string{"Idempotency-Key": "replay-1"}
+	first := a.post(t, noIDBody, key)
+	if first.status != http.StatusAccepted {
+		t.Fatalf("first: status %d: %s", first.status, first.body)
+	}
+	id := view(t, first).OrderID
+	if r := a.do(t, http.MethodPost, "/orders/"+id+"/cancel", "", nil); r.status != http.StatusOK {
+		t.Fatalf("cancel: status %d: %s", r.status, r.body)
+	}
+	// The same body, spaced otherwise, is the same request.
+	retry := a.post(t, strings.ReplaceAll(noIDBody, ",", ", "), key)
+	if retry.status != first.status || string(retry.body) != string(first.body) ||
+		retry.header.Get("Location") != first.header.Get("Location") || retry.header.Get("Content-Type") != first.header.Get("Content-Type") {
+		t.Errorf("retry: got %d Location %q %s, want the first response %d Location %q %s",
+			retry.status, retry.header.Get("Location"), retry.body, first.status, first.header.Get("Location"), first.body)
+	}
+	if v := view(t, a.do(t, http.MethodGet, "/orders/"+id, "", nil)); v.Status != catalog.StatusCancelled {
+		t.Errorf("order %s: %s, want CANCELLED (the replay changed nothing)", id, v.Status)
+	}
 }
