@@ -34,6 +34,7 @@ func TestStore(t *testing.T) {
 			t.Run("AbandonedClaimIsTakenOverAfterItsLease", func(t *testing.T) { testLease(t, open(t)) })
 			t.Run("ExpiredResponseIsNotReplayed", func(t *testing.T) { testExpiry(t, open(t)) })
 			t.Run("KeyBelongsToItsRoute", func(t *testing.T) { testRouteScope(t, open(t)) })
+			t.Run("StoreFailures", func(t *testing.T) { testStoreFailures(t, open(t)) })
 		})
 	}
 }
@@ -203,4 +204,22 @@ func testRouteScope(t *testing.T, db *sqldb.DB) {
 	s, c := idempotency.New(db), &counter{}
 	serve(s, "POST /things", "k", "a", c.handle)
 	wantResponse(t, serve(s, "POST /other", "k", "a", c.handle), http.StatusAccepted, "/things/2", "{\"call\":2}\n")
+}
+
+// A response that cannot be stored is sent all the same; a key that
+// cannot be claimed is a 503 that runs nothing.
+func testStoreFailures(t *testing.T, db *sqldb.DB) {
+	s, c := idempotency.New(db), &counter{}
+	r := serve(s, "POST /things", "k", "a", func(w http.ResponseWriter) {
+		db.Close() // the database goes away while the request runs
+		c.handle(w)
+	})
+	wantResponse(t, r, http.StatusAccepted, "/things/1", "{\"call\":1}\n")
+	r = serve(s, "POST /things", "k2", "a", c.handle)
+	if r.Code != http.StatusServiceUnavailable || r.Header().Get("Content-Type") != "application/problem+json" {
+		t.Errorf("claim on a closed database: got %d %s, want a 503 problem", r.Code, r.Body)
+	}
+	if n := c.calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want once", n)
+	}
 }
