@@ -477,9 +477,13 @@ func TestPostOrderIdempotencyKeyInFlightIs409(t *testing.T) {
 	}()
 	// Wait until the first request holds the key (and is waiting on the
 	// blocker), then retry.
+	giveUp := time.Now().Add(time.Minute)
 	for claimed := 0; claimed == 0; {
 		if err := a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM idempotent_responses WHERE status = 0`).Scan(&claimed); err != nil {
 			t.Fatal(err)
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("the first request never claimed its key")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
