@@ -33,6 +33,9 @@ type Store interface {
 	// Overdue returns the ids of up to limit orders still pending that
 	// were placed before placedBefore, oldest first.
 	Overdue(ctx context.Context, placedBefore time.Time, limit int) ([]string, error)
+	// List returns a page of orders, newest first (see ListQuery). A
+	// query it refuses is a Permanent error wrapping a *ListParamError.
+	List(ctx context.Context, q ListQuery) (Page, error)
 }
 
 // Service handles the orders service's commands and events.
@@ -85,6 +88,11 @@ func New(cfg Config) (*Service, error) {
 // Get returns an order.
 func (s *Service) Get(ctx context.Context, orderID string) (*Order, error) {
 	return s.store.Get(ctx, orderID)
+}
+
+// List returns a page of orders, newest first; see Store.List.
+func (s *Service) List(ctx context.Context, q ListQuery) (Page, error) {
+	return s.store.List(ctx, q)
 }
 
 // Place creates the order cmd describes, or returns the existing one when

@@ -108,6 +108,7 @@ func TestHTTPAuthAndRateLimits(t *testing.T) {
 		{"OrdersScopeCannotRestock", http.MethodPost, "/inventory/SKU-A/restock", idp.token(t, "ops-4", "orders:write orders:read", time.Hour), restock, http.StatusForbidden},
 		{"WriteScopeCannotRead", http.MethodGet, "/orders/o-auth", idp.token(t, "shop-2", "orders:write", time.Hour), "", http.StatusForbidden},
 		{"CancelNeedsWrite", http.MethodPost, "/orders/o-auth/cancel", idp.token(t, "shop-3", "orders:read", time.Hour), "", http.StatusForbidden},
+		{"ListNeedsRead", http.MethodGet, "/orders?limit=1", idp.token(t, "shop-4", "orders:write", time.Hour), "", http.StatusForbidden},
 	} {
 		code, h, p := do(tc.method, tc.path, tc.token, tc.body)
 		if code != tc.want || p.Type != httpx.ProblemType(tc.want) {
@@ -127,6 +128,9 @@ func TestHTTPAuthAndRateLimits(t *testing.T) {
 	}
 
 	// The right scope works.
+	if code, _, p := do(http.MethodGet, "/orders?limit=1", idp.token(t, "lister", "orders:read", time.Hour), ""); code != http.StatusOK {
+		t.Errorf("GET /orders with orders:read: %d %+v", code, p)
+	}
 	ops := idp.token(t, "ops-5", "inventory:write", time.Hour)
 	if code, _, p := do(http.MethodPost, "/inventory/SKU-A/restock", ops, restock); code != http.StatusAccepted {
 		t.Fatalf("restock with inventory:write: %d %+v", code, p)

@@ -468,8 +468,9 @@ func orDash(s string) string {
 	return s
 }
 
-// platformTables hold delivery bookkeeping, not the service's state.
-var platformTables = map[string]bool{"outbox": true, "inbox": true, "schema_migrations": true, "sqlite_sequence": true}
+// platformTables hold delivery bookkeeping (and the HTTP API's stored
+// responses, see events/idempotency), not the service's state.
+var platformTables = map[string]bool{"outbox": true, "inbox": true, "schema_migrations": true, "sqlite_sequence": true, "idempotent_responses": true}
 
 // snapshotTables reads every row of the service's own tables in the
 // scratch SQLite store, keyed by table and rowid.

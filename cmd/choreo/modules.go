@@ -13,6 +13,7 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/worker"
@@ -99,7 +100,9 @@ func buildOrders(db *sqldb.DB, log *slog.Logger, opts serviceOptions) (builtServ
 			_, err := svc.SweepDeadlines(ctx)
 			return err
 		}}},
-		routes:     func(mux httpx.Mux) { orderhttp.Register(mux, svc, log) },
+		routes: func(mux httpx.Mux) {
+			orderhttp.Register(mux, svc, idempotency.New(db, idempotency.WithLogger(log)), log)
+		},
 		collectors: []prometheus.Collector{svc.Collector()},
 	}, nil
 }
@@ -113,7 +116,9 @@ func buildInventory(db *sqldb.DB, log *slog.Logger, _ serviceOptions) (builtServ
 	return builtService{
 		outbox:   store.Outbox(),
 		consumer: svc.Consumer(),
-		routes:   func(mux httpx.Mux) { inventoryhttp.Register(mux, svc, log) },
+		routes: func(mux httpx.Mux) {
+			inventoryhttp.Register(mux, svc, idempotency.New(db, idempotency.WithLogger(log)), log)
+		},
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/inventory"
 	"github.com/choreo-dev/choreo/inventory/inventoryhttp"
@@ -32,7 +33,7 @@ func fuzzInventoryRoutes(f *testing.F, dbURL string) {
 		f.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	inventoryhttp.Register(mux, svc, nil)
+	inventoryhttp.Register(mux, svc, idempotency.New(db), nil)
 	h := httpx.Edge(mux)
 	for _, s := range [][3]string{
 		{"SKU-1", `{"quantity":5}`, ""},

@@ -4,6 +4,7 @@
 package inventoryhttp
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/inventory"
 )
 
@@ -27,16 +29,18 @@ func View(st inventory.Stock) StockView {
 	return StockView{SKU: st.SKU, Available: st.Available, Reserved: st.Reserved, Sold: st.Sold}
 }
 
-// Register adds the inventory routes to mux.
-func Register(mux httpx.Mux, svc *inventory.Service, log *slog.Logger) {
-	h := handler{svc: svc, log: log}
+// Register adds the inventory routes to mux. responses replays the first
+// response to a restock retried with its Idempotency-Key.
+func Register(mux httpx.Mux, svc *inventory.Service, responses *idempotency.Store, log *slog.Logger) {
+	h := handler{svc: svc, responses: responses, log: log}
 	mux.HandleFunc("GET /inventory/{sku}", h.get)
 	mux.HandleFunc("POST /inventory/{sku}/restock", h.restock)
 }
 
 type handler struct {
-	svc *inventory.Service
-	log *slog.Logger
+	svc       *inventory.Service
+	responses *idempotency.Store
+	log       *slog.Logger
 }
 
 // get answers 200 with zeros for a SKU never restocked: it simply has
@@ -61,7 +65,9 @@ func (h handler) get(w http.ResponseWriter, r *http.Request) {
 // Idempotency-Key header, else command_id, else a fresh id (every such
 // request restocks). Over NATS the same command id has the same inbox key,
 // so a restock sent both ways is applied once. It answers 202 with the
-// stock after the restock, or the current stock for a repeated command.
+// stock after the restock, or the current stock for a repeated command —
+// except that a request retried with its Idempotency-Key gets the very
+// response the first one got (see idempotency.Store.Serve).
 func (h handler) restock(w http.ResponseWriter, r *http.Request) {
 	var cmd catalog.Restock
 	if !httpx.DecodeJSON(w, r, &cmd) {
@@ -77,13 +83,28 @@ func (h handler) restock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd.SKU = sku
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		if err := catalog.ValidKey("Idempotency-Key", key); err != nil {
-			httpx.WriteError(w, r, h.log, err)
-			return
-		}
-		cmd.CommandID = key
+	key, keyed, err := idempotency.KeyOf(r, catalog.ValidKey)
+	if err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
 	}
+	if !keyed {
+		h.restockCmd(w, r, cmd)
+		return
+	}
+	cmd.CommandID = key
+	// The command as decoded, its sku from the path included.
+	fingerprint, err := json.Marshal(cmd)
+	if err != nil {
+		httpx.WriteError(w, r, h.log, err)
+		return
+	}
+	h.responses.Serve(w, r, idempotency.Request{Key: key, Fingerprint: fingerprint}, func(w http.ResponseWriter) {
+		h.restockCmd(w, r, cmd)
+	})
+}
+
+func (h handler) restockCmd(w http.ResponseWriter, r *http.Request, cmd catalog.Restock) {
 	if cmd.CommandID == "" {
 		cmd.CommandID = events.NewID()
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/inventory"
 	"github.com/choreo-dev/choreo/inventory/inventoryhttp"
@@ -36,7 +37,7 @@ func newServer(t *testing.T) *server {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	inventoryhttp.Register(mux, svc, nil)
+	inventoryhttp.Register(mux, svc, idempotency.New(db), nil)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &server{Server: srv, svc: svc}
@@ -151,16 +152,21 @@ func TestRestockIdempotent(t *testing.T) {
 	s.wantStock(t, "/inventory/A", inventoryhttp.StockView{SKU: "A", Available: 5})
 }
 
-// An Idempotency-Key reused for another quantity is a 409 problem naming
-// the earlier command, and restocks nothing.
+// An Idempotency-Key reused for another quantity is a 422 problem (the
+// IETF Idempotency-Key draft's answer, as for POST /orders); a command_id
+// reused so is a 409 naming the earlier command. Neither restocks.
 func TestRestockKeyReusedIsAConflict(t *testing.T) {
 	s := newServer(t)
 	if status, _, body := s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":1}`, map[string]string{"Idempotency-Key": "k-1"}); status != http.StatusAccepted {
 		t.Fatalf("first restock: status %d: %s", status, body)
 	}
 	status, _, body := s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":100}`, map[string]string{"Idempotency-Key": "k-1"})
+	if status != http.StatusUnprocessableEntity || !strings.Contains(string(body), "Idempotency-Key was used for a request with another body") {
+		t.Errorf("restock of another quantity under the key: status %d %s, want 422 saying the key was used for another body", status, body)
+	}
+	status, _, body = s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":100,"command_id":"k-1"}`, nil)
 	if status != http.StatusConflict || !strings.Contains(string(body), "was used by an earlier command") {
-		t.Errorf("restock of another quantity under the key: status %d %s, want 409 naming the earlier command", status, body)
+		t.Errorf("restock of another quantity under the command id: status %d %s, want 409 naming the earlier command", status, body)
 	}
 	s.wantStock(t, "/inventory/A", inventoryhttp.StockView{SKU: "A", Available: 1})
 }
@@ -208,4 +214,21 @@ func TestBadInputIsAProblem(t *testing.T) {
 			s.wantStock(t, "/inventory/A", inventoryhttp.StockView{SKU: "A"})
 		})
 	}
+}
+
+// A restock retried with its Idempotency-Key gets the first response again,
+// byte for byte, although the stock has changed since, and restocks once.
+func TestRestockIdempotencyKeyReplaysTheFirstResponse(t *testing.T) {
+	s := newServer(t)
+	key := map[string]string{"Idempotency-Key": `"r-7"`}
+	status1, ct1, body1 := s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":3}`, key)
+	if status1 != http.StatusAccepted {
+		t.Fatalf("first restock: status %d: %s", status1, body1)
+	}
+	s.do(t, http.MethodPost, "/inventory/A/restock", `{"quantity":10}`, nil)
+	status2, ct2, body2 := s.do(t, http.MethodPost, "/inventory/A/restock", `{ "quantity": 3 }`, map[string]string{"Idempotency-Key": "r-7"})
+	if status2 != status1 || ct2 != ct1 || string(body2) != string(body1) {
+		t.Errorf("retry: got %d %q %s, want the first response %d %q %s", status2, ct2, body2, status1, ct1, body1)
+	}
+	s.wantStock(t, "/inventory/A", inventoryhttp.StockView{SKU: "A", Available: 13})
 }

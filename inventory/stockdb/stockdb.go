@@ -24,6 +24,7 @@ import (
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
@@ -33,10 +34,13 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-// Migrate creates or upgrades the inventory tables, the outbox and the
-// inbox.
+// Migrate creates or upgrades the inventory tables, the outbox, the inbox
+// and the HTTP API's stored responses (see idempotency).
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	return inbox.MigrateService(ctx, db, catalog.Inventory, migrations)
+	if err := inbox.MigrateService(ctx, db, catalog.Inventory, migrations); err != nil {
+		return err
+	}
+	return idempotency.Migrate(ctx, db)
 }
 
 // Store implements inventory.Store.

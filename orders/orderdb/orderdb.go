@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/aggregate"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/inbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/orders"
@@ -22,9 +24,13 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-// Migrate creates or upgrades the orders tables, the outbox and the inbox.
+// Migrate creates or upgrades the orders tables, the outbox, the inbox and
+// the HTTP API's stored responses (see idempotency).
 func Migrate(ctx context.Context, db *sqldb.DB) error {
-	return inbox.MigrateService(ctx, db, "orders", migrations)
+	if err := inbox.MigrateService(ctx, db, "orders", migrations); err != nil {
+		return err
+	}
+	return idempotency.Migrate(ctx, db)
 }
 
 // Store implements orders.Store.
@@ -63,10 +69,13 @@ func (s *Store) loadLocked(ctx context.Context, tx *sql.Tx, orderID string) (*or
 	return s.load(ctx, s.db.In(tx), orderID, true)
 }
 
-// selectOrder and selectOrderLocked read one order; the locked one holds
-// its row until the transaction ends (FOR UPDATE on PostgreSQL).
-const selectOrder = `SELECT order_id, customer_id, status, reason, currency, total_amount, items,
-	stock_reserved, payment_id, placed_unix_ms, updated_unix_ms FROM orders WHERE order_id = ?`
+// orderColumns are the columns scanOrder reads.
+const orderColumns = `order_id, customer_id, status, reason, currency, total_amount, items,
+	stock_reserved, payment_id, placed_unix_ms, updated_unix_ms`
+
+// selectOrder reads one order; with the dialect's ForUpdate it holds its
+// row until the transaction ends.
+const selectOrder = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = ?`
 
 // load returns the order, or nil when there is none.
 func (s *Store) load(ctx context.Context, q sqldb.Stmts, orderID string, lock bool) (*orders.Order, error) {
@@ -74,23 +83,29 @@ func (s *Store) load(ctx context.Context, q sqldb.Stmts, orderID string, lock bo
 	if lock {
 		query = selectOrder + s.db.Dialect.ForUpdate()
 	}
+	o, err := scanOrder(q.QueryRow(ctx, query, orderID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return o, err
+}
+
+// scanOrder reads the columns of selectOrder.
+func scanOrder(row interface{ Scan(dest ...any) error }) (*orders.Order, error) {
 	var (
 		o               orders.Order
 		status          string
 		items           string
 		placed, updated int64
 	)
-	err := q.QueryRow(ctx, query, orderID).Scan(
+	err := row.Scan(
 		&o.ID, &o.CustomerID, &status, &o.Reason, &o.Total.Currency, &o.Total.Amount, &items,
 		&o.StockReserved, &o.PaymentID, &placed, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
 	if err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
-		return nil, fmt.Errorf("order %s: corrupt items: %w", orderID, err)
+		return nil, fmt.Errorf("order %s: corrupt items: %w", o.ID, err)
 	}
 	o.Status = orders.Status(status)
 	o.PlacedAt = time.UnixMilli(placed).UTC()
@@ -125,6 +140,78 @@ func (s *Store) update(ctx context.Context, tx *sql.Tx, o *orders.Order) error {
 		return fmt.Errorf("update order %s: %w", o.ID, err)
 	}
 	return nil
+}
+
+// List implements orders.Store. It reads one row more than the page
+// holds, to know whether another page follows.
+func (s *Store) List(ctx context.Context, q orders.ListQuery) (orders.Page, error) {
+	limit, after, err := q.Validate()
+	if err != nil {
+		return orders.Page{}, events.Permanent(fmt.Errorf("orderdb: list: %w", err))
+	}
+	query, args := listSQL(q.ListFilter, after, limit+1)
+	rows, err := s.db.In(nil).Query(ctx, query, args...)
+	if err != nil {
+		return orders.Page{}, fmt.Errorf("orderdb: list: %w", err)
+	}
+	defer rows.Close()
+	page := orders.Page{Orders: make([]*orders.Order, 0, limit)}
+	more := false
+	for rows.Next() {
+		if len(page.Orders) == limit {
+			more = true
+			break
+		}
+		o, err := scanOrder(rows)
+		if err != nil {
+			return orders.Page{}, fmt.Errorf("orderdb: list: %w", err)
+		}
+		page.Orders = append(page.Orders, o)
+	}
+	if err := rows.Err(); err != nil {
+		return orders.Page{}, fmt.Errorf("orderdb: list: %w", err)
+	}
+	if more {
+		page.NextCursor = q.NextCursor(page.Orders[limit-1])
+	}
+	return page, nil
+}
+
+// listSQL builds the statement of one page: each filter adds a fixed
+// condition, so there are at most 16 texts, each prepared once. The
+// conditions are equalities on the leading columns of one of the list
+// indexes (see migration 0002) and ranges on its trailing (placed_unix_ms,
+// order_id), so the index hands the rows over in the page's order and the
+// scan stops after limit rows: no sort, whatever the filters. The row
+// comparison is the keyset condition (see orders.ListQuery); both engines
+// turn it into an index range.
+func listSQL(f orders.ListFilter, after *orders.Position, limit int) (string, []any) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, string(f.Status))
+	}
+	if f.CustomerID != "" {
+		where = append(where, "customer_id = ?")
+		args = append(args, f.CustomerID)
+	}
+	if since := f.SinceMillis(); since != 0 {
+		where = append(where, "placed_unix_ms >= ?")
+		args = append(args, since)
+	}
+	if after != nil {
+		where = append(where, "(placed_unix_ms, order_id) < (?, ?)")
+		args = append(args, after.PlacedMillis, after.OrderID)
+	}
+	query := `SELECT ` + orderColumns + ` FROM orders`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY placed_unix_ms DESC, order_id DESC LIMIT ?`
+	return query, append(args, limit)
 }
 
 // Overdue implements orders.Store.

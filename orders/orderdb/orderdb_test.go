@@ -39,6 +39,12 @@ func TestStore(t *testing.T) {
 			t.Run("GetUnknownIsNotFound", func(t *testing.T) { testGetUnknown(t, open) })
 			t.Run("Counts", func(t *testing.T) { testCounts(t, open) })
 			t.Run("MigrateIsRepeatable", func(t *testing.T) { testMigrateTwice(t, b) })
+			t.Run("ListPagesNewestFirst", func(t *testing.T) { testListPagesNewestFirst(t, open) })
+			t.Run("ListFilters", func(t *testing.T) { testListFilters(t, open) })
+			t.Run("ListCursorBoundToFilters", func(t *testing.T) { testListCursorBoundToFilters(t, open) })
+			t.Run("ListRefusesBadQueries", func(t *testing.T) { testListRefusesBadQueries(t, open) })
+			t.Run("ListDefaultLimit", func(t *testing.T) { testListDefaultLimit(t, open) })
+			t.Run("ListUsesIndex", func(t *testing.T) { testListUsesIndex(t, open) })
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/orders"
 	"github.com/choreo-dev/choreo/orders/orderdb"
@@ -35,7 +36,7 @@ func fuzzOrderRoutes(f *testing.F, dbURL string) {
 		f.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	orderhttp.Register(mux, svc, nil)
+	orderhttp.Register(mux, svc, idempotency.New(db), nil)
 	h := httpx.Edge(mux)
 
 	place := `{"order_id":"o-1","customer_id":"c-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":2,"unit_price":1299}]}`

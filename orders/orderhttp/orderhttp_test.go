@@ -18,7 +18,9 @@ import (
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/httpx"
+	"github.com/choreo-dev/choreo/events/idempotency"
 	"github.com/choreo-dev/choreo/events/inbox"
+	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
 	"github.com/choreo-dev/choreo/orders"
 	"github.com/choreo-dev/choreo/orders/orderdb"
@@ -30,12 +32,19 @@ var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 type api struct {
 	srv   *httptest.Server
 	store *orderdb.Store
+	db    *sqldb.DB
 }
 
 // newAPI serves the orders routes over a real SQLite file.
 func newAPI(t *testing.T) *api {
 	t.Helper()
-	db := sqltest.MustOpen(t, sqltest.SQLiteURL(t))
+	return newAPIOn(t, sqltest.SQLiteURL(t))
+}
+
+// newAPIOn serves the orders routes over the database at dbURL.
+func newAPIOn(t *testing.T, dbURL string) *api {
+	t.Helper()
+	db := sqltest.MustOpen(t, dbURL)
 	if err := orderdb.Migrate(context.Background(), db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
@@ -45,12 +54,12 @@ func newAPI(t *testing.T) *api {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	orderhttp.Register(mux, svc, nil)
+	orderhttp.Register(mux, svc, idempotency.New(db), nil)
 	// As choreo serves it: the request's trace context is taken in, and
 	// the handlers work in it.
 	srv := httptest.NewServer(otelhttp.NewHandler(mux, "orders", otelhttp.WithPropagators(propagation.TraceContext{})))
 	t.Cleanup(srv.Close)
-	return &api{srv: srv, store: store}
+	return &api{srv: srv, store: store, db: db}
 }
 
 type response struct {
@@ -190,7 +199,7 @@ func TestPostOrderIdempotencyKeyReusedIsAConflict(t *testing.T) {
 		t.Fatalf("test bug: %s has no quantity 1", noIDBody)
 	}
 	p := problem(t, a.post(t, other, key), http.StatusUnprocessableEntity)
-	if !strings.Contains(p.Detail, "Idempotency-Key was used for a request with another body") || !strings.Contains(p.Detail, "an earlier command placed it at") || !strings.Contains(p.Detail, first.OrderID) {
+	if !strings.Contains(p.Detail, "Idempotency-Key was used for a request with another body") || !strings.Contains(p.Detail, "/orders/"+first.OrderID) {
 		t.Errorf("detail %q: want it to name the order the earlier request placed (%s)", p.Detail, first.OrderID)
 	}
 	if n := a.backlog(t); n != 1 {
@@ -404,4 +413,96 @@ func TestCancelConfirmedOrderIsConflict(t *testing.T) {
 func TestCancelUnknownOrderIsNotFound(t *testing.T) {
 	a := newAPI(t)
 	problem(t, a.do(t, http.MethodPost, "/orders/nope/cancel", "", nil), http.StatusNotFound)
+}
+
+// A POST /orders retried with its Idempotency-Key gets the first response
+// again, byte for byte — status, Location, body — although the order has
+// been cancelled since; only one order is placed.
+func TestPostOrderIdempotencyKeyReplaysTheFirstResponse(t *testing.T) {
+	a := newAPI(t)
+	key := map[string]string{"Idempotency-Key": "replay-1"}
+	first := a.post(t, noIDBody, key)
+	if first.status != http.StatusAccepted {
+		t.Fatalf("first: status %d: %s", first.status, first.body)
+	}
+	id := view(t, first).OrderID
+	if r := a.do(t, http.MethodPost, "/orders/"+id+"/cancel", "", nil); r.status != http.StatusOK {
+		t.Fatalf("cancel: status %d: %s", r.status, r.body)
+	}
+	// The same body, spaced otherwise, is the same request.
+	retry := a.post(t, strings.ReplaceAll(noIDBody, ",", ", "), key)
+	if retry.status != first.status || string(retry.body) != string(first.body) ||
+		retry.header.Get("Location") != first.header.Get("Location") || retry.header.Get("Content-Type") != first.header.Get("Content-Type") {
+		t.Errorf("retry: got %d Location %q %s, want the first response %d Location %q %s",
+			retry.status, retry.header.Get("Location"), retry.body, first.status, first.header.Get("Location"), first.body)
+	}
+	if v := view(t, a.do(t, http.MethodGet, "/orders/"+id, "", nil)); v.Status != catalog.StatusCancelled {
+		t.Errorf("order %s: %s, want CANCELLED (the replay changed nothing)", id, v.Status)
+	}
+}
+
+// A retry that arrives while the first request is still being answered
+// gets 409 (the draft's answer), and places nothing; once the first is
+// answered, a retry gets its response. On PostgreSQL, where a test can
+// hold the first request inside the store: another transaction inserts
+// the very order row the request is about to insert, so the request's
+// insert waits for it.
+func TestPostOrderIdempotencyKeyInFlightIs409(t *testing.T) {
+	a := newAPIOn(t, sqltest.PostgresURL(t))
+	ctx := context.Background()
+	orderID := events.DerivedID("http:inflight-1", "order")
+	blocker, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blocker.ExecContext(ctx, `INSERT INTO orders (order_id, customer_id, status, currency, total_amount, items,
+		placed_unix_ms, updated_unix_ms) VALUES ($1, 'cust-1', 'PENDING', 'EUR', 100, '[]', 0, 0)`, orderID); err != nil {
+		t.Fatal(err)
+	}
+	key := map[string]string{"Idempotency-Key": "inflight-1"}
+	firstDone := make(chan response, 1)
+	go func() {
+		// Not a.post: a goroutine may not end the test.
+		req, _ := http.NewRequest(http.MethodPost, a.srv.URL+"/orders", strings.NewReader(noIDBody))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key["Idempotency-Key"])
+		res, err := a.srv.Client().Do(req)
+		if err != nil {
+			firstDone <- response{body: []byte(err.Error())}
+			return
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		firstDone <- response{status: res.StatusCode, header: res.Header, body: body}
+	}()
+	// Wait until the first request holds the key (and is waiting on the
+	// blocker), then retry.
+	giveUp := time.Now().Add(time.Minute)
+	for claimed := 0; claimed == 0; {
+		if err := a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM idempotent_responses WHERE status = 0`).Scan(&claimed); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("the first request never claimed its key")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := a.post(t, noIDBody, key)
+	problem(t, r, http.StatusConflict)
+	if r.header.Get("Retry-After") == "" {
+		t.Errorf("409 without Retry-After")
+	}
+	if err := blocker.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	first := <-firstDone
+	if first.status != http.StatusAccepted || view(t, first).OrderID != orderID {
+		t.Fatalf("first request: got %d %s, want 202 with order %s", first.status, first.body, orderID)
+	}
+	if retry := a.post(t, noIDBody, key); retry.status != first.status || string(retry.body) != string(first.body) {
+		t.Errorf("retry after the first answered: got %d %s, want %d %s", retry.status, retry.body, first.status, first.body)
+	}
+	if n := a.backlog(t); n != 1 {
+		t.Errorf("outbox: %d rows, want 1 orders.placed", n)
+	}
 }
