@@ -1,6 +1,8 @@
 package events
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -141,6 +143,11 @@ func decodeBinary(header nats.Header, body []byte, stored time.Time) (Envelope, 
 	}
 	if err := checkUTF8(body); err != nil {
 		return Envelope{}, Permanent(fmt.Errorf("malformed cloudevent data: %w", err))
+	}
+	// choreo reads JSON data only; say so here, as structured mode's
+	// parser does, rather than hand on bytes no decoder can read.
+	if len(bytes.TrimSpace(body)) > 0 && !json.Valid(body) {
+		problems = append(problems, "data (the message body) is not JSON")
 	}
 	e.Data = body
 	verr := e.validate(HeaderPrefixCE)

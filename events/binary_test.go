@@ -105,7 +105,9 @@ func TestDecodeMessageBinaryMode(t *testing.T) {
 		{"BadTime", binaryHeader(func(h nats.Header) { h.Set("ce-time", "yesterday") }), string(body), []string{`ce-time is "yesterday", not an RFC 3339 time`}},
 		{"BadPercentEncoding", binaryHeader(func(h nats.Header) { h.Set("ce-id", "100%") }), string(body), []string{"ce-id: bad percent-encoding"}},
 		{"OverlongUTF8", binaryHeader(func(h nats.Header) { h.Set("ce-id", "%C0%A0") }), string(body), []string{"ce-id: percent-encoding", "is not UTF-8"}},
-		{"NotJSON", binaryHeader(func(h nats.Header) { h.Set("ce-datacontenttype", "text/plain") }), "hello", []string{`ce-datacontenttype is "text/plain"`}},
+		{"NotJSON", binaryHeader(func(h nats.Header) { h.Set("ce-datacontenttype", "text/plain") }), "hello",
+			[]string{`ce-datacontenttype is "text/plain"`, "data (the message body) is not JSON"}},
+		{"NotJSONWithoutContentType", binaryHeader(func(h nats.Header) { h.Del("ce-datacontenttype") }), "{oops", []string{"data (the message body) is not JSON"}},
 		{"InvalidUTF8Body", binaryHeader(nil), "{\"a\":\"\xff\"}", []string{"invalid UTF-8"}},
 	}
 	for _, tt := range rejects {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/history"
 	"github.com/choreo-dev/choreo/events/natstest"
 )
 
@@ -181,4 +183,27 @@ func receiveWithSDK(t *testing.T, ctx context.Context, nc *nats.Conn, stream, fi
 	mu.Lock()
 	defer mu.Unlock()
 	return got
+}
+
+// TestTraceReadsBinaryMode: choreo trace reads a binary-mode event and a
+// binary-mode command as it reads structured ones, with the time the
+// stream stored them when they carry none.
+func TestTraceReadsBinaryMode(t *testing.T) {
+	const orderID = "o-ce-1"
+	stored := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	h := nats.Header{"ce-specversion": {"1.0"}, "ce-id": {"ev-1"}, "ce-source": {catalog.Source(catalog.Payments)},
+		"ce-type": {catalog.TypePaymentCaptured}, "ce-causationid": {"cause-1"}, "ce-datacontenttype": {"application/json; charset=utf-8"}}
+	row, ok := traceMakeRow(traceSource{stream: catalog.StreamPayments}, orderID, history.Message{Stream: catalog.StreamPayments, Sequence: 3,
+		Subject: "payments.captured." + orderID, Time: stored, Header: h,
+		Data: []byte(`{"order_id":"o-ce-1","payment_id":"p-1","amount":{"amount":2000,"currency":"EUR"}}`)})
+	if !ok || row.Type != catalog.TypePaymentCaptured || row.ID != "ev-1" || row.CausationID != "cause-1" {
+		t.Errorf("event row: got %+v, want %s ev-1 caused by cause-1", row, catalog.TypePaymentCaptured)
+	}
+
+	h = nats.Header{"ce-specversion": {"1.0"}, "ce-id": {"cmd-1"}, "ce-source": {"/shop"}, "ce-type": {"com.example.cancel"}}
+	row, ok = traceMakeRow(traceSource{stream: catalog.StreamCommands, byBody: true}, orderID, history.Message{Stream: catalog.StreamCommands, Sequence: 4,
+		Subject: catalog.SubjectCancelOrder, Time: stored, Header: h, Data: []byte(`{"order_id":"o-ce-1"}`)})
+	if !ok || row.Type != "command" || row.ID != "cmd-1" {
+		t.Errorf("command row: got %+v, want a command with the ce-id cmd-1", row)
+	}
 }
