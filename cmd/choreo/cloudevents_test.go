@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +80,25 @@ func TestCloudEventsSDKBothWays(t *testing.T) {
 		// The SDK sends bytes as data_base64.
 		send(t, catalog.SubjectRestock, command(t, "ce-restock-2", cloudevents.ApplicationJSON, data), true)
 		wantStock(t, ctx, c, "SKU-CE2", 7, 0, 0)
+	})
+	t.Run("ReplayReadsBinaryMode", func(t *testing.T) {
+		stdout, stderr, code := runTool(t, "replay", "--nats-url", c.natsURL, "--stream", catalog.StreamCommands, "--subject", catalog.SubjectRestock, "--json")
+		if code != 0 {
+			t.Fatalf("choreo replay: exit %d: %s", code, stderr)
+		}
+		var rows []replayed
+		for line := range strings.Lines(stdout) {
+			var r replayed
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("replay line %q: %v", line, err)
+			}
+			rows = append(rows, r)
+		}
+		if !slices.ContainsFunc(rows, func(r replayed) bool {
+			return r.ID == "ce-restock-1" && r.Type == "com.example.warehouse.command"
+		}) {
+			t.Errorf("replay shows no binary-mode restock ce-restock-1 of type com.example.warehouse.command:\n%s", stdout)
+		}
 	})
 	orderID := events.NewID()
 	t.Run("StructuredModeCharsetPlaceOrder", func(t *testing.T) {
