@@ -25,11 +25,15 @@ import (
 const (
 	// HeaderPrefixCE prefixes each attribute's header in binary mode.
 	HeaderPrefixCE = "ce-"
-	// headerContentType names the message's content type: an
+	// HeaderContentType names the message's content type: an
 	// application/cloudevents type in structured mode; in binary mode the
 	// data's, where ce-datacontenttype is absent (the CloudEvents Go SDK
 	// reads it so).
-	headerContentType = "Content-Type"
+	HeaderContentType = "Content-Type"
+	// ContentTypeCloudEventsJSON is the Content-Type of a structured-mode
+	// message in the JSON event format: the relay sets it on every event,
+	// since by the binding a message without it is in binary mode.
+	ContentTypeCloudEventsJSON = "application/cloudevents+json"
 	// structuredContentType prefixes the content types of structured mode.
 	structuredContentType = "application/cloudevents"
 )
@@ -67,7 +71,7 @@ func isBinaryMode(header nats.Header) bool {
 		switch {
 		case hasPrefixFold(k, HeaderPrefixCE):
 			binary = true
-		case strings.EqualFold(k, headerContentType) && len(vs) > 0 && hasPrefixFold(strings.TrimSpace(vs[0]), structuredContentType):
+		case strings.EqualFold(k, HeaderContentType) && len(vs) > 0 && hasPrefixFold(strings.TrimSpace(vs[0]), structuredContentType):
 			return false
 		}
 	}
@@ -92,7 +96,7 @@ func decodeBinary(header nats.Header, body []byte, stored time.Time) (Envelope, 
 		if len(vs) == 0 {
 			continue
 		}
-		if strings.EqualFold(k, headerContentType) {
+		if strings.EqualFold(k, HeaderContentType) {
 			contentType = vs[0]
 			continue
 		}
