@@ -34,7 +34,7 @@ type Envelope struct {
 	Source          string          `json:"source"`
 	Type            string          `json:"type"`
 	Subject         string          `json:"subject,omitempty"`
-	Time            time.Time       `json:"time"`
+	Time            time.Time       `json:"time,omitzero"` // optional in CloudEvents; choreo always sets it
 	DataContentType string          `json:"datacontenttype,omitempty"`
 	DataSchema      string          `json:"dataschema,omitempty"` // the URI of data's JSON Schema: for choreo's events, the catalog schema's $id
 	Data            json.RawMessage `json:"data"`

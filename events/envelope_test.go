@@ -327,3 +327,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestEncodeWithoutTimeOmitsIt: time is optional in CloudEvents; an event
+// that has none encodes without one, not as the year 1.
+func TestEncodeWithoutTimeOmitsIt(t *testing.T) {
+	e := validEnvelope()
+	e.Time = time.Time{}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatalf("Encode: got %v, want nil", err)
+	}
+	if strings.Contains(string(b), `"time"`) {
+		t.Errorf("Encode without a time: got %s, want no time attribute", b)
+	}
+}
