@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/choreo-dev/choreo/events"
 )
 
@@ -48,4 +50,40 @@ func BenchmarkEnvelopeDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkDecodeMessage is what a consumer does with every message: a
+// structured event as choreo's relay publishes it (with its dataschema and
+// headers), and the same event in binary mode as the CloudEvents SDK
+// sends it.
+func BenchmarkDecodeMessage(b *testing.B) {
+	env := benchEnvelope(b)
+	env.DataSchema = "https://choreo.dev/schemas/orders.placed.json"
+	raw, err := events.Encode(env)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stored := time.Now()
+	b.Run("Structured", func(b *testing.B) {
+		h := nats.Header{"Nats-Msg-Id": {env.ID}, events.HeaderTraceParent: {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
+		b.SetBytes(int64(len(raw)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := events.DecodeMessage(h, raw, stored); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Binary", func(b *testing.B) {
+		h := nats.Header{"Nats-Msg-Id": {env.ID}, "ce-specversion": {env.SpecVersion}, "ce-id": {env.ID}, "ce-source": {env.Source},
+			"ce-type": {env.Type}, "ce-subject": {env.Subject}, "ce-time": {env.Time.Format(time.RFC3339Nano)},
+			"ce-datacontenttype": {env.DataContentType}, "ce-dataschema": {env.DataSchema}}
+		b.SetBytes(int64(len(env.Data)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := events.DecodeMessage(h, env.Data, stored); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -1,5 +1,6 @@
 // Package events is choreo's event platform: the CloudEvents envelope that
-// travels on NATS JetStream, subject builders, W3C trace context carried in
+// travels on NATS JetStream (published in structured mode, read in
+// structured or binary mode by DecodeMessage), subject builders, W3C trace context carried in
 // message headers, and the small set of error kinds that decide what a
 // consumer does with a message it could not handle.
 //

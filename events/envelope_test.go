@@ -106,17 +106,22 @@ func TestDecodeRejects(t *testing.T) {
 		{"NotAnObject", []byte(`[1,2,3]`), []string{"malformed cloudevent"}},
 		{"TrailingGarbage", append(base(func(map[string]any) {}), []byte(` x`)...), []string{"malformed cloudevent"}},
 		{"Empty", []byte(``), []string{"malformed cloudevent"}},
-		{"Null", []byte(`null`), []string{"id is missing", "source is missing", "type is missing", "time is missing", "data is missing"}},
+		{"Null", []byte(`null`), []string{"id is missing", "source is missing", "type is missing", "data is missing"}},
 		{"MissingID", base(func(m map[string]any) { delete(m, "id") }), []string{"id is missing"}},
 		{"MissingSource", base(func(m map[string]any) { delete(m, "source") }), []string{"source is missing"}},
 		{"MissingType", base(func(m map[string]any) { delete(m, "type") }), []string{"type is missing"}},
-		{"MissingTime", base(func(m map[string]any) { delete(m, "time") }), []string{"time is missing"}},
 		{"MalformedTime", base(func(m map[string]any) { m["time"] = "yesterday" }), []string{"malformed cloudevent"}},
 		{"MissingData", base(func(m map[string]any) { delete(m, "data") }), []string{"data is missing"}},
 		{"NullData", base(func(m map[string]any) { m["data"] = nil }), []string{"data is missing"}},
 		{"WrongSpecVersion", base(func(m map[string]any) { m["specversion"] = "0.3" }), []string{`specversion is "0.3", want "1.0"`}},
 		{"MissingSpecVersion", base(func(m map[string]any) { delete(m, "specversion") }), []string{`specversion is ""`}},
 		{"WrongContentType", base(func(m map[string]any) { m["datacontenttype"] = "text/xml" }), []string{`datacontenttype is "text/xml"`}},
+		{"JSONInAnotherCharset", base(func(m map[string]any) { m["datacontenttype"] = "application/json; charset=latin1" }), []string{`has charset "latin1", want utf-8`}},
+		{"NotAMediaType", base(func(m map[string]any) { m["datacontenttype"] = "application/json;;" }), []string{"is not a media type"}},
+		{"RelativeDataSchema", base(func(m map[string]any) { m["dataschema"] = "schemas/x.json" }), []string{`dataschema is "schemas/x.json", want an absolute URI`}},
+		{"DataAndDataBase64", base(func(m map[string]any) { m["data_base64"] = "e30=" }), []string{"data and data_base64 are both set"}},
+		{"DataBase64NotBase64", base(func(m map[string]any) { delete(m, "data"); m["data_base64"] = "{}" }), []string{"data_base64 is not base64"}},
+		{"DataBase64NotJSON", base(func(m map[string]any) { delete(m, "data"); m["data_base64"] = "aGVsbG8=" }), []string{"data_base64 is not JSON"}},
 		{"SeveralProblemsAtOnce", base(func(m map[string]any) { delete(m, "id"); delete(m, "type") }), []string{"id is missing", "type is missing"}},
 	}
 	for _, tt := range tests {
@@ -321,4 +326,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip: got %+v, want %+v", env2, env)
 		}
 	})
+}
+
+// TestEncodeWithoutTimeOmitsIt: time is optional in CloudEvents; an event
+// that has none encodes without one, not as the year 1.
+func TestEncodeWithoutTimeOmitsIt(t *testing.T) {
+	e := validEnvelope()
+	e.Time = time.Time{}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatalf("Encode: got %v, want nil", err)
+	}
+	if strings.Contains(string(b), `"time"`) {
+		t.Errorf("Encode without a time: got %s, want no time attribute", b)
+	}
 }

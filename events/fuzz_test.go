@@ -19,6 +19,13 @@ var envelopeSeeds = []string{
 	`{"specversion":"1.0","specversion":"0.3","id":"e","source":"s","type":"t","time":"2025-03-01T12:00:00Z","data":null}`,
 	`{"specversion":"1.0","id":"e","source":"s","type":"t","time":"0001-01-01T00:00:00Z","data":[[[[[[[[1e999]]]]]]]]}`,
 	`{"specversion":1}`,
+	// What the CloudEvents SDKs send: no time, a charset, data as base64.
+	`{"specversion":"1.0","id":"e","source":"s","type":"t","data":{"a":1}}`,
+	`{"specversion":"1.0","id":"e","source":"s","type":"t","datacontenttype":"application/json; charset=utf-8","data":{}}`,
+	`{"specversion":"1.0","id":"e","source":"s","type":"t","datacontenttype":"application/json","data_base64":"eyJhIjoxfQ=="}`,
+	`{"specversion":"1.0","id":"e","source":"s","type":"t","data_base64":"/w=="}`,
+	`{"specversion":"1.0","id":"e","source":"s","type":"t","data":{},"data_base64":"e30="}`,
+	`{"specversion":"1.0","id":"e","source":"s","type":"t","dataschema":"https://choreo.dev/schemas/x.json","data":{}}`,
 	`[]`, `null`, ``, `{`, `{"data":"x"}x`,
 }
 

@@ -20,6 +20,9 @@ type Outgoing struct {
 	Type    string
 	Source  string
 	Time    time.Time
+	// DataSchema is the URI of the JSON Schema Data adheres to, the
+	// CloudEvents dataschema attribute; empty leaves it out.
+	DataSchema string
 	// Data is marshalled to JSON as the event's data.
 	Data any
 	// Headers are extra NATS headers, such as the Nats-Schedule headers
@@ -60,6 +63,7 @@ func (o Outgoing) Envelope() (Envelope, error) {
 		Subject:         SubjectKey(o.Subject),
 		Time:            t.UTC(),
 		DataContentType: ContentTypeJSON,
+		DataSchema:      o.DataSchema,
 		Data:            data,
 		CausationID:     o.CausationID,
 	}, nil

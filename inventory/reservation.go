@@ -379,11 +379,12 @@ func (r *Reservation) Anomaly() string {
 // duplicate window drops the copy.
 func (r *Reservation) event(name, typ string, now time.Time, data any) events.Outgoing {
 	return events.Outgoing{
-		ID:      events.DerivedID(r.OrderID, catalog.Inventory+"."+name),
-		Subject: catalog.EventSubject(catalog.Inventory, name, r.OrderID),
-		Type:    typ,
-		Source:  catalog.Source(catalog.Inventory),
-		Time:    now,
-		Data:    data,
+		ID:         events.DerivedID(r.OrderID, catalog.Inventory+"."+name),
+		Subject:    catalog.EventSubject(catalog.Inventory, name, r.OrderID),
+		Type:       typ,
+		DataSchema: catalog.DataSchema(typ),
+		Source:     catalog.Source(catalog.Inventory),
+		Time:       now,
+		Data:       data,
 	}
 }

@@ -72,12 +72,13 @@ func (s *Stock) Restock(cmd catalog.Restock, cause string, now time.Time) ([]eve
 		id = events.DerivedID(cause, catalog.Inventory+"."+catalog.EventRestocked)
 	}
 	return []events.Outgoing{{
-		ID:      id,
-		Subject: catalog.EventSubject(catalog.Inventory, catalog.EventRestocked, s.SKU),
-		Type:    catalog.TypeStockRestocked,
-		Source:  catalog.Source(catalog.Inventory),
-		Time:    now.UTC(),
-		Data:    catalog.StockRestocked{SKU: s.SKU, Quantity: cmd.Quantity, Available: s.Available},
+		ID:         id,
+		Subject:    catalog.EventSubject(catalog.Inventory, catalog.EventRestocked, s.SKU),
+		Type:       catalog.TypeStockRestocked,
+		DataSchema: catalog.DataSchema(catalog.TypeStockRestocked),
+		Source:     catalog.Source(catalog.Inventory),
+		Time:       now.UTC(),
+		Data:       catalog.StockRestocked{SKU: s.SKU, Quantity: cmd.Quantity, Available: s.Available},
 	}}, nil
 }
 

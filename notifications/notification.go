@@ -100,11 +100,12 @@ func (n *Notification) MarkSent(res SendResult, now time.Time) ([]events.Outgoin
 	n.Channel = res.Channel
 	n.SentAt = now
 	return []events.Outgoing{{
-		ID:      SentEventID(n.OrderID, n.Status),
-		Subject: catalog.EventSubject(catalog.Notifications, catalog.EventSent, n.OrderID),
-		Type:    catalog.TypeNotificationSent,
-		Source:  catalog.Source(catalog.Notifications),
-		Time:    now,
+		ID:         SentEventID(n.OrderID, n.Status),
+		Subject:    catalog.EventSubject(catalog.Notifications, catalog.EventSent, n.OrderID),
+		Type:       catalog.TypeNotificationSent,
+		DataSchema: catalog.DataSchema(catalog.TypeNotificationSent),
+		Source:     catalog.Source(catalog.Notifications),
+		Time:       now,
 		Data: catalog.NotificationSent{
 			NotificationID: n.ID,
 			OrderID:        n.OrderID,

@@ -245,11 +245,12 @@ func (o *Order) cancel(reason string, now time.Time) []events.Outgoing {
 // stream's duplicate window drops the copy.
 func (o *Order) event(name, typ string, now time.Time, data any) events.Outgoing {
 	return events.Outgoing{
-		ID:      events.DerivedID(o.ID, catalog.Orders+"."+name),
-		Subject: catalog.EventSubject(catalog.Orders, name, o.ID),
-		Type:    typ,
-		Source:  catalog.Source(catalog.Orders),
-		Time:    now,
-		Data:    data,
+		ID:         events.DerivedID(o.ID, catalog.Orders+"."+name),
+		Subject:    catalog.EventSubject(catalog.Orders, name, o.ID),
+		Type:       typ,
+		DataSchema: catalog.DataSchema(typ),
+		Source:     catalog.Source(catalog.Orders),
+		Time:       now,
+		Data:       data,
 	}
 }

@@ -359,12 +359,13 @@ func (p *Payment) voidedEvent(now time.Time) events.Outgoing {
 // window drops.
 func (p *Payment) event(name, typ string, now time.Time, data any) events.Outgoing {
 	return events.Outgoing{
-		ID:      EventID(p.OrderID, name),
-		Subject: catalog.EventSubject(catalog.Payments, name, p.OrderID),
-		Type:    typ,
-		Source:  catalog.Source(catalog.Payments),
-		Time:    now,
-		Data:    data,
+		ID:         EventID(p.OrderID, name),
+		Subject:    catalog.EventSubject(catalog.Payments, name, p.OrderID),
+		Type:       typ,
+		DataSchema: catalog.DataSchema(typ),
+		Source:     catalog.Source(catalog.Payments),
+		Time:       now,
+		Data:       data,
 	}
 }
 

@@ -62,6 +62,7 @@ func runEvents(_ context.Context, args []string, stdout, stderr io.Writer, geten
 			tb.row("  type", ti.CloudEventsType)
 		}
 		tb.row("  go type", ti.GoType)
+		tb.row("  dataschema", ti.DataSchema)
 		tb.row("  published by", ti.Publisher)
 		consumers := strings.Join(ti.Consumers, ", ")
 		if consumers == "" {

@@ -245,7 +245,7 @@ func readStream(ctx context.Context, js jetstream.JetStream, name string, fromSe
 	_, err = reader.Read(ctx, history.Query{Stream: name, FromSeq: fromSeq, Since: since, Subjects: filters}, func(m history.Message) error {
 		r := replayed{Stream: m.Stream, Sequence: m.Sequence, Time: m.Time, Subject: m.Subject,
 			Data: json.RawMessage(m.Data), header: m.Header}
-		if env, err := events.Decode(m.Data); err == nil {
+		if env, err := events.DecodeMessage(m.Header, m.Data, m.Time); err == nil {
 			r.Type, r.ID = env.Type, env.ID
 		}
 		if !json.Valid(m.Data) {

@@ -324,7 +324,7 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 		r.DLQReason = hdr.Get(dlq.HeaderReason)
 		r.Summary = r.DLQReason
 		r.ID = hdr.Get(jetstream.MsgIDHeader)
-		if env, err := events.Decode(body); err == nil {
+		if env, err := events.DecodeMessage(hdr, body, m.Time); err == nil {
 			r.ID = env.ID
 			r.CausationID = env.ID
 		}
@@ -341,8 +341,8 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 		}
 		r.Type = "command"
 		data := body
-		if events.LooksLikeCloudEvent(body) {
-			if env, err := events.Decode(body); err == nil {
+		if events.CarriesCloudEvent(hdr, body) {
+			if env, err := events.DecodeMessage(hdr, body, m.Time); err == nil {
 				data, r.ID = env.Data, env.ID
 			}
 		}
@@ -373,7 +373,7 @@ func traceMakeRow(src traceSource, id string, m history.Message) (traceRow, bool
 		r.Data = rawOrString(data)
 	default:
 		r.Service = tokens[0]
-		env, err := events.Decode(body)
+		env, err := events.DecodeMessage(hdr, body, m.Time)
 		if err != nil {
 			r.Type = "invalid"
 			r.Summary = err.Error()

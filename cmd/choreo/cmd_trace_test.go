@@ -287,9 +287,9 @@ func TestTrace(t *testing.T) {
 
 	t.Run("dead-letter", func(t *testing.T) {
 		lines := traceWant(t, ctx, c.natsURL, dead, []string{
-			"<T> +0s orders orders.placed." + dead + " ORDERS:<N> invalid invalid cloudevent: id is missing; source is missing; type is missing; time is missing",
-			"<T> +<G> inventory dlq.inventory.orders.placed." + dead + " DLQ:<N> dead letter invalid cloudevent: id is missing; source is missing; type is missing; time is missing",
-			"<T> +<G> payments dlq.payments.orders.placed." + dead + " DLQ:<N> dead letter invalid cloudevent: id is missing; source is missing; type is missing; time is missing",
+			"<T> +0s orders orders.placed." + dead + " ORDERS:<N> invalid invalid cloudevent: id is missing; source is missing; type is missing",
+			"<T> +<G> inventory dlq.inventory.orders.placed." + dead + " DLQ:<N> dead letter invalid cloudevent: id is missing; source is missing; type is missing",
+			"<T> +<G> payments dlq.payments.orders.placed." + dead + " DLQ:<N> dead letter invalid cloudevent: id is missing; source is missing; type is missing",
 		}, "state: UNKNOWN (no valid orders.placed event)")
 		if len(lines) != 6 {
 			t.Errorf("want a header, 3 rows, a blank line and the state:\n%s", strings.Join(lines, "\n"))

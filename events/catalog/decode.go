@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
@@ -24,12 +27,21 @@ type Validator interface{ Validate() error }
 // DecodeCommand decodes a command body: a bare JSON object, or a CloudEvents
 // structured envelope whose data is that object. Unknown fields are errors
 // (a misspelt field is reported, not ignored). All errors are Permanent.
-// It returns the envelope's id when there was one.
+// It returns the envelope's id when there was one. CommandOf decodes a
+// whole message, which may also be a binary-mode CloudEvent.
 func DecodeCommand[T Validator](body []byte) (T, string, error) {
+	return decodeCommand[T](nil, body, time.Time{})
+}
+
+// decodeCommand decodes the command a message with header and body
+// carries: a bare JSON body, or a CloudEvent in either content mode whose
+// data is that body (see events.DecodeMessage; stored is when the stream
+// stored it).
+func decodeCommand[T Validator](header nats.Header, body []byte, stored time.Time) (T, string, error) {
 	var zero T
 	data, envID := body, ""
-	if events.LooksLikeCloudEvent(body) {
-		env, err := events.Decode(body)
+	if events.CarriesCloudEvent(header, body) {
+		env, err := events.DecodeMessage(header, body, stored)
 		if err != nil {
 			return zero, "", err
 		}
@@ -49,13 +61,20 @@ func DecodeCommand[T Validator](body []byte) (T, string, error) {
 	return cmd, envID, nil
 }
 
-// DecodeEvent decodes a CloudEvent, checks its type, and unmarshals and
-// validates its data into T. Unknown data fields are tolerated so that a
-// producer can add a field before its consumers know it. All errors are
-// Permanent.
+// DecodeEvent decodes a structured CloudEvent, checks its type, and
+// unmarshals and validates its data into T. Unknown data fields are
+// tolerated so that a producer can add a field before its consumers know
+// it. All errors are Permanent. EventOf decodes a whole message, which may
+// also be a binary-mode CloudEvent.
 func DecodeEvent[T any](body []byte, wantType string) (events.Envelope, T, error) {
+	return decodeEvent[T](nil, body, time.Time{}, wantType)
+}
+
+// decodeEvent is DecodeEvent of a message in either content mode (see
+// events.DecodeMessage; stored is when the stream stored it).
+func decodeEvent[T any](header nats.Header, body []byte, stored time.Time, wantType string) (events.Envelope, T, error) {
 	var zero T
-	env, err := events.Decode(body)
+	env, err := events.DecodeMessage(header, body, stored)
 	if err != nil {
 		return events.Envelope{}, zero, err
 	}
@@ -176,7 +195,7 @@ func EventOf[T any](typ string) consumer.Decoder[Event[T]] {
 		// The route's type, even when the message turns out not to be
 		// one: what was expected on its subject is what it is counted as.
 		m.Type, m.KeyName = typ, keyNames[typ]
-		env, v, err := DecodeEvent[T](m.Data, typ)
+		env, v, err := decodeEvent[T](m.Header, m.Data, m.Time, typ)
 		if env.ID != "" {
 			m.ID, m.Key = env.ID, env.Subject
 		}
@@ -270,7 +289,7 @@ func (c Restock) key() string           { return c.SKU }
 // DecodeCommand).
 func CommandOf[T commandBody](m *consumer.Message) (Command[T], error) {
 	m.Type = m.Subject
-	body, envID, err := DecodeCommand[T](m.Data)
+	body, envID, err := decodeCommand[T](m.Header, m.Data, m.Time)
 	if err != nil {
 		return Command[T]{}, err
 	}

@@ -116,6 +116,9 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(env(catalog.TypeOrderCancelled, `{"order_id":"o-1","customer_id":"c","reason":"timeout"}`))
 	f.Add(env(catalog.TypeStockReserved, `{"order_id":"o\u0000","items":[]}`))
 	f.Add(env(catalog.TypeOrderDeadline, "{\"order_id\":\"o-\xff\"}"))
+	// As the CloudEvents SDKs send them: no time, a charset, data_base64.
+	f.Add([]byte(`{"specversion":"1.0","id":"e-1","source":"/choreo/payments","type":"` + catalog.TypePaymentCaptured + `","datacontenttype":"application/json; charset=utf-8","data":{"order_id":"o-1","payment_id":"p","amount":{"amount":1,"currency":"EUR"}}}`))
+	f.Add([]byte(`{"specversion":"1.0","id":"e-1","source":"/choreo/orders","type":"` + catalog.TypeOrderCancelled + `","data_base64":"eyJvcmRlcl9pZCI6Im8tMSIsImN1c3RvbWVyX2lkIjoiYyIsInJlYXNvbiI6InRpbWVvdXQifQ=="}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		check := func(orderID string, err error) {
 			if err != nil {

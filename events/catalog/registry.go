@@ -29,6 +29,10 @@ type TypeInfo struct {
 	// CloudEventsType is the CloudEvents type of an event; empty for
 	// commands, which are identified by their subject.
 	CloudEventsType string `json:"cloudevents_type,omitempty"`
+	// DataSchema is the URI of the JSON Schema of a command's body or an
+	// event's data: the schema's $id, which every event choreo publishes
+	// carries as its CloudEvents dataschema attribute.
+	DataSchema string `json:"dataschema"`
 	// Stream is the JetStream stream that stores it.
 	Stream string `json:"stream"`
 	// GoType is the Go type of a command's body or an event's data.
@@ -64,6 +68,24 @@ func (t TypeInfo) Schema() json.RawMessage {
 func Types() []TypeInfo {
 	return append([]TypeInfo(nil), registry...)
 }
+
+// DataSchema returns the dataschema attribute of events of CloudEvents
+// type ceType: the $id of the JSON Schema of their data. It is "" for a
+// type the catalog does not have.
+func DataSchema(ceType string) string {
+	return dataSchemas[ceType]
+}
+
+// dataSchemas maps each event's CloudEvents type to its DataSchema.
+var dataSchemas = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range registry {
+		if t.CloudEventsType != "" {
+			m[t.CloudEventsType] = t.DataSchema
+		}
+	}
+	return m
+}()
 
 // LookupType finds a type by its short name ("orders.placed"), its
 // CloudEvents type ("choreo.orders.placed.v1") or its command subject
@@ -197,7 +219,7 @@ func buildRegistry(entries []regEntry) []TypeInfo {
 			panic(fmt.Sprintf("catalog: example of %s: %v", e.name, err))
 		}
 		t := TypeInfo{
-			Name: e.name, Kind: e.kind, Subject: e.subject, CloudEventsType: e.ceType, Stream: e.stream,
+			Name: e.name, Kind: e.kind, Subject: e.subject, CloudEventsType: e.ceType, DataSchema: schemaID(e.name), Stream: e.stream,
 			GoType: reflect.TypeOf(e.data).String(), Publisher: e.publisher, Description: e.desc, Effect: e.effect,
 			ExampleSubject: e.exampleSubject, Example: data, Consumers: e.consumers, goType: reflect.TypeOf(e.data),
 		}
@@ -207,7 +229,7 @@ func buildRegistry(entries []regEntry) []TypeInfo {
 			env := map[string]any{
 				"specversion": "1.0", "id": "example-" + e.name + "-1", "source": Source(strings.SplitN(e.name, ".", 2)[0]) + "/example",
 				"type": e.ceType, "subject": e.exampleKey, "time": exampleTime.Format(time.RFC3339),
-				"datacontenttype": "application/json", "data": json.RawMessage(data),
+				"datacontenttype": "application/json", "dataschema": t.DataSchema, "data": json.RawMessage(data),
 			}
 			// Marshal sorts the keys; build the envelope in CloudEvents order instead.
 			t.Example = orderedEnvelope(env)
@@ -220,7 +242,7 @@ func buildRegistry(entries []regEntry) []TypeInfo {
 func orderedEnvelope(env map[string]any) json.RawMessage {
 	var b strings.Builder
 	b.WriteByte('{')
-	for i, k := range []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"} {
+	for i, k := range []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data"} {
 		if i > 0 {
 			b.WriteByte(',')
 		}

@@ -25,6 +25,9 @@ var schemaFS embed.FS
 // fetched from it: every schema is loaded from schemaFS.
 const schemaBaseURL = "https://choreo.dev/schemas/"
 
+// schemaID is the $id of the schema of the type with short name name.
+func schemaID(name string) string { return schemaBaseURL + name + ".json" }
+
 // maxSchemaProblems bounds how many schema violations one error lists, so
 // that a dead letter's reason stays short.
 const maxSchemaProblems = 5
@@ -61,7 +64,7 @@ func compileSchemas() (map[string]*jsonschema.Schema, error) {
 				compileErr = fmt.Errorf("schema %s: %w", e.Name(), err)
 				return
 			}
-			if err := c.AddResource(schemaBaseURL+e.Name(), doc); err != nil {
+			if err := c.AddResource(schemaID(strings.TrimSuffix(e.Name(), ".json")), doc); err != nil {
 				compileErr = fmt.Errorf("schema %s: %w", e.Name(), err)
 				return
 			}
@@ -69,7 +72,7 @@ func compileSchemas() (map[string]*jsonschema.Schema, error) {
 		}
 		out := map[string]*jsonschema.Schema{}
 		for _, n := range names {
-			s, err := c.Compile(schemaBaseURL + n + ".json")
+			s, err := c.Compile(schemaID(n))
 			if err != nil {
 				compileErr = fmt.Errorf("schema %s: %w", n, err)
 				return

@@ -172,3 +172,33 @@ func TestDecodeEventRejectsSchemaInvalidData(t *testing.T) {
 		}
 	}
 }
+
+// TestDataSchemaIsTheSchemaID: the dataschema every event carries is the
+// $id of its type's schema, so a consumer can find the schema from the
+// event alone; the examples of `choreo events` carry it too.
+func TestDataSchemaIsTheSchemaID(t *testing.T) {
+	for _, ti := range catalog.Types() {
+		var schema struct {
+			ID string `json:"$id"`
+		}
+		if err := json.Unmarshal(ti.Schema(), &schema); err != nil || schema.ID == "" {
+			t.Fatalf("%s: schema has no $id (%v)", ti.Name, err)
+		}
+		if ti.DataSchema != schema.ID {
+			t.Errorf("%s: DataSchema %q, want the schema's $id %q", ti.Name, ti.DataSchema, schema.ID)
+		}
+		if ti.Kind != catalog.KindEvent {
+			continue
+		}
+		if got := catalog.DataSchema(ti.CloudEventsType); got != schema.ID {
+			t.Errorf("DataSchema(%q) = %q, want %q", ti.CloudEventsType, got, schema.ID)
+		}
+		env, err := events.Decode(ti.Example)
+		if err != nil || env.DataSchema != schema.ID {
+			t.Errorf("%s example: dataschema %q, %v; want %q", ti.Name, env.DataSchema, err, schema.ID)
+		}
+	}
+	if got := catalog.DataSchema("choreo.unknown.v1"); got != "" {
+		t.Errorf("DataSchema of an unknown type = %q, want \"\"", got)
+	}
+}

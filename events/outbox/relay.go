@@ -416,6 +416,7 @@ func (r *Relay) send(rows []row) *batch {
 		msg.Data = rw.payload
 		setHeaders(msg.Header, rw.headers)
 		msg.Header.Set(jetstream.MsgIDHeader, rw.eventID)
+		msg.Header.Set(events.HeaderContentType, events.ContentTypeCloudEventsJSON)
 		b.spans[i] = r.startSend(msg, rw)
 		f, err := r.js.PublishMsgAsync(msg)
 		if err != nil {

@@ -253,6 +253,11 @@ func TestRelayPublishesWithHeadersAndDeletesAfterAck(t *testing.T) {
 				if got := m.Header.Get(events.HeaderTraceParent); got != traceParent {
 					t.Errorf("message %d traceparent: got %q, want %q", i, got, traceParent)
 				}
+				// By the CloudEvents NATS binding, a message without it is
+				// in binary mode.
+				if got := m.Header.Get(events.HeaderContentType); got != events.ContentTypeCloudEventsJSON {
+					t.Errorf("message %d Content-Type: got %q, want %q", i, got, events.ContentTypeCloudEventsJSON)
+				}
 				env, err := events.Decode(m.Data)
 				if err != nil {
 					t.Fatalf("message %d: got %v decoding %s, want a CloudEvent", i, err, m.Data)
