@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -185,7 +186,7 @@ func TestUpOnATakenNATSPortNamesBothFlags(t *testing.T) {
 	srv := natstest.Start(t)
 	listen := strings.TrimPrefix(srv.URL, "nats://")
 	var stdout, stderr strings.Builder
-	code := run(context.Background(), []string{"up", "--data", t.TempDir(), "--nats-listen", listen, "--http", "127.0.0.1:0"},
+	code := run(context.Background(), []string{"up", "--data", t.TempDir(), "--nats-listen", listen, "--http", "127.0.0.1:0", "--provider-listen", "127.0.0.1:0"},
 		&stdout, &stderr, func(string) string { return "" })
 	if code == 0 {
 		t.Fatal("choreo up on a taken port exited 0")
@@ -341,4 +342,33 @@ func TestHelpExitsWithZero(t *testing.T) {
 			t.Errorf("choreo %v: exit %d, want 0 and the usage (stdout %q, stderr %q)", args, code, stdout.String(), stderr.String())
 		}
 	}
+}
+
+// The payment simulator of choreo up listens where --provider-listen says
+// (by default a fixed port, so the tour's provider address does not
+// change between starts), and on a random port when that one is taken.
+func TestUpProviderListen(t *testing.T) {
+	t.Run("free", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		c := startUp(t, "--provider-listen", addr)
+		if want := "http://" + addr; c.providerURL != want {
+			t.Errorf("provider: got %q, want %q", c.providerURL, want)
+		}
+	})
+	t.Run("taken", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		c := startUp(t, "--provider-listen", ln.Addr().String())
+		if c.providerURL == "" || c.providerURL == "http://"+ln.Addr().String() {
+			t.Errorf("provider with %s taken: got %q, want another port", ln.Addr(), c.providerURL)
+		}
+	})
 }

@@ -43,7 +43,7 @@ func TestTaskUpExitsZeroOnCtrlC(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cmd := exec.Command("go", "tool", "task", "up", "BIN="+filepath.Join(dir, "choreo"), "--",
-		"--nats-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", dir, "--log-level", "warn")
+		"--nats-listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--provider-listen", "127.0.0.1:0", "--data", dir, "--log-level", "warn")
 	cmd.Dir = filepath.Join("..", "..")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stderr = os.Stderr
