@@ -372,3 +372,33 @@ func TestUpProviderListen(t *testing.T) {
 		}
 	})
 }
+
+// choreo serve <service> -h lists under Flags only what that service uses:
+// the flags of one other service (orders' deadline, payments' provider,
+// notifications' SMTP) come after, as settings it accepts and ignores.
+func TestServeHelpListsTheServicesOwnFlags(t *testing.T) {
+	for _, m := range modules {
+		t.Run(m.name, func(t *testing.T) {
+			var stderr strings.Builder
+			if code := run(context.Background(), []string{"serve", m.name, "-h"}, io.Discard, &stderr, func(string) string { return "" }); code != 0 {
+				t.Fatalf("choreo serve %s -h: exit %d", m.name, code)
+			}
+			own, others, ok := strings.Cut(stderr.String(), "Settings of the other services")
+			if !ok {
+				t.Fatalf("choreo serve %s -h does not set the other services' settings apart:\n%s", m.name, stderr.String())
+			}
+			for name, service := range serviceOnlyFlags {
+				flagLine := "\n  -" + name + " "
+				if service == m.name && (!strings.Contains(own, flagLine) || strings.Contains(others, flagLine)) {
+					t.Errorf("choreo serve %s -h: --%s is its own flag, want it under Flags", m.name, name)
+				}
+				if service != m.name && (strings.Contains(own, flagLine) || !strings.Contains(others, flagLine)) {
+					t.Errorf("choreo serve %s -h: --%s is %s's, want it among the other services' settings", m.name, name, service)
+				}
+			}
+			if !strings.Contains(own, "\n  -nats-url ") || !strings.Contains(own, "\n  -stream-max-age ") {
+				t.Errorf("choreo serve %s -h: the flags every service has are missing:\n%s", m.name, own)
+			}
+		})
+	}
+}
