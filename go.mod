@@ -168,6 +168,9 @@ require (
 	mvdan.cc/sh/v3 v3.12.0 // indirect
 )
 
+// The task runner is pinned at v3.45.5, the newest whose build needs no cloud SDK
+// (v3.46 on bring AWS and Google Cloud through go-getter): its modules are what a
+// first go tool task up downloads (cmd/choreo/firstrun_test.go, README).
 tool (
 	github.com/go-task/task/v3/cmd/task
 	github.com/nats-io/natscli/nats
