@@ -51,7 +51,7 @@ func startUp(t *testing.T, extra ...string) *runningChoreo {
 	ctx, cancel := context.WithCancel(context.Background())
 	// No rate limit: a test polls for hundreds of orders from one address,
 	// which is many clients' worth of requests. A test of the limit sets one.
-	args := append([]string{"up", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "warn", "--rate-limit", "0"}, extra...)
+	args := append([]string{"up", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--provider-listen", "127.0.0.1:0", "--log-level", "warn", "--rate-limit", "0"}, extra...)
 	var dataDir string
 	for i, a := range args[:len(args)-1] {
 		if a == "--data" {

@@ -19,7 +19,7 @@ func startProcess(t *testing.T, bin string, args ...string) (*exec.Cmd, string) 
 	t.Helper()
 	// No rate limit: the test polls for many orders from one address (see
 	// startUp).
-	cmd := exec.Command(bin, append([]string{"up", "--http", "127.0.0.1:0", "--log-level", "warn", "--rate-limit", "0"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"up", "--http", "127.0.0.1:0", "--provider-listen", "127.0.0.1:0", "--log-level", "warn", "--rate-limit", "0"}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

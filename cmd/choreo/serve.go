@@ -43,7 +43,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: choreo serve %s [flags]\n\nRuns the %s service alone against any NATS server. Run several at once for replicas.\n\nExample:\n  NATS_URL=nats://127.0.0.1:4222 CHOREO_DB_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable choreo serve %s --http :8081\n\nFlags:\n", m.name, m.name, m.name)
-		fs.PrintDefaults()
+		ownFlag := func(name string) bool { s, ok := serviceOnlyFlags[name]; return !ok || s == m.name }
+		printFlags(stderr, fs, ownFlag)
+		fmt.Fprintf(stderr, "\nSettings of the other services, accepted and unused by %s, so that one environment can configure them all:\n", m.name)
+		printFlags(stderr, fs, func(name string) bool { return !ownFlag(name) })
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -95,4 +98,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 func hasSearchPath(raw string) bool {
 	u, err := url.Parse(raw)
 	return err == nil && u.Query().Has("search_path")
+}
+
+// serviceOnlyFlags names the service flags that only one service uses;
+// every other service flag applies to all four.
+var serviceOnlyFlags = map[string]string{
+	"order-timeout": "orders",
+	"provider-url":  "payments",
+	"smtp-addr":     "notifications",
+	"smtp-from":     "notifications",
+}
+
+// printFlags prints the defaults of fs's flags that keep selects, in
+// flag.PrintDefaults' format.
+func printFlags(w io.Writer, fs *flag.FlagSet, keep func(name string) bool) {
+	subset := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	subset.SetOutput(w)
+	fs.VisitAll(func(f *flag.Flag) {
+		if keep(f.Name) {
+			subset.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	subset.PrintDefaults()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -192,7 +193,7 @@ func TestUpOnATakenNATSPortNamesBothFlags(t *testing.T) {
 	srv := natstest.Start(t)
 	listen := strings.TrimPrefix(srv.URL, "nats://")
 	var stdout, stderr strings.Builder
-	code := run(context.Background(), []string{"up", "--data", t.TempDir(), "--nats-listen", listen, "--http", "127.0.0.1:0"},
+	code := run(context.Background(), []string{"up", "--data", t.TempDir(), "--nats-listen", listen, "--http", "127.0.0.1:0", "--provider-listen", "127.0.0.1:0"},
 		&stdout, &stderr, func(string) string { return "" })
 	if code == 0 {
 		t.Fatal("choreo up on a taken port exited 0")
@@ -350,5 +351,64 @@ func TestHelpExitsWithZero(t *testing.T) {
 		if code != 0 || !strings.Contains(stdout.String()+stderr.String(), "Usage") && !strings.Contains(stdout.String(), "choreo") {
 			t.Errorf("choreo %v: exit %d, want 0 and the usage (stdout %q, stderr %q)", args, code, stdout.String(), stderr.String())
 		}
+	}
+}
+
+// The payment simulator of choreo up listens where --provider-listen says
+// (by default a fixed port, so the tour's provider address does not
+// change between starts), and on a random port when that one is taken.
+func TestUpProviderListen(t *testing.T) {
+	t.Run("free", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		c := startUp(t, "--provider-listen", addr)
+		if want := "http://" + addr; c.providerURL != want {
+			t.Errorf("provider: got %q, want %q", c.providerURL, want)
+		}
+	})
+	t.Run("taken", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		c := startUp(t, "--provider-listen", ln.Addr().String())
+		if c.providerURL == "" || c.providerURL == "http://"+ln.Addr().String() {
+			t.Errorf("provider with %s taken: got %q, want another port", ln.Addr(), c.providerURL)
+		}
+	})
+}
+
+// choreo serve <service> -h lists under Flags only what that service uses:
+// the flags of one other service (orders' deadline, payments' provider,
+// notifications' SMTP) come after, as settings it accepts and ignores.
+func TestServeHelpListsTheServicesOwnFlags(t *testing.T) {
+	for _, m := range modules {
+		t.Run(m.name, func(t *testing.T) {
+			var stderr strings.Builder
+			if code := run(context.Background(), []string{"serve", m.name, "-h"}, io.Discard, &stderr, func(string) string { return "" }); code != 0 {
+				t.Fatalf("choreo serve %s -h: exit %d", m.name, code)
+			}
+			own, others, ok := strings.Cut(stderr.String(), "Settings of the other services")
+			if !ok {
+				t.Fatalf("choreo serve %s -h does not set the other services' settings apart:\n%s", m.name, stderr.String())
+			}
+			for name, service := range serviceOnlyFlags {
+				flagLine := "\n  -" + name + " "
+				if service == m.name && (!strings.Contains(own, flagLine) || strings.Contains(others, flagLine)) {
+					t.Errorf("choreo serve %s -h: --%s is its own flag, want it under Flags", m.name, name)
+				}
+				if service != m.name && (strings.Contains(own, flagLine) || !strings.Contains(others, flagLine)) {
+					t.Errorf("choreo serve %s -h: --%s is %s's, want it among the other services' settings", m.name, name, service)
+				}
+			}
+			if !strings.Contains(own, "\n  -nats-url ") || !strings.Contains(own, "\n  -stream-max-age ") {
+				t.Errorf("choreo serve %s -h: the flags every service has are missing:\n%s", m.name, own)
+			}
+		})
 	}
 }

@@ -32,9 +32,13 @@ type upConfig struct {
 	httpAddr   string
 	natsURL    string
 	natsListen string
-	credsDir   string
-	dbURL      string
-	logLevel   string
+	// providerListen is where the built-in payment provider simulator
+	// listens: a fixed default, so the tour's provider address is the
+	// same on every start.
+	providerListen string
+	credsDir       string
+	dbURL          string
+	logLevel       string
 }
 
 func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upConfig, error) {
@@ -45,6 +49,7 @@ func parseUp(args []string, stderr io.Writer, getenv func(string) string) (upCon
 	fs.StringVar(&c.httpAddr, "http", envOr(getenv, "CHOREO_HTTP", "127.0.0.1:8080"), "HTTP listen address for the APIs, /metrics, /healthz, /readyz (env CHOREO_HTTP)")
 	fs.StringVar(&c.natsURL, "nats-url", getenv("NATS_URL"), "use this NATS server instead of starting the embedded one (env NATS_URL)")
 	fs.StringVar(&c.natsListen, "nats-listen", envOr(getenv, "CHOREO_NATS_LISTEN", "127.0.0.1:4222"), "listen address of the embedded NATS server (env CHOREO_NATS_LISTEN)")
+	fs.StringVar(&c.providerListen, "provider-listen", envOr(getenv, "CHOREO_PROVIDER_LISTEN", defaultProviderListen), "listen address of the payment provider simulator, when --provider-url is unset; a random port if it is taken (env CHOREO_PROVIDER_LISTEN)")
 	fs.StringVar(&c.credsDir, "nats-creds-dir", getenv("CHOREO_NATS_CREDS_DIR"), "with --nats-url: a directory holding each service's NATS credentials, <service>.nk (an nkey seed) or <service>.creds (a JWT), and operator.nk or operator.creds to set up the streams (env CHOREO_NATS_CREDS_DIR); the embedded server generates its own under --data/nats/creds")
 	fs.StringVar(&c.dbURL, "db", getenv("CHOREO_DB_URL"), "a postgres:// URL to keep every service in PostgreSQL, one schema each, instead of SQLite files (env CHOREO_DB_URL)")
 	fs.StringVar(&c.logLevel, "log-level", envOr(getenv, "CHOREO_LOG_LEVEL", "info"), "debug, info, warn or error (env CHOREO_LOG_LEVEL)")
@@ -103,13 +108,16 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	providerNote := "(external)"
 	if opts.providerURL == "" {
 		cfg.provider.Logger = log.With("service", "provider")
-		sim, err := simulator.ListenAndServe(ctx, "127.0.0.1:0", *cfg.provider)
+		sim, taken, err := listenSimulator(ctx, cfg.providerListen, *cfg.provider)
 		if err != nil {
 			return err
 		}
 		defer sim.Stop()
 		opts.providerURL = sim.URL
 		providerNote = "(simulator; switch outages with POST " + sim.URL + "/admin/mode)"
+		if taken {
+			providerNote = "(simulator, on a random port: " + cfg.providerListen + " is taken, choose another with --provider-listen; switch outages with POST " + sim.URL + "/admin/mode)"
+		}
 	}
 
 	natsURL := cfg.natsURL
@@ -201,6 +209,22 @@ Ctrl-C drains in-flight work and stops.
 	sys.stop()
 	fmt.Fprintln(stdout, "choreo: stopped")
 	return nil
+}
+
+// listenSimulator starts the payment provider simulator on listen, or on
+// a random port of the same host when listen is taken (another choreo up,
+// a choreo provider): taken says so, for choreo up to print.
+func listenSimulator(ctx context.Context, listen string, cfg simulator.Config) (sim *simulator.Listener, taken bool, err error) {
+	sim, err = simulator.ListenAndServe(ctx, listen, cfg)
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return sim, false, err
+	}
+	host, _, splitErr := net.SplitHostPort(listen)
+	if splitErr != nil {
+		return nil, false, err
+	}
+	sim, err = simulator.ListenAndServe(ctx, net.JoinHostPort(host, "0"), cfg)
+	return sim, true, err
 }
 
 // natsAuth are the users of the embedded server: anonymous is the public

@@ -110,7 +110,7 @@ func RequirePostgres(t testing.TB) string {
 	base := os.Getenv(EnvPostgresURL)
 	miss := func(why string) {
 		msg := "postgres: " + why + "; set " + EnvPostgresURL +
-			" (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run this test"
+			" (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run the PostgreSQL tests"
 		if os.Getenv(EnvRequirePostgres) == "1" {
 			t.Fatal(msg + " (" + EnvRequirePostgres + "=1 forbids skipping)")
 		}

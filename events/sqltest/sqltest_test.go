@@ -71,3 +71,12 @@ func TestWithSearchPath(t *testing.T) {
 		t.Errorf("WithSearchPath: got %q, want search_path=t_abc added and sslmode kept", got)
 	}
 }
+
+// TestPostgresConfigured says whether this run tests PostgreSQL, and if
+// not why: go tool task test runs it verbosely after the suite and prints
+// its "postgres:" line, since go test shows no skip reason of a package
+// that passed.
+func TestPostgresConfigured(t *testing.T) {
+	url := sqltest.RequirePostgres(t)
+	t.Logf("postgres: the PostgreSQL tests ran against %s", sqldb.Mask(url))
+}
