@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
@@ -33,7 +35,7 @@ import (
 // every instance, not just the one a queue group picks.
 
 const (
-	microPrefix  = "choreo-"
+	microPrefix  = catalog.MicroPrefix
 	microVersion = "0.1.0"
 )
 
@@ -54,7 +56,7 @@ type microStatus struct {
 type microBacklogFunc func(ctx context.Context) (int, time.Time, error)
 
 // microName is the micro service name of a choreo service.
-func microName(service string) string { return microPrefix + service }
+func microName(service string) string { return catalog.MicroName(service) }
 
 // storeIdentity returns the identity of a service's store: a random id
 // written into the store the first time any instance opens it. Instances
@@ -81,16 +83,64 @@ func storeIdentity(ctx context.Context, db *sqldb.DB) (string, error) {
 	return id, nil
 }
 
+// microStore is the store an instance uses: its identity (storeIdentity)
+// and its URL, password masked.
+type microStore struct{ id, url string }
+
+// Metadata keys of an instance's micro service, read by its siblings.
+const (
+	metaStore    = "store"
+	metaStoreURL = "store_url"
+)
+
+// How long a starting instance waits for its siblings to describe
+// themselves: for the first answer (none comes when no sibling runs: the
+// server says at once that nobody listens), then for more.
+var (
+	siblingsFirst = time.Second
+	siblingsQuiet = 300 * time.Millisecond
+)
+
+// checkSiblingStores refuses an instance of service whose store is not the
+// one its live siblings use. Instances of one service share its durable
+// consumers, so each handles a share of every saga's events; on stores of
+// their own, none holds a whole saga, and orders go wrong quietly (the
+// mistake of running `choreo serve payments --db <postgres>` next to a
+// `choreo up` on SQLite). Every instance registers its micro service (with
+// its store in the metadata) right after this check, so of two instances
+// started one after the other with different stores the later one refuses:
+// it asks after the first has registered. Only two started within the same
+// instant can both miss each other; choreo status still shows the split.
+func checkSiblingStores(ctx context.Context, nc *nats.Conn, service string, store microStore) error {
+	replies, err := statusGather(ctx, nc, catalog.SiblingsSubject(service), siblingsFirst, siblingsQuiet)
+	if err != nil {
+		return fmt.Errorf("%s: ask the running instances which store they use: %w", service, err)
+	}
+	for _, data := range replies {
+		var info micro.Info
+		if json.Unmarshal(data, &info) != nil {
+			continue
+		}
+		if theirs := info.Metadata[metaStore]; theirs != "" && theirs != store.id {
+			return fmt.Errorf("%s: refusing to start: a running %s instance (%s) uses the store %s, and this one %s; "+
+				"instances of one service must share one store, or each sees only part of every saga: "+
+				"give this one the same --db (CHOREO_DB_URL) as the running one, or stop that one first",
+				service, service, info.ID, info.Metadata[metaStoreURL], store.url)
+		}
+	}
+	return nil
+}
+
 // startMicro makes service discoverable (see package discovery): its
 // status endpoint, and a row for every subject its consumer handles with
 // what it did with it. Its Middleware must wrap the consumer for those
 // rows to count.
-func startMicro(nc *nats.Conn, service, storeID string, backlog microBacklogFunc, consumes consumer.Config) (*discovery.Service, error) {
+func startMicro(nc *nats.Conn, service string, store microStore, backlog microBacklogFunc, consumes consumer.Config) (*discovery.Service, error) {
 	// The instance id is known once Start returns, but a status request
 	// may already be answered by then.
 	var started atomic.Pointer[discovery.Service]
 	status := func() microStatus {
-		st := microStatus{Service: service, Store: storeID}
+		st := microStatus{Service: service, Store: store.id}
 		if ms := started.Load(); ms != nil {
 			st.Instance = ms.ID()
 		}
@@ -111,7 +161,7 @@ func startMicro(nc *nats.Conn, service, storeID string, backlog microBacklogFunc
 		Name:        microName(service),
 		Version:     microVersion,
 		Description: "choreo " + service + " service: the events and commands it handles, its outbox backlog",
-		Metadata:    map[string]string{"service": service},
+		Metadata:    map[string]string{"service": service, metaStore: store.id, metaStoreURL: store.url},
 		Endpoints: []discovery.Endpoint{{
 			Name: "status", Subject: catalog.StatusSubject(service),
 			Metadata: map[string]string{"format": "application/json"},

@@ -133,7 +133,11 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
-		ms, err := startMicro(conn.nc, m.name, storeID, built.outbox.Backlog, built.consumer)
+		store := microStore{id: storeID, url: db.URL}
+		if err := checkSiblingStores(ctx, conn.nc, m.name, store); err != nil {
+			return nil, err
+		}
+		ms, err := startMicro(conn.nc, m.name, store, built.outbox.Backlog, built.consumer)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
