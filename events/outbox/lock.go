@@ -35,14 +35,15 @@ import (
 //     "<database file>.relay.lock", which the kernel releases when the
 //     process dies. An in-memory database has one process: no lock.
 //
-// The active relay checks it still holds the lock before each drain (on
-// PostgreSQL, a round trip on the lock's connection: the session alive
-// means the lock is still held). If the lock's connection broke, it stops
-// publishing and becomes a standby. The window in which two relays may
-// publish is therefore at most one drain of the old holder, begun before
-// its session was found dead and the lock released; the duplicate window
-// drops what it sends twice then, so the window costs load, never
-// correctness. Behind a connection pooler the session must be the relay's
+// The active relay checks it still holds the lock before each batch it
+// publishes (on PostgreSQL, a round trip on the lock's connection: the
+// session alive means the lock is still held; one per batch of up to 256
+// rows). If the lock's connection broke, it stops publishing and becomes a
+// standby. The window in which two relays may publish is therefore at most
+// the batches the old holder had in flight (up to maxInFlight rows) when
+// its session was ended and the lock released, a standby having taken it at
+// once; the duplicate window drops what is sent twice then, so the window
+// costs load, never correctness. Behind a connection pooler the session must be the relay's
 // own: PgBouncer in transaction mode would share it, and break the lock.
 //
 // The alternatives considered: rows claimed with SELECT … FOR UPDATE SKIP

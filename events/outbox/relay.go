@@ -232,7 +232,12 @@ const maxAcked = 1024
 // holds the store's relay lock, Run publishes nothing and tries to take the
 // lock at every sweep interval.
 func (r *Relay) Run(ctx context.Context) error {
-	defer r.lock.release()
+	defer func() {
+		r.lock.release()
+		if r.active.Swap(false) {
+			r.observer.Active(false)
+		}
+	}()
 	sweep := time.NewTicker(r.sweep)
 	defer sweep.Stop()
 	deleteTimer := time.NewTimer(time.Hour)
@@ -256,6 +261,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			r.flush()
 			return nil
+		case errors.Is(err, errLostLock):
+			continue // lead says so, and stands by
 		case err != nil:
 			failures++
 			pause := r.backoff(failures)
@@ -370,6 +377,9 @@ type row struct {
 	payload []byte
 }
 
+// errLostLock stops a drain whose relay no longer holds the relay lock.
+var errLostLock = errors.New("outbox: relay lock lost")
+
 // maxInFlight bounds the rows published and not yet settled while the
 // relay drains a backlog (at least one batch). It keeps the relay well
 // under the JetStream client's limit of pending asynchronous publishes
@@ -430,7 +440,16 @@ func (r *Relay) drain(ctx context.Context, from int64) (int, error) {
 		total int
 		after = from // the highest id loaded so far
 	)
-	for !failed.Load() {
+	for batches := 0; !failed.Load(); batches++ {
+		// The caller checked the lock before the first batch; a backlog
+		// drained in one go checks it before every batch, so that a
+		// relay that lost it stops within a batch.
+		if batches > 0 {
+			if held, _ := r.lock.hold(ctx); !held {
+				fail(errLostLock)
+				break
+			}
+		}
 		rows, last, more, err := r.load(ctx, after)
 		if err != nil {
 			fail(err)
