@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -12,8 +13,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
@@ -396,4 +401,47 @@ func (w stopWhenUp) Write(p []byte) (int, error) {
 		w.cancel()
 	}
 	return len(p), nil
+}
+
+// Two instances started in the same instant can both miss the other at
+// their start-up check; each asks again once registered, and reports not
+// ready, saying why, while a sibling uses another store. Here the sibling
+// ignores the start-up question (as one not registered yet would) and
+// answers the next: /readyz turns 503 naming both stores and what to do.
+// The wait is bounded well below siblingsRecheck: the question asked right
+// after registering must find it, not the periodic one.
+func TestServeNotReadyWhileASiblingUsesAnotherStore(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, _ := natstest.Connect(t, srv.URL)
+	var asked atomic.Int32
+	twin, err := json.Marshal(micro.Info{Type: micro.InfoResponseType, ServiceIdentity: micro.ServiceIdentity{
+		Name: microName("orders"), ID: "twin", Metadata: map[string]string{metaStore: "elsewhere", metaStoreURL: "elsewhere.db"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.Subscribe(catalog.SiblingsSubject("orders"), func(m *nats.Msg) {
+		if asked.Add(1) > 1 {
+			_ = m.Respond(twin)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	base := startServe(t, "orders", map[string]string{
+		"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "orders.db"),
+		"CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), siblingsRecheck/2)
+	defer cancel()
+	waitFor(t, ctx, "/readyz to report the sibling on another store", func() (bool, string) {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "elsewhere.db") &&
+			strings.Contains(string(body), "same --db (CHOREO_DB_URL), or stop one"), fmt.Sprintf("%d %s", resp.StatusCode, body)
+	})
 }

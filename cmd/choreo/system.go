@@ -49,6 +49,7 @@ type system struct {
 	dbs      []*sqldb.DB
 	workers  []*worker.Worker
 	micro    []*discovery.Service // one per service, see micro.go
+	watches  []*siblingWatch      // one per service, see micro.go
 	http     *http.Server
 	httpAddr string
 	httpDone chan struct{}
@@ -142,6 +143,9 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.micro = append(s.micro, ms)
+		watch := watchSiblingStores(conn.nc, m.name, store, ms.ID(), log)
+		s.watches = append(s.watches, watch)
+		s.needs = append(s.needs, watch.ready)
 		built.consumer.Middleware = append(built.consumer.Middleware,
 			telemetry.TraceMessages(tracer), metrics.Messages(durables(built.consumer)...), ms.Middleware(), consumer.LogOutcomes(log))
 		w, err := worker.Start(ctx, worker.Config{JS: conn.js, Outbox: built.outbox, Consumer: built.consumer,
@@ -250,6 +254,9 @@ func (s *system) stop() {
 	}
 	if s.pprof != nil {
 		s.pprof.stop()
+	}
+	for _, w := range s.watches {
+		w.stop()
 	}
 	for _, ms := range s.micro {
 		_ = ms.Stop()
