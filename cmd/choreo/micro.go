@@ -97,7 +97,7 @@ const (
 // How long a starting instance waits for its siblings to describe
 // themselves: for the first answer (none comes when no sibling runs: the
 // server says at once that nobody listens), then for more.
-var (
+const (
 	siblingsFirst = time.Second
 	siblingsQuiet = 300 * time.Millisecond
 )

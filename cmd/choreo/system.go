@@ -207,8 +207,9 @@ func (s *system) pprofLine() string {
 }
 
 // readyz answers 200 only when the process can do its work: started, NATS
-// connected, every database answering, and what each service needs beyond
-// them (payments: its provider) reachable.
+// connected, every database answering, what each service needs beyond
+// them (payments: its provider) reachable, and no sibling of a service on
+// another store than its own (see watchSiblingStores).
 func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "starting or stopping")
