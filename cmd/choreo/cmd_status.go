@@ -298,9 +298,13 @@ func statusSummarize(service string, insts []microStatus) statusService {
 	return s
 }
 
-// gatherReplies publishes an empty request on subject and collects every
+// noResponders is the status of the message the server answers a request
+// with when nobody subscribes to its subject.
+const noResponders = "503"
+
+// statusGather publishes an empty request on subject and collects every
 // reply: up to first for the first one, then until quiet passes without
-// another.
+// another, or none when the server says nobody listens.
 func statusGather(ctx context.Context, nc *nats.Conn, subject string, first, quiet time.Duration) ([][]byte, error) {
 	inbox := nc.NewRespInbox()
 	ch := make(chan *nats.Msg, 256)
@@ -318,6 +322,10 @@ func statusGather(ctx context.Context, nc *nats.Conn, subject string, first, qui
 	for {
 		select {
 		case m := <-ch:
+			if m.Header.Get("Status") == noResponders && len(m.Data) == 0 {
+				// Nobody listens on subject: no reply will come.
+				return out, nil
+			}
 			out = append(out, m.Data)
 			timer.Reset(quiet)
 		case <-timer.C:

@@ -281,7 +281,7 @@ func TestStatus(t *testing.T) {
 		ncs, _ := c.operator(t) // an instance answers requests, which a service or the operator may
 		old := time.Now().Add(-5 * time.Second)
 		for _, n := range []int{3, 2} {
-			svc, err := startMicro(ncs, "payments", "other.db", func(context.Context) (int, time.Time, error) { return n, old, nil }, consumer.Config{})
+			svc, err := startMicro(ncs, "payments", microStore{id: "other.db"}, func(context.Context) (int, time.Time, error) { return n, old, nil }, consumer.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

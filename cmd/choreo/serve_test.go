@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -13,11 +14,16 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/sqltest"
 )
@@ -274,8 +280,9 @@ func TestServeOnPostgresUsesTheServicesOwnSchema(t *testing.T) {
 // what the first set up.
 func TestServeNeverWeakensAStream(t *testing.T) {
 	srv := natstest.Start(t)
+	store := filepath.Join(t.TempDir(), "s.db") // replicas share it
 	env := func(extra map[string]string) map[string]string {
-		e := map[string]string{"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "s.db"), "CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn"}
+		e := map[string]string{"NATS_URL": srv.URL, "CHOREO_DB_URL": store, "CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn"}
 		maps.Copy(e, extra)
 		return e
 	}
@@ -411,4 +418,100 @@ func TestServeHelpListsTheServicesOwnFlags(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The mistake of running one service alone next to a running choreo up
+// with a store of its own (`choreo serve payments --db <postgres URL>`
+// beside up's SQLite files): the two payments instances would share its
+// durable consumers, each handling part of every saga, and no store would
+// hold a whole one. The later instance refuses to start, saying what to do;
+// given the store up's payments uses, it starts.
+func TestServeRefusesAStoreItsRunningSiblingsDoNotShare(t *testing.T) {
+	c := startUp(t)
+	env := func(db string) map[string]string {
+		return map[string]string{
+			"NATS_URL":         c.natsURL,
+			"NATS_CREDS":       natsauth.KeyFile(embeddedCredsDir(c.dataDir), "payments"),
+			"CHOREO_DB_URL":    db,
+			"CHOREO_HTTP":      "127.0.0.1:0",
+			"CHOREO_LOG_LEVEL": "warn",
+		}
+	}
+	for _, b := range sqltest.Backends() {
+		t.Run("another store on "+b.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+			defer cancel()
+			var stderr lockedBuffer
+			vars := env(b.URL(t))
+			// Started after all, it is stopped at once: the test fails
+			// on its exit code rather than waiting for the timeout.
+			stdout := stopWhenUp{cancel}
+			code := run(ctx, []string{"serve", "payments"}, stdout, &stderr, func(k string) string { return vars[k] })
+			if code != 1 {
+				t.Fatalf("choreo serve payments on another store than up's: exit %d, want 1; stderr:\n%s", code, stderr.String())
+			}
+			for _, want := range []string{"refusing to start", filepath.Join(c.dataDir, "payments.db"), "--db (CHOREO_DB_URL)", "stop that one"} {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr does not say %q:\n%s", want, stderr.String())
+				}
+			}
+		})
+	}
+	t.Run("the same store", func(t *testing.T) {
+		startServe(t, "payments", env(filepath.Join(c.dataDir, "payments.db")))
+	})
+}
+
+// stopWhenUp is the stdout of a choreo serve that must not start: it
+// cancels the serve once it prints that it is up.
+type stopWhenUp struct{ cancel context.CancelFunc }
+
+func (w stopWhenUp) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), " is up") {
+		w.cancel()
+	}
+	return len(p), nil
+}
+
+// Two instances started in the same instant can both miss the other at
+// their start-up check; each asks again once registered, and reports not
+// ready, saying why, while a sibling uses another store. Here the sibling
+// ignores the start-up question (as one not registered yet would) and
+// answers the next: /readyz turns 503 naming both stores and what to do.
+// The wait is bounded well below siblingsRecheck: the question asked right
+// after registering must find it, not the periodic one.
+func TestServeNotReadyWhileASiblingUsesAnotherStore(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, _ := natstest.Connect(t, srv.URL)
+	var asked atomic.Int32
+	twin, err := json.Marshal(micro.Info{Type: micro.InfoResponseType, ServiceIdentity: micro.ServiceIdentity{
+		Name: microName("orders"), ID: "twin", Metadata: map[string]string{metaStore: "elsewhere", metaStoreURL: "elsewhere.db"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.Subscribe(catalog.SiblingsSubject("orders"), func(m *nats.Msg) {
+		if asked.Add(1) > 1 {
+			_ = m.Respond(twin)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	base := startServe(t, "orders", map[string]string{
+		"NATS_URL": srv.URL, "CHOREO_DB_URL": filepath.Join(t.TempDir(), "orders.db"),
+		"CHOREO_HTTP": "127.0.0.1:0", "CHOREO_LOG_LEVEL": "warn",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), siblingsRecheck/2)
+	defer cancel()
+	waitFor(t, ctx, "/readyz to report the sibling on another store", func() (bool, string) {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "elsewhere.db") &&
+			strings.Contains(string(body), "same --db (CHOREO_DB_URL), or stop one"), fmt.Sprintf("%d %s", resp.StatusCode, body)
+	})
 }

@@ -49,6 +49,7 @@ type system struct {
 	dbs      []*sqldb.DB
 	workers  []*worker.Worker
 	micro    []*discovery.Service // one per service, see micro.go
+	watches  []*siblingWatch      // one per service, see micro.go
 	http     *http.Server
 	httpAddr string
 	httpDone chan struct{}
@@ -133,11 +134,18 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
-		ms, err := startMicro(conn.nc, m.name, storeID, built.outbox.Backlog, built.consumer)
+		store := microStore{id: storeID, url: db.URL}
+		if err := checkSiblingStores(ctx, conn.nc, m.name, store); err != nil {
+			return nil, err
+		}
+		ms, err := startMicro(conn.nc, m.name, store, built.outbox.Backlog, built.consumer)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.name, err)
 		}
 		s.micro = append(s.micro, ms)
+		watch := watchSiblingStores(conn.nc, m.name, store, ms.ID(), log)
+		s.watches = append(s.watches, watch)
+		s.needs = append(s.needs, watch.ready)
 		built.consumer.Middleware = append(built.consumer.Middleware,
 			telemetry.TraceMessages(tracer), metrics.Messages(durables(built.consumer)...), ms.Middleware(), consumer.LogOutcomes(log))
 		w, err := worker.Start(ctx, worker.Config{JS: conn.js, Outbox: built.outbox, Consumer: built.consumer,
@@ -199,8 +207,9 @@ func (s *system) pprofLine() string {
 }
 
 // readyz answers 200 only when the process can do its work: started, NATS
-// connected, every database answering, and what each service needs beyond
-// them (payments: its provider) reachable.
+// connected, every database answering, what each service needs beyond
+// them (payments: its provider) reachable, and no sibling of a service on
+// another store than its own (see watchSiblingStores).
 func (s *system) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, "Not ready", "starting or stopping")
@@ -246,6 +255,9 @@ func (s *system) stop() {
 	}
 	if s.pprof != nil {
 		s.pprof.stop()
+	}
+	for _, w := range s.watches {
+		w.stop()
 	}
 	for _, ms := range s.micro {
 		_ = ms.Stop()

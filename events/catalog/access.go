@@ -35,6 +35,17 @@ func NATSRoles() []natsauth.Role {
 // StatusSubject is where a service answers requests for its status.
 func StatusSubject(service string) string { return "choreo." + service + ".status" }
 
+// MicroPrefix begins the NATS micro service name of every choreo service.
+const MicroPrefix = "choreo-"
+
+// MicroName is the NATS micro service name of a service's instances.
+func MicroName(service string) string { return MicroPrefix + service }
+
+// SiblingsSubject is where every live instance of service describes
+// itself ($SRV.INFO of its micro service): a starting instance asks it to
+// check its siblings share its store.
+func SiblingsSubject(service string) string { return "$SRV.INFO." + MicroName(service) }
+
 // ServiceRole is what service does on the bus: it publishes its events
 // (<service>.>), its schedules (schedules.<service>.>, when its stream
 // holds any) and its dead letters (dlq.<service>.>); it reads, through a
@@ -42,9 +53,9 @@ func StatusSubject(service string) string { return "choreo." + service + ".statu
 // consumes; it reads the information of every stream (at start a service
 // checks each is as declared, and counts its dead letters), never changes
 // one; it answers requests to its micro endpoints, and subscribes to
-// nothing else.
+// nothing else. It asks its own siblings who they are (SiblingsSubject).
 func ServiceRole(service string) natsauth.Role {
-	r := natsauth.Role{Name: service, Respond: true, Publish: []string{service + ".>"},
+	r := natsauth.Role{Name: service, Respond: true, Publish: []string{service + ".>", SiblingsSubject(service)},
 		// It receives only replies (JetStream API answers, publish acks,
 		// its consumers' messages, all on inboxes) and requests to its
 		// micro endpoints. Receiving nothing else, it can answer nothing

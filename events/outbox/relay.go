@@ -27,6 +27,7 @@ type noObserver struct{}
 
 func (noObserver) Acked(string, time.Duration) {}
 func (noObserver) NotAcked(string)             {}
+func (noObserver) Active(bool)                 {}
 
 // ErrInvalidOption is wrapped by every error a relay option returns.
 var ErrInvalidOption = errors.New("outbox: invalid option")
@@ -106,6 +107,10 @@ type Observer interface {
 	// NotAcked: the publish of an event failed or its ack did not come in
 	// time; its row stays and is sent again.
 	NotAcked(subject string)
+	// Active: the relay became the store's active relay (true), the one
+	// that publishes, or a standby (false); see relayLock. Called once
+	// when Run first knows, then on every change.
+	Active(active bool)
 }
 
 // WithObserver sets the relay's observer (default: none).
@@ -144,11 +149,15 @@ func WithLogger(l *slog.Logger) Option {
 
 // Relay publishes outbox rows to JetStream. It wakes when Outbox.Notify is
 // called after a commit, and sweeps periodically for rows nobody announced.
+// Of the relays sharing one store (a service's replicas), only the one
+// holding the store's relay lock publishes; the others stand by and take
+// over when it stops or dies (see relayLock).
 // Rows are published asynchronously in batches with Nats-Msg-Id set to the
 // event id, and deleted only after the server has acked them — together,
 // a few at a time (WithDeleteDelay); a row whose publish failed, or whose
 // ack never came, stays and is sent again after a back-off. Sending a row
-// twice is harmless: the stream's duplicate window drops the second copy.
+// twice (after a lost ack, or while the lock changes hands) is harmless:
+// the stream's duplicate window drops the second copy.
 // A broker error never marks a row as failed.
 type Relay struct {
 	ob          *Outbox
@@ -162,6 +171,12 @@ type Relay struct {
 	log         *slog.Logger
 	observer    Observer
 	tracer      trace.Tracer
+	// lock elects the relay that publishes; used by Run's goroutine only.
+	lock relayLock
+	// active: this relay holds the lock and publishes (as Run last knew).
+	active atomic.Bool
+	// reported: the observer has been told whether the relay is active.
+	reported bool
 
 	// acked holds the rows the server acked and the relay has not deleted
 	// yet, so that they are not published again meanwhile; ackedSince is
@@ -202,6 +217,7 @@ func NewRelay(ob *Outbox, js jetstream.JetStream, opts ...Option) (*Relay, error
 	if ob == nil || js == nil {
 		return nil, fmt.Errorf("%w: nil outbox or jetstream", ErrInvalidOption)
 	}
+	r.lock = newRelayLock(ob.db)
 	return r, nil
 }
 
@@ -212,8 +228,16 @@ const maxAcked = 1024
 // Run publishes until ctx is cancelled, then returns nil. Before returning
 // it makes one last attempt to publish what is pending, bounded by the ack
 // timeout, and deletes what was acked, so a clean shutdown leaves as little
-// as possible behind.
+// as possible behind; then it gives up the relay lock. While another relay
+// holds the store's relay lock, Run publishes nothing and tries to take the
+// lock at every sweep interval.
 func (r *Relay) Run(ctx context.Context) error {
+	defer func() {
+		r.lock.release()
+		if r.active.Swap(false) {
+			r.observer.Active(false)
+		}
+	}()
 	sweep := time.NewTicker(r.sweep)
 	defer sweep.Stop()
 	deleteTimer := time.NewTimer(time.Hour)
@@ -221,11 +245,24 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer deleteTimer.Stop()
 	failures := 0
 	for {
+		if !r.lead(ctx) {
+			select {
+			case <-ctx.Done():
+				r.deleteAcked(ctx)
+				return nil
+			case <-sweep.C:
+				// Rows this relay had acked before it lost the lock.
+				r.deleteAcked(ctx)
+			}
+			continue
+		}
 		_, err := r.drain(ctx, r.start())
 		switch {
 		case ctx.Err() != nil:
 			r.flush()
 			return nil
+		case errors.Is(err, errLostLock):
+			continue // lead says so, and stands by
 		case err != nil:
 			failures++
 			pause := r.backoff(failures)
@@ -282,8 +319,46 @@ func (r *Relay) waiting() (int, time.Time) {
 func (r *Relay) flush() {
 	ctx, cancel := context.WithTimeout(context.Background(), r.ackTimeout)
 	defer cancel()
-	_, _ = r.drain(ctx, r.start())
+	if held, _ := r.lock.hold(ctx); held {
+		_, _ = r.drain(ctx, r.start())
+	}
 	r.deleteAcked(ctx)
+}
+
+// Active reports whether the relay publishes: it holds its store's relay
+// lock. A standby relay, or one not running, is not active.
+func (r *Relay) Active() bool { return r.active.Load() }
+
+// lead reports whether this relay is the store's active relay, taking the
+// relay lock if it is free, and logs and reports every change.
+func (r *Relay) lead(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		// Stopping: the final flush checks the lock with a context of
+		// its own (a cancelled query could end the lock's session).
+		return r.active.Load()
+	}
+	held, err := r.lock.hold(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("outbox relay: relay lock unavailable; not publishing until it is", "err", err)
+	}
+	was := r.active.Swap(held)
+	switch {
+	case held && !was:
+		r.log.Info("outbox relay: active: this relay publishes the store's outbox")
+		// Rows committed while another relay was active lie anywhere.
+		r.mu.Lock()
+		r.cursor = 0
+		r.mu.Unlock()
+	case !held && was:
+		r.log.Warn("outbox relay: lost the relay lock; standing by")
+	case !held && !r.reported:
+		r.log.Info("outbox relay: standby: another relay publishes the store's outbox; taking over when it stops")
+	}
+	if held != was || !r.reported {
+		r.reported = true
+		r.observer.Active(held)
+	}
+	return held
 }
 
 func (r *Relay) backoff(failures int) time.Duration {
@@ -302,6 +377,9 @@ type row struct {
 	payload []byte
 }
 
+// errLostLock stops a drain whose relay no longer holds the relay lock.
+var errLostLock = errors.New("outbox: relay lock lost")
+
 // maxInFlight bounds the rows published and not yet settled while the
 // relay drains a backlog (at least one batch). It keeps the relay well
 // under the JetStream client's limit of pending asynchronous publishes
@@ -310,7 +388,8 @@ const maxInFlight = 1024
 
 // PublishPending publishes one batch of the oldest rows and deletes those
 // the server acked. It returns how many rows it found. An error means some
-// rows stay for a later attempt; none is lost.
+// rows stay for a later attempt; none is lost. It does not take the relay
+// lock: it is for tests and one-off tools, not for a running service.
 func (r *Relay) PublishPending(ctx context.Context) (int, error) {
 	rows, _, _, err := r.load(ctx, 0)
 	if err != nil || len(rows) == 0 {
@@ -361,7 +440,16 @@ func (r *Relay) drain(ctx context.Context, from int64) (int, error) {
 		total int
 		after = from // the highest id loaded so far
 	)
-	for !failed.Load() {
+	for batches := 0; !failed.Load(); batches++ {
+		// The caller checked the lock before the first batch; a backlog
+		// drained in one go checks it before every batch, so that a
+		// relay that lost it stops within a batch.
+		if batches > 0 {
+			if held, _ := r.lock.hold(ctx); !held {
+				fail(errLostLock)
+				break
+			}
+		}
 		rows, last, more, err := r.load(ctx, after)
 		if err != nil {
 			fail(err)

@@ -524,26 +524,6 @@ func TestRelaySurvivesNATSRestart(t *testing.T) {
 	mustSeeEachOnce(t, f.js, "TEST", evts)
 }
 
-func TestRelaysOfTwoReplicasPublishOnce(t *testing.T) {
-	// Two replicas of a service share one PostgreSQL database; both relays
-	// see every row. The duplicate window keeps one copy of each.
-	b := sqltest.Backends()[1]
-	f := mustFixture(t, b)
-	_, js2 := natstest.Connect(t, f.srv.URL)
-	runRelay(t, mustRelay(t, f, outbox.WithBatch(8)))
-	other := &fixture{js: js2, ob: outbox.New(f.db)}
-	runRelay(t, mustRelay(t, other, outbox.WithBatch(8)))
-
-	var evts []events.Outgoing
-	for i := range 10 {
-		evts = append(evts, f.mustAdd(t, "e", i*10, 10)...)
-		f.ob.Notify()
-		other.ob.Notify()
-	}
-	waitFor(t, "the backlog to drain", func() bool { return f.backlog(t) == 0 })
-	mustSeeEachOnce(t, f.js, "TEST", evts)
-}
-
 func TestRelayRunReturnsOnCancel(t *testing.T) {
 	f := mustFixture(t, sqltest.Backend{Name: "sqlite", URL: sqltest.SQLiteURL})
 	r := mustRelay(t, f, outbox.WithSweep(time.Hour))

@@ -32,6 +32,8 @@ func (o *observer) Acked(subject string, took time.Duration) {
 	o.acked[subject]++
 }
 
+func (o *observer) Active(bool) {}
+
 func (o *observer) NotAcked(string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

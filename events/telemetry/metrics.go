@@ -28,6 +28,7 @@ type Metrics struct {
 	published    *prometheus.CounterVec
 	notAcked     *prometheus.CounterVec
 	ackLatency   *prometheus.HistogramVec
+	relayActive  *prometheus.GaugeVec
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
 }
@@ -66,6 +67,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the relay's publish of an outbox event to the server's ack.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"service"}),
+		relayActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "choreo_relay_active",
+			Help: "1 when this process's relay is the one publishing its store's outbox, 0 when it stands by: summed over a service's instances, 1.",
+		}, []string{"service"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "choreo_http_requests_total",
 			Help: "HTTP requests served, by service, route and status code.",
@@ -76,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"service", "route", "method", "code"}),
 	}
-	reg.MustRegister(m.messages, m.handling, m.redeliveries, m.published, m.notAcked, m.ackLatency, m.httpRequests, m.httpDuration)
+	reg.MustRegister(m.messages, m.handling, m.redeliveries, m.published, m.notAcked, m.ackLatency, m.relayActive, m.httpRequests, m.httpDuration)
 	return m
 }
 
@@ -110,12 +115,14 @@ func (m *Metrics) Relay(service string) outbox.Observer {
 		published: m.published.WithLabelValues(service),
 		notAcked:  m.notAcked.WithLabelValues(service),
 		latency:   m.ackLatency.WithLabelValues(service),
+		active:    m.relayActive.WithLabelValues(service),
 	}
 }
 
 type relayObserver struct {
 	published, notAcked prometheus.Counter
 	latency             prometheus.Observer
+	active              prometheus.Gauge
 }
 
 func (r relayObserver) Acked(_ string, took time.Duration) {
@@ -124,6 +131,14 @@ func (r relayObserver) Acked(_ string, took time.Duration) {
 }
 
 func (r relayObserver) NotAcked(string) { r.notAcked.Inc() }
+
+func (r relayObserver) Active(active bool) {
+	if active {
+		r.active.Set(1)
+	} else {
+		r.active.Set(0)
+	}
+}
 
 // HTTP counts and times the requests h serves as the given service's
 // route (the ServeMux pattern, "GET /orders/{id}": never the path, whose
