@@ -103,6 +103,7 @@ func startUp(t *testing.T, extra ...string) *runningChoreo {
 	}
 	t.Cleanup(stop)
 	c := &runningChoreo{natsURL: nm[1], dataDir: dataDir, httpURL: hm[1], stderr: &stderr, stop: stop}
+	watchAPI(t, c.httpURL, args)
 	dataDirs.Store(c.natsURL, dataDir)
 	t.Cleanup(func() { dataDirs.Delete(c.natsURL) })
 	if pm := providerLine.FindStringSubmatch(printed.String()); pm != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +15,12 @@ import (
 // TestMain fails the package if any goroutine outlives the tests: every
 // choreo up and serve they start must stop everything it started —
 // consumers, relays, HTTP servers, NATS connections and database pools.
+//
+// Every request of the tests' HTTP clients (http.DefaultClient, which
+// http.Get and http.Post use) to a choreo they started is checked against
+// the /openapi.json it serves (see apiCheck).
 func TestMain(m *testing.M) {
+	http.DefaultClient.Transport = apiCheck
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)

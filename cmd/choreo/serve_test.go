@@ -97,6 +97,7 @@ func startServe(t *testing.T, service string, env map[string]string) string {
 			t.Errorf("choreo serve %s did not stop", service)
 		}
 	})
+	watchAPI(t, m[1], nil)
 	return m[1]
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/choreo-dev/choreo/cmd/choreo/internal/openapi"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/discovery"
@@ -54,8 +55,10 @@ type system struct {
 	httpAddr string
 	httpDone chan struct{}
 	pprof    *pprofServer
-	tracing  *telemetry.Tracing
-	ready    atomic.Bool
+	// routes are the HTTP API's routes, as registered.
+	routes  *apiMux
+	tracing *telemetry.Tracing
+	ready   atomic.Bool
 	// needs are the services' own readiness checks (see builtService).
 	needs []func(context.Context) error
 	log   *slog.Logger
@@ -108,7 +111,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := telemetry.NewMetrics(reg)
 	dlqPrefixes := map[string]string{}
-	mux := http.NewServeMux()
+	mux := &apiMux{ServeMux: http.NewServeMux()}
 	auth, limit, err := cfg.opts.edge.build(ctx, cfg.log)
 	if err != nil {
 		return nil, err
@@ -168,6 +171,17 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
+	// The description covers exactly the routes registered, this one
+	// included, so it is made once they all are, before serving starts.
+	var apiDoc []byte
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(apiDoc)
+	})
+	if apiDoc, err = openapi.Document(mux.patterns); err != nil {
+		return nil, err
+	}
+	s.routes = mux
 
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
@@ -175,7 +189,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	}
 	s.httpAddr = ln.Addr().String()
 	s.http = &http.Server{
-		Handler:           httpx.Edge(mux),
+		Handler:           httpx.Edge(mux.ServeMux),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -196,6 +210,35 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	}
 	s.ready.Store(true)
 	return s, nil
+}
+
+// apiMux is the HTTP API's mux. It remembers every route's pattern and
+// the service it is of, so that /openapi.json describes the routes this
+// process serves and a test can tell a route the description lacks.
+type apiMux struct {
+	*http.ServeMux
+	patterns []string
+	// services maps a service's route to the service; the platform's
+	// routes (/healthz, /metrics…) are not in it.
+	services map[string]string
+}
+
+func (m *apiMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+// handleFor registers a route of service.
+func (m *apiMux) handleFor(service, pattern string, h http.Handler) {
+	if m.services == nil {
+		m.services = map[string]string{}
+	}
+	m.services[pattern] = service
+	m.Handle(pattern, h)
+}
+
+func (m *apiMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(h))
 }
 
 // pprofLine is the line choreo up prints about the profiler, or "".

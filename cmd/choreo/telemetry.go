@@ -21,7 +21,7 @@ var testSpanExporter sdktrace.SpanExporter
 // trace context) from the service's own tracer provider, and its requests
 // are counted and timed by route and status.
 type routes struct {
-	mux     *http.ServeMux
+	mux     *apiMux
 	service string
 	tracer  trace.TracerProvider
 	metrics *telemetry.Metrics
@@ -36,7 +36,7 @@ var _ httpx.Mux = routes{}
 func (r routes) Handle(pattern string, h http.Handler) {
 	// The limit inside the check, so that it counts per token subject.
 	h = r.auth.Require(scopeOf(r.service, pattern), r.limit.Wrap(h))
-	r.mux.Handle(pattern, otelhttp.NewHandler(r.metrics.HTTP(r.service, pattern, h), pattern,
+	r.mux.handleFor(r.service, pattern, otelhttp.NewHandler(r.metrics.HTTP(r.service, pattern, h), pattern,
 		otelhttp.WithTracerProvider(r.tracer),
 		otelhttp.WithSpanNameFormatter(func(op string, req *http.Request) string {
 			if req.Pattern != "" {
