@@ -27,9 +27,11 @@ import (
 	"github.com/choreo-dev/choreo/cmd/choreo/internal/sagacheck"
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 	"github.com/choreo-dev/choreo/events/outbox"
 	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
+	"github.com/choreo-dev/choreo/events/streams"
 )
 
 // ackWait is the consumers' ack wait (events/consumer's default): a
@@ -154,6 +156,7 @@ func postgresStores(t *testing.T, base string) func(service string) string {
 type cluster struct {
 	nats     *process
 	natsURL  string
+	keys     string // each NATS user's nkey, <user>.nk
 	provider *process
 	services map[string][]*process
 	stores   map[string]*sqldb.DB // each service's store, read by the checker
@@ -168,7 +171,7 @@ func startCluster(t *testing.T, choreo, natsServer string, replicas int, storeUR
 	dir := t.TempDir()
 	ctx := t.Context()
 	c := &cluster{services: map[string][]*process{}, stores: map[string]*sqldb.DB{}}
-	c.nats, c.natsURL = natsServerProcess(t, natsServer, dir)
+	c.nats, c.natsURL, c.keys = natsServerProcess(t, choreo, natsServer, dir)
 	c.provider = &process{name: "provider", bin: choreo, logs: filepath.Join(dir, "provider.log"),
 		args: []string{"provider", "--listen", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--log-level", "warn"}, ready: announcedProvider}
 	t.Cleanup(func() {
@@ -190,11 +193,18 @@ func startCluster(t *testing.T, choreo, natsServer string, replicas int, storeUR
 			t.Fatal(err)
 		}
 	}
+	// A service's user may not create a stream: the operator sets them up,
+	// as serve's defaults want them.
+	nc, js := c.connect(t, catalog.RoleOperator)
+	if err := streams.Ensure(ctx, js, catalog.StreamSpecs(catalog.DefaultRetention), streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
 	providerURL, _ := c.provider.state()
 	for _, svc := range catalog.Services {
 		for i := range replicas {
 			p := &process{name: fmt.Sprintf("%s-%d", svc, i+1), bin: choreo, logs: filepath.Join(dir, fmt.Sprintf("%s-%d.log", svc, i+1)),
-				args: []string{"serve", svc, "--db", storeURL(svc), "--nats-url", c.natsURL, "--http", "127.0.0.1:0",
+				args: []string{"serve", svc, "--db", storeURL(svc), "--nats-url", c.natsURL, "--nats-creds", natsauth.KeyFile(c.keys, svc), "--http", "127.0.0.1:0",
 					"--provider-url", providerURL, "--order-timeout", orderTimeout.String(), "--rate-limit", "0", "--log-level", "warn"},
 				ready: announcedHTTP}
 			if err := p.start(ctx); err != nil {
@@ -210,6 +220,42 @@ func startCluster(t *testing.T, choreo, natsServer string, replicas int, storeUR
 		c.stores[svc] = db
 	}
 	return c
+}
+
+// connect connects to NATS as one of choreo's users, reconnecting for
+// ever across the server's restarts.
+func (c *cluster) connect(t *testing.T, user string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	creds, err := natsauth.CredentialsOption(natsauth.KeyFile(c.keys, user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(c.natsURL, creds, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect to NATS as %s: %v", user, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// permissionViolations lists the processes whose log shows a NATS
+// permission violation: a service doing what its user may not do is a bug.
+func (c *cluster) permissionViolations() []string {
+	var found []string
+	for _, p := range c.processes() {
+		b, err := os.ReadFile(p.logs)
+		if err != nil {
+			found = append(found, fmt.Sprintf("%s: %v", p.name, err))
+			continue
+		}
+		if strings.Contains(strings.ToLower(string(b)), "permissions violation") {
+			found = append(found, fmt.Sprintf("%s met a NATS permissions violation (log %s)", p.name, p.logs))
+		}
+	}
+	return found
 }
 
 // serving returns the HTTP address of a random replica of svc that is up
@@ -286,15 +332,12 @@ func (ta *tally) add(f func(*tally)) {
 func runChaos(t *testing.T, cfg config, c *cluster) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
 	defer cancel()
-	nc, err := nats.Connect(c.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Commands come from the client's user, as a storefront's would; the
+	// checker reads as the operator, as choreo's tools do.
+	clientConn, js := c.connect(t, catalog.RoleClient)
+	defer clientConn.Close()
+	operatorConn, operatorJS := c.connect(t, catalog.RoleOperator)
+	defer operatorConn.Close()
 	rng := rand.New(rand.NewPCG(cfg.seed, 0))
 	var rngMu sync.Mutex
 	intn := func(n int) int { rngMu.Lock(); defer rngMu.Unlock(); return rng.IntN(n) }
@@ -391,7 +434,7 @@ func runChaos(t *testing.T, cfg config, c *cluster) {
 	}
 	settleCtx, cancelSettle := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancelSettle()
-	report, err := c.system(js).Settle(settleCtx, orders, received)
+	report, err := c.system(operatorJS).Settle(settleCtx, orders, received)
 	ta.heal = time.Since(healStart)
 	stopMonitor()
 	<-monitorDone
@@ -399,7 +442,7 @@ func runChaos(t *testing.T, cfg config, c *cluster) {
 	if err != nil {
 		t.Errorf("check: %v", err)
 	}
-	ta.outcomes, ta.checkViolations = report.Outcomes, report.Violations
+	ta.outcomes, ta.checkViolations = report.Outcomes, append(report.Violations, c.permissionViolations()...)
 	t.Log("\n" + ta.summary(cfg, len(orders)))
 	for _, v := range append(ta.violations, ta.checkViolations...) {
 		t.Error(v)
@@ -454,14 +497,12 @@ type driver struct {
 // first: an error or no answer leaves a command's fate unknown, and every
 // command is idempotent, so it is sent again until it is accepted.
 func (d *driver) retry(ctx context.Context, what string, attempt func() (done bool, err error)) error {
-	for n := 0; ; n++ {
+	for {
 		done, err := attempt()
 		if done {
 			return err
 		}
-		if n > 0 {
-			d.ta.add(func(ta *tally) { ta.retries++ })
-		}
+		d.ta.add(func(ta *tally) { ta.retries++ })
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: gave up: %v (last: %v)", what, ctx.Err(), err)

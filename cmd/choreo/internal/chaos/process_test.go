@@ -10,12 +10,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/choreo-dev/choreo/events/catalog"
+	"github.com/choreo-dev/choreo/events/natsauth"
 )
 
 // buildBinaries builds the choreo binary and the nats-server of the
@@ -52,6 +56,7 @@ type process struct {
 	name string
 	bin  string
 	args []string
+	env  []string // added to the test's environment
 	logs string
 	// ready waits until the process took its place, and returns the
 	// address it announced ("" when it announces none).
@@ -87,6 +92,7 @@ func (p *process) start(ctx context.Context) error {
 	}
 	defer log.Close()
 	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stderr = log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -187,10 +193,10 @@ func (p *process) running() bool {
 }
 
 // natsReady waits until the NATS server takes connections with JetStream.
-func natsReady(url string) func(ctx context.Context, _ *bufio.Scanner) (string, error) {
+func natsReady(url string, opt nats.Option) func(ctx context.Context, _ *bufio.Scanner) (string, error) {
 	return func(ctx context.Context, _ *bufio.Scanner) (string, error) {
 		for {
-			nc, err := nats.Connect(url, nats.Timeout(time.Second))
+			nc, err := nats.Connect(url, nats.Timeout(time.Second), opt)
 			if err == nil {
 				js, jerr := nc.JetStream()
 				if jerr == nil {
@@ -225,11 +231,37 @@ func announcedProvider(_ context.Context, sc *bufio.Scanner) (string, error) {
 }
 
 // natsServerProcess is a standalone nats-server with JetStream, its store
-// in dir, on a port that stays the same across restarts.
-func natsServerProcess(t *testing.T, bin, dir string) (p *process, url string) {
+// in dir, on a port that stays the same across restarts, with the users
+// and permissions of `choreo nats-config`: each service connects as its
+// own user, which may publish only its own events. It returns the server,
+// its URL and the directory of the users' nkeys (<user>.nk).
+func natsServerProcess(t *testing.T, choreo, natsServer, dir string) (p *process, url, keys string) {
+	t.Helper()
+	conf, keys := filepath.Join(dir, "nats"), filepath.Join(dir, "nats", "keys")
+	if out, err := exec.Command(choreo, "nats-config", "--out", conf, "--keys", keys).CombinedOutput(); err != nil {
+		t.Fatalf("choreo nats-config: %v\n%s", err, out)
+	}
+	env, err := os.ReadFile(filepath.Join(keys, "nkeys.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var publicKeys []string // the server's environment, as auth.conf wants it
+	for _, line := range strings.Split(string(env), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			publicKeys = append(publicKeys, line)
+		}
+	}
 	port := freePort(t)
 	url = "nats://127.0.0.1:" + strconv.Itoa(port)
-	return &process{name: "nats-server", bin: bin, logs: filepath.Join(dir, "nats-server.log"),
-		args:  []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "jetstream")},
-		ready: natsReady(url)}, url
+	server := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n}\ninclude ./auth.conf\n", port, filepath.Join(dir, "jetstream"))
+	if err := os.WriteFile(filepath.Join(conf, "chaos.conf"), []byte(server), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	operator, err := natsauth.CredentialsOption(natsauth.KeyFile(keys, catalog.RoleOperator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &process{name: "nats-server", bin: natsServer, logs: filepath.Join(dir, "nats-server.log"),
+		args: []string{"-c", filepath.Join(conf, "chaos.conf")}, env: publicKeys,
+		ready: natsReady(url, operator)}, url, keys
 }
