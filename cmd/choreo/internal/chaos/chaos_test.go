@@ -338,9 +338,14 @@ func runChaos(t *testing.T, cfg config, c *cluster) {
 	defer clientConn.Close()
 	operatorConn, operatorJS := c.connect(t, catalog.RoleOperator)
 	defer operatorConn.Close()
-	rng := rand.New(rand.NewPCG(cfg.seed, 0))
-	var rngMu sync.Mutex
-	intn := func(n int) int { rngMu.Lock(); defer rngMu.Unlock(); return rng.IntN(n) }
+	// The plan — the orders, the restocks, the faults' instants — is drawn
+	// by this goroutine alone, so that a seed gives the same plan again;
+	// which replica a request or a fault hits is drawn from a second
+	// source as the run goes.
+	plan := rand.New(rand.NewPCG(cfg.seed, 0))
+	picks := rand.New(rand.NewPCG(cfg.seed, 1))
+	var picksMu sync.Mutex
+	intn := func(n int) int { picksMu.Lock(); defer picksMu.Unlock(); return picks.IntN(n) }
 	ta := &tally{redeliveries: map[string]float64{}}
 	d := &driver{c: c, js: js, intn: intn, ta: ta, client: &http.Client{Timeout: 5 * time.Second}}
 
@@ -363,7 +368,7 @@ func runChaos(t *testing.T, cfg config, c *cluster) {
 	}
 
 	flow := time.Duration(float64(cfg.orders) / cfg.rate * float64(time.Second))
-	faults := d.planFaults(cfg, flow)
+	faults := d.planFaults(plan, cfg, flow)
 	start := time.Now()
 	monitorCtx, stopMonitor := context.WithCancel(ctx)
 	monitorDone := make(chan struct{})
@@ -383,15 +388,15 @@ func runChaos(t *testing.T, cfg config, c *cluster) {
 	orders := make([]sagacheck.Order, cfg.orders)
 	var ordersDone sync.WaitGroup
 	for i := range orders {
-		o := sagacheck.Order{ID: events.NewID(), Customer: fmt.Sprintf("cust-%d", intn(50)), SKU: skus[intn(len(skus))],
-			Qty: int64(1 + intn(3)), UnitPrice: 1000}
-		if intn(10) == 0 {
+		o := sagacheck.Order{ID: events.NewID(), Customer: fmt.Sprintf("cust-%d", plan.IntN(50)), SKU: skus[plan.IntN(len(skus))],
+			Qty: int64(1 + plan.IntN(3)), UnitPrice: 1000}
+		if plan.IntN(10) == 0 {
 			o.Customer = fmt.Sprintf("decline-%d", i)
 		}
 		cancelAfter := time.Duration(-1)
-		if intn(6) == 0 {
+		if plan.IntN(6) == 0 {
 			o.CancelAsked = true
-			cancelAfter = time.Duration(intn(1500)) * time.Millisecond
+			cancelAfter = time.Duration(plan.IntN(1500)) * time.Millisecond
 		}
 		orders[i] = o
 		overHTTP := i%2 == 0
@@ -411,7 +416,7 @@ func runChaos(t *testing.T, cfg config, c *cluster) {
 			orders[i].CancelAccepted = accepted
 		})
 		if i%25 == 12 {
-			restock(len(skus)+i, skus[intn(len(skus))], int64(10+intn(20)))
+			restock(len(skus)+i, skus[plan.IntN(len(skus))], int64(10+plan.IntN(20)))
 		}
 		time.Sleep(time.Until(start.Add(time.Duration(float64(i+1) / cfg.rate * float64(time.Second)))))
 	}
@@ -628,24 +633,24 @@ type fault struct {
 // planFaults draws the faults' instants over the flow from the seed. Which
 // process a kill or a pause hits is drawn when it happens, among those
 // running then.
-func (d *driver) planFaults(cfg config, flow time.Duration) []fault {
+func (d *driver) planFaults(plan *rand.Rand, cfg config, flow time.Duration) []fault {
 	at := func() time.Duration {
-		return flow/20 + time.Duration(d.intn(int(flow*17/20/time.Millisecond)+1))*time.Millisecond
+		return flow/20 + time.Duration(plan.IntN(int(flow*17/20/time.Millisecond)+1))*time.Millisecond
 	}
 	var faults []fault
 	for range cfg.kills {
-		down := time.Duration(d.intn(1500)) * time.Millisecond
+		down := time.Duration(plan.IntN(1500)) * time.Millisecond
 		faults = append(faults, fault{at(), func(ctx context.Context, t *testing.T) { d.killOne(ctx, t, down) }})
 	}
 	for range cfg.natsRestarts {
-		down := time.Duration(500+d.intn(1500)) * time.Millisecond
+		down := time.Duration(500+plan.IntN(1500)) * time.Millisecond
 		faults = append(faults, fault{at(), func(ctx context.Context, t *testing.T) { d.restartNATS(ctx, t, down) }})
 	}
 	for range cfg.pauses {
 		faults = append(faults, fault{at(), func(ctx context.Context, t *testing.T) { d.pauseOne(ctx, t, ackWait+5*time.Second) }})
 	}
 	for range cfg.outages {
-		down := time.Duration(2000+d.intn(4000)) * time.Millisecond
+		down := time.Duration(2000+plan.IntN(4000)) * time.Millisecond
 		faults = append(faults, fault{at(), func(ctx context.Context, t *testing.T) { d.outage(ctx, t, down) }})
 	}
 	return faults
