@@ -368,32 +368,20 @@ func mustStatus(t *testing.T, req *http.Request, want int) {
 	}
 }
 
-type orderView struct {
-	OrderID string `json:"order_id"`
-	Status  string `json:"status"`
-	Reason  string `json:"reason"`
-}
-
-type stockView struct {
-	SKU       string `json:"sku"`
-	Available int64  `json:"available"`
-	Reserved  int64  `json:"reserved"`
-	Sold      int64  `json:"sold"`
-}
+// The views of GET /orders/{id} and GET /inventory/{sku}, shared with the
+// invariant checker.
+type (
+	orderView = sagacheck.OrderView
+	stockView = sagacheck.StockView
+)
 
 func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	code, err := sagacheck.GetJSON(context.Background(), http.DefaultClient, url, v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-	}
-	return resp.StatusCode
+	return code
 }
 
 func getOrder(t *testing.T, c *runningChoreo, id string) orderView {

@@ -380,32 +380,41 @@ func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, fn 
 	if err != nil {
 		return fmt.Errorf("stream %s: ordered consumer: %w", stream, err)
 	}
-	for {
-		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+	// Each fetch asks for no more than the stream holds and is read to its
+	// end, so that no fetch is left waiting (a goroutine of the client's)
+	// when this returns.
+	total := info.State.Msgs
+	for read := uint64(0); read < total; {
+		batch, err := c.Fetch(int(min(1000, total-read)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("stream %s: fetch: %w", stream, err)
 		}
-		got := 0
+		got := uint64(0)
+		var failed error
 		for m := range batch.Messages() {
 			got++
+			if failed != nil {
+				continue
+			}
 			md, err := m.Metadata()
 			if err != nil {
-				return fmt.Errorf("stream %s: %w", stream, err)
+				failed = fmt.Errorf("stream %s: %w", stream, err)
+				continue
 			}
-			if err := fn(m.Subject(), md.Sequence.Stream, m.Data()); err != nil {
-				return err
-			}
-			if md.Sequence.Stream >= info.State.LastSeq {
-				return nil
-			}
+			failed = fn(m.Subject(), md.Sequence.Stream, m.Data())
+		}
+		if failed != nil {
+			return failed
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("stream %s: fetch: %w", stream, err)
 		}
 		if got == 0 {
-			return fmt.Errorf("stream %s: read stopped before sequence %d", stream, info.State.LastSeq)
+			return fmt.Errorf("stream %s: read %d of its %d messages, then no more came", stream, read, total)
 		}
+		read += got
 	}
+	return nil
 }
 
 var validReasons = map[string]bool{catalog.ReasonOutOfStock: true, catalog.ReasonPaymentDeclined: true,
