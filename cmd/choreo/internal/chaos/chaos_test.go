@@ -498,22 +498,32 @@ type driver struct {
 	client *http.Client
 }
 
-// retry runs attempt until it is done, counting the attempts after the
-// first: an error or no answer leaves a command's fate unknown, and every
-// command is idempotent, so it is sent again until it is accepted.
-func (d *driver) retry(ctx context.Context, what string, attempt func() (done bool, err error)) error {
+// until runs attempt every 200 ms until it is done or ctx ends.
+func until(ctx context.Context, what string, attempt func() (done bool, err error)) error {
 	for {
 		done, err := attempt()
 		if done {
 			return err
 		}
-		d.ta.add(func(ta *tally) { ta.retries++ })
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: gave up: %v (last: %v)", what, ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// retry sends a command until it is accepted, counting the attempts after
+// the first: an error or no answer leaves a command's fate unknown, and
+// every command is idempotent, so it is sent again.
+func (d *driver) retry(ctx context.Context, what string, attempt func() (done bool, err error)) error {
+	return until(ctx, what, func() (bool, error) {
+		done, err := attempt()
+		if !done {
+			d.ta.add(func(ta *tally) { ta.retries++ })
+		}
+		return done, err
+	})
 }
 
 // publish publishes a command until JetStream acknowledges it; its id
@@ -570,7 +580,7 @@ func (d *driver) place(ctx context.Context, o sagacheck.Order, overHTTP bool) er
 // order is a dead letter), and reports whether an HTTP cancel was
 // accepted (200: the order is cancelled).
 func (d *driver) cancel(ctx context.Context, id string, overHTTP bool) (bool, error) {
-	err := d.retry(ctx, "order "+id+" known", func() (bool, error) {
+	err := until(ctx, "order "+id+" known", func() (bool, error) {
 		base, err := d.c.serving(ctx, d.intn, catalog.Orders)
 		if err != nil {
 			return true, err
