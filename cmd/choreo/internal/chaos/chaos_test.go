@@ -666,26 +666,33 @@ func (d *driver) planFaults(plan *rand.Rand, cfg config, flow time.Duration) []f
 	return faults
 }
 
-// pick returns a random service process that is up and not paused.
-func (d *driver) pick() *process {
-	var up []*process
-	for _, p := range d.c.processes() {
-		if _, ok := p.state(); ok {
-			up = append(up, p)
+// pick claims a random service process that is up, not paused and free
+// of other faults, waiting for one.
+func (d *driver) pick(ctx context.Context) (*process, error) {
+	var picked *process
+	err := until(ctx, "a process to hit", func() (bool, error) {
+		var free []*process
+		for _, p := range d.c.processes() {
+			if _, ok := p.state(); ok {
+				free = append(free, p)
+			}
 		}
-	}
-	if len(up) == 0 {
-		return nil
-	}
-	return up[d.intn(len(up))]
+		if len(free) == 0 {
+			return false, nil
+		}
+		picked = free[d.intn(len(free))]
+		return picked.claim(), nil
+	})
+	return picked, err
 }
 
 func (d *driver) killOne(ctx context.Context, t *testing.T, down time.Duration) {
-	p := d.pick()
-	if p == nil {
-		t.Logf("kill: no process running to kill")
+	p, err := d.pick(ctx)
+	if err != nil {
+		t.Error(err)
 		return
 	}
+	defer p.release()
 	d.scrape(ctx, p)
 	p.kill()
 	d.ta.add(func(ta *tally) { ta.kills++ })
@@ -699,6 +706,11 @@ func (d *driver) killOne(ctx context.Context, t *testing.T, down time.Duration) 
 }
 
 func (d *driver) restartNATS(ctx context.Context, t *testing.T, down time.Duration) {
+	if err := d.c.nats.claimWhenFree(ctx); err != nil {
+		t.Error(err)
+		return
+	}
+	defer d.c.nats.release()
 	d.c.nats.kill()
 	d.ta.add(func(ta *tally) { ta.natsRestarts++ })
 	t.Logf("%s kill -9 nats-server, down for %s", time.Now().Format("15:04:05.000"), down)
@@ -709,9 +721,14 @@ func (d *driver) restartNATS(ctx context.Context, t *testing.T, down time.Durati
 }
 
 func (d *driver) pauseOne(ctx context.Context, t *testing.T, pause time.Duration) {
-	p := d.pick()
-	if p == nil || p.signal(syscall.SIGSTOP) != nil {
-		t.Logf("pause: no process running to pause")
+	p, err := d.pick(ctx)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer p.release()
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		t.Error(err)
 		return
 	}
 	d.ta.add(func(ta *tally) { ta.pauses++ })
@@ -727,6 +744,13 @@ func (d *driver) pauseOne(ctx context.Context, t *testing.T, pause time.Duration
 }
 
 func (d *driver) outage(ctx context.Context, t *testing.T, down time.Duration) {
+	// One outage at a time, so that the end of one does not cut another
+	// short.
+	if err := d.c.provider.claimWhenFree(ctx); err != nil {
+		t.Error(err)
+		return
+	}
+	defer d.c.provider.release()
 	if err := d.providerMode(ctx, "down"); err != nil {
 		t.Error(err)
 		return

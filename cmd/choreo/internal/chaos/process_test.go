@@ -68,6 +68,32 @@ type process struct {
 	addr        string
 	paused      bool
 	incarnation int
+	claimed     bool // a fault is under way on it
+}
+
+// claim makes the process the target of one fault, so that two faults
+// never hit it at once (two restarts would start it twice); false when
+// another fault holds it.
+func (p *process) claim() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.claimed {
+		return false
+	}
+	p.claimed = true
+	return true
+}
+
+func (p *process) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.claimed = false
+}
+
+// claimWhenFree waits until the process is free of other faults and
+// claims it.
+func (p *process) claimWhenFree(ctx context.Context) error {
+	return until(ctx, "claim "+p.name, func() (bool, error) { return p.claim(), nil })
 }
 
 var httpLine = regexp.MustCompile(`^\s+HTTP\s+(http://\S+)`)
