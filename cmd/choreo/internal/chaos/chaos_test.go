@@ -128,7 +128,8 @@ func TestChaos(t *testing.T) {
 // back-off) and then dead-lettered — the order still ends (timeout) and
 // every other invariant holds, but the DLQ is not empty. Until that is
 // fixed, CI pauses only the replicated run; CHOREO_CHAOS_PAUSES=1 with
-// CHOREO_CHAOS_ENGINE=sqlite shows it.
+// CHOREO_CHAOS_ENGINE=sqlite shows it when the pause hits payments while
+// orders and inventory go on.
 func defaultPauses(replicas int) int {
 	if replicas > 1 {
 		return 1
