@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/choreo-dev/choreo/cmd/choreo/internal/sagacheck"
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/natsauth"
@@ -369,32 +369,20 @@ func mustStatus(t *testing.T, req *http.Request, want int) {
 	}
 }
 
-type orderView struct {
-	OrderID string `json:"order_id"`
-	Status  string `json:"status"`
-	Reason  string `json:"reason"`
-}
-
-type stockView struct {
-	SKU       string `json:"sku"`
-	Available int64  `json:"available"`
-	Reserved  int64  `json:"reserved"`
-	Sold      int64  `json:"sold"`
-}
+// The views of GET /orders/{id} and GET /inventory/{sku}, shared with the
+// invariant checker.
+type (
+	orderView = sagacheck.OrderView
+	stockView = sagacheck.StockView
+)
 
 func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	code, err := sagacheck.GetJSON(context.Background(), http.DefaultClient, url, v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-	}
-	return resp.StatusCode
+	return code
 }
 
 func getOrder(t *testing.T, c *runningChoreo, id string) orderView {
@@ -415,38 +403,28 @@ func getStock(t *testing.T, c *runningChoreo, sku string) stockView {
 	return s
 }
 
-var backlogLine = regexp.MustCompile(`(?m)^choreo_outbox_backlog\{service="(\w+)"\} (\S+)$`)
-
 // outboxBacklog reads each service's outbox backlog from /metrics.
-func outboxBacklog(t *testing.T, c *runningChoreo) map[string]float64 {
+func outboxBacklog(t *testing.T, c *runningChoreo) map[string]int64 {
 	t.Helper()
-	resp, err := http.Get(c.httpURL + "/metrics")
+	backlog, err := sagacheck.MetricsBacklog(context.Background(), http.DefaultClient, c.httpURL+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := map[string]float64{}
-	for _, m := range backlogLine.FindAllStringSubmatch(string(b), -1) {
-		v, _ := strconv.ParseFloat(m[2], 64)
-		out[m[1]] = v
-	}
-	return out
+	return backlog
+}
+
+// system is the choreo up as the shared invariant checker reads it: one
+// HTTP address for every service, the outbox backlog from /metrics.
+func (c *runningChoreo) system(js jetstream.JetStream) sagacheck.System {
+	return sagacheck.System{OrdersURL: c.httpURL, InventoryURL: c.httpURL, PaymentsURL: c.httpURL, ProviderURL: c.providerURL, JS: js,
+		Outbox: func(ctx context.Context) (map[string]int64, error) {
+			return sagacheck.MetricsBacklog(ctx, http.DefaultClient, c.httpURL+"/metrics")
+		}}
 }
 
 // countSubjects returns how many messages the stream holds per subject
 // matching filter.
-func countSubjects(ctx context.Context, js jetstream.JetStream, stream, filter string) (map[string]uint64, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, err
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return nil, err
-	}
-	return info.State.Subjects, nil
-}
+var countSubjects = sagacheck.CountSubjects
 
 // freshPostgresDatabase creates a database for one test and drops it after.
 func freshPostgresDatabase(t *testing.T, base string) string {
@@ -476,24 +454,5 @@ func replaceDatabase(t *testing.T, base, name string) string {
 }
 
 // busyConsumers says which consumers of streams still have messages
-// pending or unacknowledged ("" when none). It reads every list to its
-// end: a consumer list left half read blocks its goroutine.
-func busyConsumers(ctx context.Context, js jetstream.JetStream, streams ...string) string {
-	var busy []string
-	for _, stream := range streams {
-		s, err := js.Stream(ctx, stream)
-		if err != nil {
-			return err.Error()
-		}
-		l := s.ListConsumers(ctx)
-		for ci := range l.Info() {
-			if ci.NumPending+uint64(ci.NumAckPending) > 0 {
-				busy = append(busy, fmt.Sprintf("%s/%s: %d pending, %d unacked", stream, ci.Name, ci.NumPending, ci.NumAckPending))
-			}
-		}
-		if err := l.Err(); err != nil {
-			return fmt.Sprintf("%s: %v", stream, err)
-		}
-	}
-	return strings.Join(busy, "; ")
-}
+// pending or unacknowledged ("" when none).
+var busyConsumers = sagacheck.BusyConsumers
