@@ -25,6 +25,16 @@ const (
 	// fine: retry with back-off for as long as it takes, and never
 	// dead-letter it for the number of attempts.
 	KindUnavailable
+	// KindEarly means the input arrived before a message it follows:
+	// two events of one saga travel on different streams and may arrive
+	// in either order, and a consumer that fell behind on one stream (a
+	// process paused, a server restarted) sees the later one first. The
+	// input is fine if its predecessor comes: retry it for as long as
+	// that may take (the consumer's ReorderWait, counted from when the
+	// stream stored it), however many deliveries that is, and only then
+	// dead-letter it — one whose predecessor never comes is forged or
+	// lost.
+	KindEarly
 )
 
 func (k Kind) String() string {
@@ -37,6 +47,8 @@ func (k Kind) String() string {
 		return "not_found"
 	case KindUnavailable:
 		return "unavailable"
+	case KindEarly:
+		return "early"
 	default:
 		return "transient"
 	}
@@ -65,6 +77,10 @@ func Transient(err error) error { return withKind(KindTransient, err) }
 // Unavailable marks err as a dependency outage: retried without a bound on
 // the number of attempts.
 func Unavailable(err error) error { return withKind(KindUnavailable, err) }
+
+// Early marks err as input that came before a message it follows (see
+// KindEarly): retried for a time, not for a number of deliveries.
+func Early(err error) error { return withKind(KindEarly, err) }
 
 // Permanent marks err as a failure no retry can fix.
 func Permanent(err error) error { return withKind(KindPermanent, err) }

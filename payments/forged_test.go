@@ -39,8 +39,8 @@ func TestForgedEvents(t *testing.T) {
 			t.Run("ReservedForAnUnknownOrderCapturesNothing", func(t *testing.T) {
 				h := newHarness(t, b)
 				err := h.svc.Handle(context.Background(), reservedMsg(t, "ghost"))
-				if events.KindOf(err) != events.KindTransient || !errors.Is(err, payments.ErrNotPlaced) {
-					t.Fatalf("forged reserved: got %v (kind %s), want a transient error wrapping ErrNotPlaced", err, events.KindOf(err))
+				if events.KindOf(err) != events.KindEarly || !errors.Is(err, payments.ErrNotPlaced) {
+					t.Fatalf("forged reserved: got %v (kind %s), want an early error wrapping ErrNotPlaced", err, events.KindOf(err))
 				}
 				if _, err := h.svc.Get(context.Background(), "ghost"); !errors.Is(err, payments.ErrNotFound) {
 					t.Errorf("payment of the unknown order: got %v, want none", err)

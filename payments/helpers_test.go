@@ -308,7 +308,7 @@ func (h *harness) mustHandle(t testing.TB, m *consumer.Message) {
 }
 
 // deliver handles msgs in order as the consumer would: one refused
-// because its order is not yet placed (payments.ErrNotPlaced, Transient)
+// because its order is not yet placed (payments.ErrNotPlaced, Early)
 // is delivered again after the others, as a nak'ed message is; any other
 // error fails the test.
 func (h *harness) deliver(t testing.TB, msgs ...*consumer.Message) {

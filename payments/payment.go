@@ -71,9 +71,10 @@ var ErrNotPending = errors.New("payment is not pending")
 // ErrNotPlaced is wrapped by the error for inventory.reserved of an
 // order whose orders.placed payments has not seen. Payments captures only
 // what orders placed — the amount and the customer come from that event —
-// so the reservation waits (a Transient error: the two travel on
-// different streams and may arrive in either order) and one for an order
-// that never comes is dead-lettered once its deliveries run out.
+// so the reservation waits (an Early error: the two travel on different
+// streams and may arrive in either order, far apart when payments fell
+// behind on ORDERS) and one for an order that never comes is
+// dead-lettered once the consumer's reorder wait has passed.
 var ErrNotPlaced = errors.New("order not seen placed")
 
 // ErrConfirmed is wrapped by the error for an orders.cancelled of an
@@ -152,8 +153,8 @@ func (p *Payment) OnOrderPlaced(e catalog.OrderPlaced, now time.Time) error {
 
 // OnStockReserved records that inventory holds the order's goods. For an
 // order not seen placed (nor cancelled, which says orders placed it) it
-// changes nothing and returns a Transient error wrapping ErrNotPlaced:
-// the reservation is delivered again until orders.placed has come, and a
+// changes nothing and returns an Early error wrapping ErrNotPlaced: the
+// reservation is delivered again until orders.placed has come, and a
 // forged one for an order that never comes ends in the dead-letter queue
 // instead of a payment row waiting for ever.
 func (p *Payment) OnStockReserved(e catalog.StockReserved, now time.Time) error {
@@ -161,7 +162,7 @@ func (p *Payment) OnStockReserved(e catalog.StockReserved, now time.Time) error 
 		return events.Permanent(fmt.Errorf("payments: reserved event for order %s applied to payment of %s", e.OrderID, p.OrderID))
 	}
 	if !p.Placed && !p.Cancelled {
-		return events.Transient(fmt.Errorf("payments: inventory.reserved for order %s: %w", p.OrderID, ErrNotPlaced))
+		return events.Early(fmt.Errorf("payments: inventory.reserved for order %s: %w", p.OrderID, ErrNotPlaced))
 	}
 	if p.Reserved {
 		return nil

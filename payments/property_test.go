@@ -181,7 +181,7 @@ func runSagaCase(t *testing.T, rt *rapid.T, h *harness, sc sagaScenario, id stri
 		if isCancel && !cancelSeen {
 			cancelSeen, cancelPre, chargedAtCalls = true, pre, charged
 		}
-		if errors.Is(err, payments.ErrNotPlaced) && events.KindOf(err) == events.KindTransient {
+		if errors.Is(err, payments.ErrNotPlaced) && events.KindOf(err) == events.KindEarly {
 			// A reservation ahead of its order waits for it: nothing
 			// changed, and it comes again after the others.
 			queue = append(queue, m)

@@ -52,8 +52,8 @@ func testInOrder(t *testing.T, b sqltest.Backend, placedFirst bool) {
 		// A reservation of an order payments has not seen placed waits:
 		// refused as Transient, redelivered once the order is placed.
 		err := h.svc.Handle(context.Background(), second)
-		if !errors.Is(err, payments.ErrNotPlaced) || events.KindOf(err) != events.KindTransient {
-			t.Fatalf("reserved before placed: got %v (kind %s), want a transient error wrapping ErrNotPlaced", err, events.KindOf(err))
+		if !errors.Is(err, payments.ErrNotPlaced) || events.KindOf(err) != events.KindEarly {
+			t.Fatalf("reserved before placed: got %v (kind %s), want an early error wrapping ErrNotPlaced", err, events.KindOf(err))
 		}
 		if _, err := h.svc.Get(context.Background(), "order-1"); !errors.Is(err, payments.ErrNotFound) {
 			t.Fatalf("after the refused reservation: got %v, want no payment", err)

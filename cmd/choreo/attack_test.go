@@ -26,7 +26,9 @@ import (
 // on the PAYMENTS stream or at the provider.
 func TestForgedEventsAndHijackedKeys(t *testing.T) {
 	srv := natstest.Start(t)
-	c := startUp(t, "--nats-url", srv.URL, "--order-timeout", "1m", "--duplicate-window", "1s")
+	// A short reorder wait: the reservation of an order never placed is
+	// dead-lettered within the test, not after the default 5 minutes.
+	c := startUp(t, "--nats-url", srv.URL, "--order-timeout", "1m", "--duplicate-window", "1s", "--reorder-wait", "3s")
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
 	_, js := natstest.Connect(t, c.natsURL)

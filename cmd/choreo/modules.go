@@ -65,6 +65,9 @@ type serviceOptions struct {
 	dupWindow time.Duration
 	// inboxRetention is how long the inbox remembers a handled message.
 	inboxRetention time.Duration
+	// reorderWait is how long a consumer retries a message that came
+	// before one it follows (see consumer.Config.ReorderWait).
+	reorderWait time.Duration
 	// offline replaces every external system with an in-process stand-in
 	// (offlineProvider, else an always-approving provider; a log sink),
 	// for choreo replay: a replayed event must never charge a card or

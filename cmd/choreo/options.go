@@ -29,8 +29,9 @@ type serviceFlags struct {
 	pprof        string
 	batch        int
 	streamFlags
-	inboxKeep time.Duration
-	edge      edgeOptions
+	inboxKeep   time.Duration
+	reorderWait time.Duration
+	edge        edgeOptions
 }
 
 // streamFlags are the settings of choreo's streams: every service ensures
@@ -180,6 +181,7 @@ func addServiceFlags(fs *flag.FlagSet, getenv func(string) string, providerHelp 
 	e.duration(&f.orderTimeout, "order-timeout", "CHOREO_ORDER_TIMEOUT", 2*time.Minute, "how long an order may stay pending before it is cancelled with reason timeout")
 	addStreamFlags(e, &f.streamFlags)
 	e.duration(&f.inboxKeep, "inbox-retention", "CHOREO_INBOX_RETENTION", 0, "how long a service remembers a message it handled, to skip it if it comes again (default: the DLQ's max age plus a day, so a dead letter retried late is still recognised)")
+	e.duration(&f.reorderWait, "reorder-wait", "CHOREO_REORDER_WAIT", 5*time.Minute, "how long an event that came before one it follows (inventory.reserved before orders.placed, when a service is behind on a stream) is retried before it is dead-lettered")
 	if err := addEdgeFlags(fs, getenv, e, &f.edge); err != nil {
 		return nil, err
 	}
@@ -214,6 +216,9 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 	if f.inboxKeep < 0 {
 		return serviceOptions{}, fmt.Errorf("%w: --inbox-retention %s is negative", errUsage, f.inboxKeep)
 	}
+	if f.reorderWait <= 0 {
+		return serviceOptions{}, fmt.Errorf("%w: --reorder-wait %s: must be more than 0", errUsage, f.reorderWait)
+	}
 	if err := f.edge.validate(); err != nil {
 		return serviceOptions{}, err
 	}
@@ -228,7 +233,7 @@ func (f *serviceFlags) options() (serviceOptions, error) {
 		return serviceOptions{}, fmt.Errorf("%w: --inbox-retention %s is shorter than --duplicate-window %s", errUsage, keep, f.dupWindow)
 	}
 	opts := serviceOptions{orderDeadline: f.orderTimeout, providerURL: f.providerURL, durable: f.durable, pprof: f.pprof, batch: f.batch,
-		retention: f.retention, dupWindow: f.dupWindow, inboxRetention: keep, edge: f.edge}
+		retention: f.retention, dupWindow: f.dupWindow, inboxRetention: keep, reorderWait: f.reorderWait, edge: f.edge}
 	if f.smtpAddr != "" {
 		opts.smtp = &sender.SMTPConfig{Addr: f.smtpAddr, From: f.smtpFrom}
 	}

@@ -132,6 +132,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		}
 		tracer := s.tracing.Provider(serviceName(cfg, m.name))
 		built.consumer.Batch = cfg.opts.batch
+		built.consumer.ReorderWait = cfg.opts.reorderWait
 		conn := conns[m.name]
 		storeID, err := storeIdentity(ctx, db)
 		if err != nil {

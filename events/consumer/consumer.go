@@ -157,6 +157,11 @@ type Config struct {
 	// Backoff returns the delay before redelivery after the n-th failed
 	// delivery (default: 200ms doubling up to 30s).
 	Backoff func(delivered int) time.Duration
+	// ReorderWait is how long a message that came before one it follows
+	// (events.Early) is retried, counted from when the stream stored it,
+	// before it goes to the dead-letter queue (default 5m: longer than a
+	// consumer paused or a server restarted usually stays behind).
+	ReorderWait time.Duration
 	// AckWait is how long the server waits for an ack before redelivering
 	// (default 30s).
 	AckWait time.Duration
@@ -191,6 +196,9 @@ func (c *Config) setDefaults() {
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
 	}
+	if c.ReorderWait == 0 {
+		c.ReorderWait = 5 * time.Minute
+	}
 	if c.Batch == 0 {
 		c.Batch = 1
 	}
@@ -222,6 +230,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s has no DLQ subject", ErrInvalidConfig, c.Sources[0].Durable)
 	case c.MaxDeliver < 1:
 		return fmt.Errorf("%w: max deliver %d < 1", ErrInvalidConfig, c.MaxDeliver)
+	case c.ReorderWait < 0:
+		return fmt.Errorf("%w: reorder wait %s < 0", ErrInvalidConfig, c.ReorderWait)
 	case c.Batch < 1:
 		return fmt.Errorf("%w: batch %d < 1", ErrInvalidConfig, c.Batch)
 	case c.Concurrency < 1:
@@ -668,6 +678,13 @@ func (c *Config) verdict(m *Message, herr error) Outcome {
 		// A dependency is down, not the message: back off as long as it
 		// takes, at the longest back-off once past MaxDeliver.
 		return Outcome{Result: Retried, Err: herr, RetryIn: c.Backoff(min(int(m.Delivered), c.MaxDeliver))}
+	case events.KindOf(herr) == events.KindEarly:
+		// Its predecessor may be further back in another stream: wait by
+		// the clock, not by the count, from when the stream stored it.
+		if waited := time.Since(m.Time); m.Time.IsZero() || waited < c.ReorderWait {
+			return Outcome{Result: Retried, Err: herr, RetryIn: c.Backoff(min(int(m.Delivered), c.MaxDeliver))}
+		}
+		return Outcome{Result: DeadLettered, Err: fmt.Errorf("gave up after waiting %s for what it follows (reorder wait %s): %w", time.Since(m.Time).Round(time.Second), c.ReorderWait, herr)}
 	case int(m.Delivered) >= c.MaxDeliver:
 		return Outcome{Result: DeadLettered, Err: fmt.Errorf("gave up after %d deliveries: %w", m.Delivered, herr)}
 	default:

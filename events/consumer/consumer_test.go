@@ -420,6 +420,30 @@ func TestUnavailableIsRetriedPastMaxDeliver(t *testing.T) {
 	}
 }
 
+// A message that came before the one it follows is retried by the clock,
+// past MaxDeliver, while it is younger than the reorder wait: a consumer
+// behind on another stream catches up later than 8 deliveries' back-off.
+func TestEarlyIsRetriedPastMaxDeliverWithinTheReorderWait(t *testing.T) {
+	f := mustFixture(t)
+	rec := &recorder{}
+	cfg := config() // MaxDeliver 3
+	cfg.ReorderWait = time.Hour
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+		rec.add(m)
+		if m.Delivered <= uint64(cfg.MaxDeliver)+2 {
+			return events.Early(errors.New("orders.placed not seen yet"))
+		}
+		return nil
+	})
+	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
+	last := fmt.Sprintf("t.happened.k1@%d", cfg.MaxDeliver+3)
+	waitFor(t, "the delivery after its predecessor came", func() bool { return rec.has(last) })
+	waitSettled(t, f.js, "T", "svc")
+	if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
+		t.Errorf("dead letters: got %d, want 0 within the reorder wait", got)
+	}
+}
+
 // A handler that keeps its message alive outlasts the ack wait without a
 // redelivery.
 func TestKeepAliveHoldsOffRedelivery(t *testing.T) {

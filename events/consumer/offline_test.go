@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/consumer"
@@ -29,6 +30,8 @@ func TestHandleOfflineReportsTheOutcome(t *testing.T) {
 				return consumer.Work{}, errors.New("not yet")
 			case "down":
 				return consumer.Work{}, events.Unavailable(errors.New("dependency down"))
+			case "early":
+				return consumer.Work{}, events.Early(errors.New("what it follows has not come"))
 			case "panic":
 				panic("handler bug")
 			default:
@@ -48,17 +51,23 @@ func TestHandleOfflineReportsTheOutcome(t *testing.T) {
 		for _, tc := range []struct {
 			body      string
 			delivered uint64
+			age       time.Duration // since the stream stored it
 			want      consumer.Result
 		}{
-			{"ok", 0, consumer.Handled},
-			{"ok", 0, consumer.Duplicate},
-			{"flaky", 1, consumer.Retried},
-			{"flaky", 3, consumer.DeadLettered}, // MaxDeliver is 3
-			{"down", 3, consumer.Retried},       // an outage is never dead-lettered
-			{"poison", 1, consumer.DeadLettered},
-			{"panic", 1, consumer.DeadLettered},
+			{"ok", 0, 0, consumer.Handled},
+			{"ok", 0, 0, consumer.Duplicate},
+			{"flaky", 1, 0, consumer.Retried},
+			{"flaky", 3, 0, consumer.DeadLettered},         // MaxDeliver is 3
+			{"down", 3, 0, consumer.Retried},               // an outage is never dead-lettered
+			{"early", 30, time.Second, consumer.Retried},   // within the reorder wait, however many deliveries
+			{"early", 1, time.Hour, consumer.DeadLettered}, // past it, even on its first
+			{"poison", 1, 0, consumer.DeadLettered},
+			{"panic", 1, 0, consumer.DeadLettered},
 		} {
 			m := &consumer.Message{Subject: "t." + tc.body, Data: []byte(tc.body), Stream: "T", Delivered: tc.delivered}
+			if tc.age > 0 {
+				m.Time = time.Now().Add(-tc.age)
+			}
 			if got := consumer.HandleOffline(ctx, cfg, m); got.Result != tc.want {
 				t.Errorf("%s (delivery %d): outcome %s (%v), want %s", tc.body, tc.delivered, got.Result, got.Err, tc.want)
 			}
@@ -66,8 +75,8 @@ func TestHandleOfflineReportsTheOutcome(t *testing.T) {
 		if got := s.counters(t)["ok"]; got != 1 {
 			t.Errorf("counter ok = %d, want 1: a duplicate changes nothing", got)
 		}
-		if len(told) != 7 || told[1] != consumer.Duplicate {
-			t.Errorf("middleware told %v, want the 7 outcomes, the second a duplicate", told)
+		if len(told) != 9 || told[1] != consumer.Duplicate {
+			t.Errorf("middleware told %v, want the 9 outcomes, the second a duplicate", told)
 		}
 	})
 }
