@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -94,7 +93,7 @@ func TestSagasOnAJetStreamCluster(t *testing.T) {
 			} else {
 				b, _ := json.Marshal(catalog.PlaceOrder{OrderID: p.id, CustomerID: p.customer, Currency: "EUR",
 					Items: []catalog.LineItem{{SKU: p.sku, Quantity: p.qty, UnitPrice: 1000}}})
-				publishUntilAcked(t, ctx, js, catalog.SubjectPlaceOrder, b, "place-"+p.id)
+				natstest.PublishUntilAcked(t, ctx, js, catalog.SubjectPlaceOrder, b, "place-"+p.id)
 			}
 			if p.cancelAfter >= 0 {
 				if code := cancelOrder(t, c, p.id); code != http.StatusOK && code != http.StatusConflict && code != http.StatusNotFound {
@@ -150,25 +149,6 @@ func replicatedOnAll(info *jetstream.StreamInfo, n int) (bool, string) {
 		}
 	}
 	return true, ""
-}
-
-// publishUntilAcked publishes with a message id until the cluster acks it:
-// a publish lost while a node goes away is sent again, and the stream's
-// de-duplication keeps one.
-func publishUntilAcked(t *testing.T, ctx context.Context, js jetstream.JetStream, subject string, body []byte, msgID string) {
-	t.Helper()
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := js.Publish(attempt, subject, body, jetstream.WithMsgID(msgID))
-		cancel()
-		if err == nil {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("publish %s: %v", subject, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // stepDownStreamLeader asks the stream's leader to hand over, with the

@@ -400,47 +400,37 @@ func TestExhaustedDeliveriesGoToDLQ(t *testing.T) {
 
 // A dependency outage is retried past MaxDeliver and never dead-lettered:
 // the message itself is fine and will succeed once the dependency is back.
-func TestUnavailableIsRetriedPastMaxDeliver(t *testing.T) {
-	f := mustFixture(t)
-	rec := &recorder{}
-	cfg := config() // MaxDeliver 3
-	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
-		rec.add(m)
-		if m.Delivered <= uint64(cfg.MaxDeliver)+2 {
-			return events.Unavailable(errors.New("payment provider down"))
-		}
-		return nil
-	})
-	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
-	last := fmt.Sprintf("t.happened.k1@%d", cfg.MaxDeliver+3)
-	waitFor(t, "the delivery after the outage", func() bool { return rec.has(last) })
-	waitSettled(t, f.js, "T", "svc")
-	if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
-		t.Errorf("dead letters: got %d, want 0 for an outage", got)
-	}
-}
-
 // A message that came before the one it follows is retried by the clock,
 // past MaxDeliver, while it is younger than the reorder wait: a consumer
-// behind on another stream catches up later than 8 deliveries' back-off.
-func TestEarlyIsRetriedPastMaxDeliverWithinTheReorderWait(t *testing.T) {
-	f := mustFixture(t)
-	rec := &recorder{}
-	cfg := config() // MaxDeliver 3
-	cfg.ReorderWait = time.Hour
-	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
-		rec.add(m)
-		if m.Delivered <= uint64(cfg.MaxDeliver)+2 {
-			return events.Early(errors.New("orders.placed not seen yet"))
-		}
-		return nil
-	})
-	mustPublish(t, f.js, "t.happened.k1", "{}", nil)
-	last := fmt.Sprintf("t.happened.k1@%d", cfg.MaxDeliver+3)
-	waitFor(t, "the delivery after its predecessor came", func() bool { return rec.has(last) })
-	waitSettled(t, f.js, "T", "svc")
-	if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
-		t.Errorf("dead letters: got %d, want 0 within the reorder wait", got)
+// behind on another stream catches up later than MaxDeliver's back-off.
+func TestRetriedPastMaxDeliver(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"Unavailable", events.Unavailable(errors.New("payment provider down"))},
+		{"EarlyWithinTheReorderWait", events.Early(errors.New("orders.placed not seen yet"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := mustFixture(t)
+			rec := &recorder{}
+			cfg := config() // MaxDeliver 3
+			cfg.ReorderWait = time.Hour
+			mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+				rec.add(m)
+				if m.Delivered <= uint64(cfg.MaxDeliver)+2 {
+					return tc.err
+				}
+				return nil
+			})
+			mustPublish(t, f.js, "t.happened.k1", "{}", nil)
+			last := fmt.Sprintf("t.happened.k1@%d", cfg.MaxDeliver+3)
+			waitFor(t, "the delivery once the handler can", func() bool { return rec.has(last) })
+			waitSettled(t, f.js, "T", "svc")
+			if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
+				t.Errorf("dead letters: got %d, want 0", got)
+			}
+		})
 	}
 }
 

@@ -233,3 +233,23 @@ func (c *Cluster) WaitForMetaLeader(t testing.TB) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// PublishUntilAcked publishes body on subject with msgID as its message id
+// until the server acks it: a publish lost while a cluster node goes away
+// is sent again, and the stream's de-duplication keeps one. It fails the
+// test once ctx ends.
+func PublishUntilAcked(t testing.TB, ctx context.Context, js jetstream.JetStream, subject string, body []byte, msgID string) {
+	t.Helper()
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.Publish(attempt, subject, body, jetstream.WithMsgID(msgID))
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("publish %s: %v", subject, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

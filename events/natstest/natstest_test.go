@@ -111,13 +111,13 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 	}
 	// Two of three keep a quorum: a new leader takes the publish (retried,
 	// the client may have been on the node that went).
-	publish(t, ctx, js, "s.2")
+	natstest.PublishUntilAcked(t, ctx, js, "s.2", nil, "s.2")
 	leader.Restart(t)
 	if leader.URL != url {
 		t.Errorf("URL after Restart: got %q, want %q", leader.URL, url)
 	}
 	c.WaitForMetaLeader(t)
-	publish(t, ctx, js, "s.3")
+	natstest.PublishUntilAcked(t, ctx, js, "s.3", nil, "s.3")
 	deadline := time.Now().Add(time.Minute)
 	for {
 		info, err := s.Info(ctx)
@@ -126,22 +126,6 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("stream after the restart: %+v, %v; want 3 messages on 3 current replicas", info, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func publish(t *testing.T, ctx context.Context, js jetstream.JetStream, subject string) {
-	t.Helper()
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := js.Publish(attempt, subject, nil, jetstream.WithMsgID(subject))
-		cancel()
-		if err == nil {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("publish %s: %v", subject, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
