@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/choreo-dev/choreo/events/sqldb"
 )
@@ -63,18 +65,40 @@ type relayLock interface {
 	release()
 }
 
-// newRelayLock returns the relay lock of db's outbox table.
-func newRelayLock(db *sqldb.DB) relayLock {
+// newRelayLock returns the relay lock of db's outbox table; on PostgreSQL
+// a holder silent for longer than idle loses it (see pgLock).
+func newRelayLock(db *sqldb.DB, idle time.Duration) relayLock {
 	if db.Dialect.Engine == sqldb.Postgres {
-		return &pgLock{db: db}
+		return &pgLock{db: db, idle: idle}
 	}
 	return &fileLock{db: db}
 }
 
+// pausedHolderTimeout is how long the active relay's lock session may stay
+// silent before PostgreSQL ends it: ten sweeps (the active relay checks
+// the lock at every one), and never less than a few seconds, so that a
+// slow moment of a busy process does not hand the lock over.
+func pausedHolderTimeout(sweep time.Duration) time.Duration {
+	return max(10*sweep, 3*time.Second)
+}
+
 // pgLock is the relay lock on PostgreSQL: a session-level advisory lock on
 // a connection of its own.
+//
+// A relay that is alive but stopped — SIGSTOP, a frozen VM, a long
+// stall — would keep its session, and the lock, for as long as it cannot
+// publish, and its service's events would wait with it. So the lock's
+// session carries idle_session_timeout (PostgreSQL 14 and later): the
+// active relay checks the lock at every sweep, so its session is never
+// idle that long while it runs; one paused past it has its session ended
+// by the server, a standby takes the lock at its next sweep, and the
+// paused relay, once it wakes, finds its session gone before its next
+// batch and stands by. What it had in flight may go out twice; the
+// stream's duplicate window drops the copies. An older server refuses the
+// setting, and a paused holder keeps the lock until it wakes.
 type pgLock struct {
 	db   *sqldb.DB
+	idle time.Duration
 	conn *sql.Conn // nil until first needed, and after it broke
 	held bool
 }
@@ -98,6 +122,8 @@ func (l *pgLock) hold(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("outbox: relay lock: connect: %w", err)
 		}
 		l.conn = conn
+		// Refused by PostgreSQL before 14 (no such setting): see pgLock.
+		_, _ = conn.ExecContext(ctx, `SELECT set_config('idle_session_timeout', $1, false)`, strconv.FormatInt(l.idle.Milliseconds(), 10))
 	}
 	if err := l.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+pgRelayLockKey+`)`).Scan(&l.held); err != nil {
 		l.release()

@@ -23,8 +23,11 @@ type countingJS struct {
 	jetstream.JetStream
 	down     atomic.Bool
 	attempts atomic.Int64
-	mu       sync.Mutex
-	sent     map[string]int
+	// paused, while open, holds every publish: the relay stops where it
+	// is, as a process stopped with SIGSTOP does, its sessions still open.
+	paused chan struct{}
+	mu     sync.Mutex
+	sent   map[string]int
 }
 
 func newCountingJS(js jetstream.JetStream) *countingJS {
@@ -35,6 +38,9 @@ var errBrokerDown = errors.New("broker unreachable (test)")
 
 func (c *countingJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	c.attempts.Add(1)
+	if c.paused != nil {
+		<-c.paused
+	}
 	if c.down.Load() {
 		return nil, errBrokerDown
 	}
@@ -195,4 +201,38 @@ func TestRelayLockSessionEnds(t *testing.T) {
 		}
 	}
 	mustSeeEachOnce(t, f.js, "TEST", append(before, after...))
+}
+
+// On PostgreSQL an active relay that is alive but stopped — SIGSTOP, a
+// frozen VM — loses the lock once its session has been silent past the
+// idle timeout its lock session carries: the standby takes over and
+// publishes every row while the paused one still waits; woken, the old
+// holder finds its session gone and stands by. Without the timeout the
+// standby waits as long as the pause lasts.
+func TestPausedRelayHandsOver(t *testing.T) {
+	f := mustFixture(t, sqltest.Backend{Name: "postgres", URL: sqltest.PostgresURL})
+	paused := startReplica(t, f)
+	waitFor(t, "the first relay to take the lock", paused.relay.Active)
+	// Set before the relay publishes: read by its goroutine only then.
+	resume := make(chan struct{})
+	paused.js.paused = resume
+	var once sync.Once
+	wake := func() { once.Do(func() { close(resume) }) }
+	t.Cleanup(wake) // before the relay's own cleanup, which waits for it
+	standby := startReplica(t, f)
+
+	evts := f.mustAdd(t, "e", 0, 20)
+	paused.ob.Notify()
+	standby.ob.Notify()
+	waitFor(t, "the active relay to stop in a publish", func() bool { return paused.js.attempts.Load() > 0 })
+	waitFor(t, "the standby to take over from the paused relay and drain the backlog", func() bool { return f.backlog(t) == 0 })
+	if !standby.relay.Active() {
+		t.Error("the relay that drained the backlog is not active")
+	}
+	wake()
+	waitFor(t, "the woken relay to stand by", func() bool { return !paused.relay.Active() })
+	if !standby.relay.Active() {
+		t.Error("after the paused relay woke: the standby is no longer active")
+	}
+	mustSeeEachOnce(t, f.js, "TEST", evts)
 }
