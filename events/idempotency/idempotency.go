@@ -196,7 +196,7 @@ func (s *Store) Serve(w http.ResponseWriter, r *http.Request, req Request, handl
 		httpx.WriteError(w, r, s.log, events.Unavailable(fmt.Errorf("idempotency: %w", err)))
 	case stored == nil:
 		rec := &recorder{header: http.Header{}}
-		handle(rec)
+		s.run(ctx, keyHash, claim, rec, handle)
 		s.finish(ctx, keyHash, claim, rec)
 		rec.replay(w)
 	case stored.fingerprint != fingerprint:
@@ -320,6 +320,20 @@ func (s *Store) load(ctx context.Context, keyHash string) (*recorder, error) {
 		row.body.Write(body)
 	}
 	return row, nil
+}
+
+// run calls handle. A handler that panics (net/http recovers the panic
+// and answers nothing) must not leave the key claimed until its lease runs
+// out, every retry a 409: the claim is released as for a 5xx before the
+// panic goes on, and a retry runs the request again.
+func (s *Store) run(ctx context.Context, keyHash string, claim int64, rec *recorder, handle func(http.ResponseWriter)) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.finish(ctx, keyHash, claim, &recorder{status: http.StatusInternalServerError, header: http.Header{}})
+			panic(p)
+		}
+	}()
+	handle(rec)
 }
 
 // finish stores rec as the response to the claim made at claim, or

@@ -31,6 +31,7 @@ func TestStore(t *testing.T) {
 			t.Run("OtherRequestUnderKeyIs422", func(t *testing.T) { testOtherRequest(t, open(t)) })
 			t.Run("RetryWhileInFlightIs409", func(t *testing.T) { testInFlight(t, open(t)) })
 			t.Run("ServerErrorIsNotStored", func(t *testing.T) { testServerError(t, open(t)) })
+			t.Run("PanicReleasesTheKey", func(t *testing.T) { testPanic(t, open(t)) })
 			t.Run("AbandonedClaimIsTakenOverAfterItsLease", func(t *testing.T) { testLease(t, open(t)) })
 			t.Run("ExpiredResponseIsNotReplayed", func(t *testing.T) { testExpiry(t, open(t)) })
 			t.Run("KeyBelongsToItsRoute", func(t *testing.T) { testRouteScope(t, open(t)) })
@@ -129,6 +130,22 @@ func testServerError(t *testing.T, db *sqldb.DB) {
 		t.Fatalf("first: got %d, want the handler's 503", r.Code)
 	}
 	// The retry runs, and its answer is the one kept.
+	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
+	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
+}
+
+// A handler that panics leaves no claim behind: the retry runs (not a 409
+// for the lease), and its answer is the one kept.
+func testPanic(t *testing.T, db *sqldb.DB) {
+	s, c := idempotency.New(db), &counter{}
+	func() {
+		defer func() {
+			if p := recover(); p != "handler bug" {
+				t.Fatalf("panic: got %v, want the handler's to go on", p)
+			}
+		}()
+		serve(s, "POST /things", "k", "a", func(http.ResponseWriter) { panic("handler bug") })
+	}()
 	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
 	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
 }
