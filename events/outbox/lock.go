@@ -39,8 +39,8 @@ import (
 //
 // The active relay checks it still holds the lock before each batch it
 // publishes (on PostgreSQL, a round trip on the lock's connection: the
-// session alive means the lock is still held; one per batch of up to 256
-// rows). If the lock's connection broke, it stops publishing and becomes a
+// session alive means the lock is still held; one per drain — each wake-up
+// after a commit, each sweep — and one per further batch of a backlog). If the lock's connection broke, it stops publishing and becomes a
 // standby. The window in which two relays may publish is therefore at most
 // the batches the old holder had in flight (up to maxInFlight rows) when
 // its session was ended and the lock released, a standby having taken it at
@@ -75,11 +75,14 @@ func newRelayLock(db *sqldb.DB, idle time.Duration) relayLock {
 }
 
 // pausedHolderTimeout is how long the active relay's lock session may stay
-// silent before PostgreSQL ends it: ten sweeps (the active relay checks
-// the lock at every one), and never less than a few seconds, so that a
-// slow moment of a busy process does not hand the lock over.
-func pausedHolderTimeout(sweep time.Duration) time.Duration {
-	return max(10*sweep, 3*time.Second)
+// silent before PostgreSQL ends it. A running relay checks the lock at
+// every sweep and before every batch, but between two checks it may wait
+// for a batch's acks (ackTimeout) and then back off (up to backoffMax)
+// while the broker is down: the timeout outlasts that silence and ten
+// sweeps more, so that only a relay that is really stopped loses the lock,
+// never one waiting out a broker outage.
+func pausedHolderTimeout(sweep, ackTimeout, backoffMax time.Duration) time.Duration {
+	return ackTimeout + backoffMax + max(10*sweep, 3*time.Second)
 }
 
 // pgLock is the relay lock on PostgreSQL: a session-level advisory lock on
@@ -88,9 +91,9 @@ func pausedHolderTimeout(sweep time.Duration) time.Duration {
 // A relay that is alive but stopped — SIGSTOP, a frozen VM, a long
 // stall — would keep its session, and the lock, for as long as it cannot
 // publish, and its service's events would wait with it. So the lock's
-// session carries idle_session_timeout (PostgreSQL 14 and later): the
-// active relay checks the lock at every sweep, so its session is never
-// idle that long while it runs; one paused past it has its session ended
+// session carries idle_session_timeout (PostgreSQL 14 and later, see
+// pausedHolderTimeout): longer than a running relay ever stays silent, even
+// waiting out a broker outage; one paused past it has its session ended
 // by the server, a standby takes the lock at its next sweep, and the
 // paused relay, once it wakes, finds its session gone before its next
 // batch and stands by. What it had in flight may go out twice; the

@@ -73,13 +73,14 @@ type replica struct {
 
 // startReplica runs a relay on f's store until stop or the end of the
 // test, sweeping (and, standing by, trying the lock) every 20ms.
-func startReplica(t *testing.T, f *fixture) *replica {
+func startReplica(t *testing.T, f *fixture, opts ...outbox.Option) *replica {
 	t.Helper()
 	rp := &replica{ob: outbox.New(f.db), js: newCountingJS(f.js)}
 	var err error
 	// The ack timeout is the test's bound: no publish is repeated for a
 	// slow ack on a loaded machine, so every second copy is the lock's.
-	rp.relay, err = outbox.NewRelay(rp.ob, rp.js, outbox.WithSweep(20*time.Millisecond), outbox.WithAckTimeout(waitTimeout))
+	opts = append([]outbox.Option{outbox.WithSweep(20 * time.Millisecond), outbox.WithAckTimeout(waitTimeout)}, opts...)
+	rp.relay, err = outbox.NewRelay(rp.ob, rp.js, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,9 @@ func TestRelayLockSessionEnds(t *testing.T) {
 // standby waits as long as the pause lasts.
 func TestPausedRelayHandsOver(t *testing.T) {
 	f := mustFixture(t, sqltest.Backend{Name: "postgres", URL: sqltest.PostgresURL})
-	paused := startReplica(t, f)
+	// A short ack timeout: the idle timeout outlasts an ack wait and a
+	// back-off, and must end well within waitFor's patience.
+	paused := startReplica(t, f, outbox.WithAckTimeout(time.Second))
 	waitFor(t, "the first relay to take the lock", paused.relay.Active)
 	// Set before the relay publishes: read by its goroutine only then.
 	resume := make(chan struct{})

@@ -217,7 +217,7 @@ func NewRelay(ob *Outbox, js jetstream.JetStream, opts ...Option) (*Relay, error
 	if ob == nil || js == nil {
 		return nil, fmt.Errorf("%w: nil outbox or jetstream", ErrInvalidOption)
 	}
-	r.lock = newRelayLock(ob.db, pausedHolderTimeout(r.sweep))
+	r.lock = newRelayLock(ob.db, pausedHolderTimeout(r.sweep, r.ackTimeout, r.backoffMax))
 	return r, nil
 }
 
