@@ -272,28 +272,29 @@ type Kept struct {
 // settings where have's was kept.
 func Merge(have, want jetstream.StreamConfig) (jetstream.StreamConfig, []Kept) {
 	var kept []Kept
-	keep := func(setting string, h, w any) {
-		kept = append(kept, Kept{Setting: setting, Kept: fmt.Sprint(h), Declared: fmt.Sprint(w)})
+	// Shown as Diff shows them: an unlimited setting is "unlimited".
+	keep := func(setting, h, w string) {
+		kept = append(kept, Kept{Setting: setting, Kept: h, Declared: w})
 	}
 	out := want
 	if have.Replicas > want.Replicas {
 		out.Replicas = have.Replicas
-		keep("replicas", have.Replicas, want.Replicas)
+		keep("replicas", strconv.Itoa(have.Replicas), strconv.Itoa(want.Replicas))
 	}
 	if have.Duplicates > want.Duplicates {
 		out.Duplicates = have.Duplicates
-		keep("duplicate window", have.Duplicates, want.Duplicates)
+		keep("duplicate window", have.Duplicates.String(), want.Duplicates.String())
 	}
 	// 0 is no age limit: the longest.
 	if want.MaxAge > 0 && (have.MaxAge == 0 || have.MaxAge > want.MaxAge) {
 		out.MaxAge = have.MaxAge
-		keep("max age", have.MaxAge, want.MaxAge)
+		keep("max age", ageLimit(have.MaxAge), ageLimit(want.MaxAge))
 	}
 	// -1 (or 0) is no limit: the largest.
 	looser := func(setting string, h, w int64, set *int64) {
 		if w > 0 && (h <= 0 || h > w) {
 			*set = h
-			keep(setting, h, w)
+			keep(setting, limit(h), limit(w))
 		}
 	}
 	looser("max messages", have.MaxMsgs, want.MaxMsgs, &out.MaxMsgs)
