@@ -119,10 +119,13 @@ func checkSiblingStores(ctx context.Context, nc *nats.Conn, service string, stor
 		return err
 	}
 	return fmt.Errorf("%s: refusing to start: a running %s instance (%s) uses the store %s, and this one %s; "+
-		"instances of one service must share one store, or each sees only part of every saga: "+
-		"give this one the same --db (CHOREO_DB_URL) as the running one, or stop that one first",
-		service, service, other.ID, other.Metadata[metaStoreURL], store.url)
+		"%s: give this one the same --db (CHOREO_DB_URL) as the running one, or stop that one first",
+		service, service, other.ID, other.Metadata[metaStoreURL], store.url, shareOneStore)
 }
+
+// shareOneStore says why instances on different stores are refused, in
+// the refusal at start and in the reason a running instance is not ready.
+const shareOneStore = "instances of one service must share one store, or each sees only part of every saga"
 
 // siblingOnAnotherStore returns a live instance of service, other than
 // the instance self, whose store is not store; nil when there is none.
@@ -174,9 +177,8 @@ func watchSiblingStores(nc *nats.Conn, service string, store microStore, self st
 				log.Warn("cannot ask the other instances which store they use", "err", err)
 			case other != nil:
 				split := fmt.Errorf("%s: another %s instance (%s) uses the store %s, and this one %s; "+
-					"instances of one service must share one store, or each sees only part of every saga: "+
-					"give them the same --db (CHOREO_DB_URL), or stop one",
-					service, service, other.ID, other.Metadata[metaStoreURL], store.url)
+					"%s: give them the same --db (CHOREO_DB_URL), or stop one",
+					service, service, other.ID, other.Metadata[metaStoreURL], store.url, shareOneStore)
 				if w.split.Swap(&split) == nil {
 					log.Error("instances on different stores", "err", split)
 				}

@@ -322,6 +322,18 @@ func (s *Store) load(ctx context.Context, keyHash string) (*recorder, error) {
 	return row, nil
 }
 
+// ServeCommand is Serve with cmd, the command as the handler decoded it,
+// for the request's fingerprint: a body that differs only in spacing or
+// field order is the same request.
+func (s *Store) ServeCommand(w http.ResponseWriter, r *http.Request, key string, cmd any, handle func(http.ResponseWriter)) {
+	fingerprint, err := json.Marshal(cmd)
+	if err != nil {
+		httpx.WriteError(w, r, s.log, fmt.Errorf("idempotency: fingerprint of the command: %w", err))
+		return
+	}
+	s.Serve(w, r, Request{Key: key, Fingerprint: fingerprint}, handle)
+}
+
 // run calls handle. A handler that panics (net/http recovers the panic
 // and answers nothing) must not leave the key claimed until its lease runs
 // out, every retry a 409: the claim is released as for a 5xx before the

@@ -4,7 +4,6 @@
 package inventoryhttp
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -94,12 +93,7 @@ func (h handler) restock(w http.ResponseWriter, r *http.Request) {
 	}
 	cmd.CommandID = key
 	// The command as decoded, its sku from the path included.
-	fingerprint, err := json.Marshal(cmd)
-	if err != nil {
-		httpx.WriteError(w, r, h.log, err)
-		return
-	}
-	h.responses.Serve(w, r, idempotency.Request{Key: key, Fingerprint: fingerprint}, func(w http.ResponseWriter) {
+	h.responses.ServeCommand(w, r, key, cmd, func(w http.ResponseWriter) {
 		h.restockCmd(w, r, cmd)
 	})
 }

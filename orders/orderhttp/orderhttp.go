@@ -4,7 +4,6 @@
 package orderhttp
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,14 +85,8 @@ func (h handler) place(w http.ResponseWriter, r *http.Request) {
 		h.placeOrder(w, r, cmd, "")
 		return
 	}
-	// The command as decoded, before an order id is derived: a body that
-	// differs only in spacing or field order is the same request.
-	fingerprint, err := json.Marshal(cmd)
-	if err != nil {
-		httpx.WriteError(w, r, h.log, err)
-		return
-	}
-	h.responses.Serve(w, r, idempotency.Request{Key: key, Fingerprint: fingerprint}, func(w http.ResponseWriter) {
+	// The command as decoded, before an order id is derived from the key.
+	h.responses.ServeCommand(w, r, key, cmd, func(w http.ResponseWriter) {
 		h.placeOrder(w, r, cmd, key)
 	})
 }
