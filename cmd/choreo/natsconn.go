@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +39,8 @@ type natsConn struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	closed chan struct{}
+	// reconnected is when the connection last reconnected (Unix nanos).
+	reconnected atomic.Int64
 }
 
 // connectService connects as name with the credentials file creds ("":
@@ -55,11 +59,17 @@ func connectService(cfg systemConfig, name, creds string) (*natsConn, error) {
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.reconnected.Store(time.Now().UnixNano())
 			cfg.log.Info("nats: reconnected", "service", name, "url", nc.ConnectedUrlRedacted())
 		}),
 		// A permission the server refuses is a bug in the permissions or
-		// in the service: say so loudly, with the subject.
+		// in the service: say so loudly, with the subject. Except a reply
+		// the server refuses just after a reconnect (staleReply).
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if staleReply(err, time.Since(time.Unix(0, c.reconnected.Load()))) {
+				cfg.log.Warn(staleReplyMessage, "service", name, "err", err)
+				return
+			}
 			cfg.log.Error("nats: error", "service", name, "err", err)
 		}),
 	}
@@ -92,6 +102,29 @@ func connectService(cfg systemConfig, name, creds string) (*natsConn, error) {
 	}
 	return c, nil
 }
+
+// staleReply reports whether err is the server refusing a reply shortly
+// after the connection reconnected. A service may publish to an inbox only
+// to answer a request its connection received (its user's response
+// permission). A request that arrived on the previous connection — read
+// from the socket after the process was paused, or still queued for its
+// handler when the server restarted — is answered on the new connection,
+// which never received it, so the server refuses the answer. Nothing is
+// lost: the requester has timed out and asks again.
+func staleReply(err error, sinceReconnect time.Duration) bool {
+	return errors.Is(err, nats.ErrPermissionViolation) &&
+		strings.Contains(strings.ToLower(err.Error()), `publish to "_inbox.`) &&
+		sinceReconnect >= 0 && sinceReconnect < staleReplyWindow
+}
+
+// staleReplyWindow is how long after a reconnect a refused reply is taken
+// for one to a request of the previous connection: the server's default
+// response permission lasts this long (a reply later than that would be
+// refused on any connection).
+const staleReplyWindow = 2 * time.Minute
+
+// staleReplyMessage is the log message of a refused stale reply.
+const staleReplyMessage = "nats: a reply to a request received before the reconnect was refused; its requester has given up on it"
 
 func orNone(creds string) string {
 	if creds == "" {
