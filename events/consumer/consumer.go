@@ -157,6 +157,12 @@ type Config struct {
 	// Backoff returns the delay before redelivery after the n-th failed
 	// delivery (default: 200ms doubling up to 30s).
 	Backoff func(delivered int) time.Duration
+	// EarlyBackoff returns the delay before redelivery of a message that
+	// came before one it follows (events.Early) after its n-th delivery
+	// (default: 5ms doubling up to 30s). It starts far shorter than
+	// Backoff: what it follows is usually milliseconds behind on another
+	// stream this service reads, and a saga should not wait 200ms for it.
+	EarlyBackoff func(delivered int) time.Duration
 	// ReorderWait is how long a message that came before one it follows
 	// (events.Early) is retried, counted from when the stream stored it,
 	// before it goes to the dead-letter queue (default 5m: longer than a
@@ -192,6 +198,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Backoff == nil {
 		c.Backoff = ExponentialBackoff(200*time.Millisecond, 30*time.Second)
+	}
+	if c.EarlyBackoff == nil {
+		c.EarlyBackoff = ExponentialBackoff(5*time.Millisecond, 30*time.Second)
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
@@ -682,7 +691,7 @@ func (c *Config) verdict(m *Message, herr error) Outcome {
 		// Its predecessor may be further back in another stream: wait by
 		// the clock, not by the count, from when the stream stored it.
 		if waited := time.Since(m.Time); m.Time.IsZero() || waited < c.ReorderWait {
-			return Outcome{Result: Retried, Err: herr, RetryIn: c.Backoff(min(int(m.Delivered), c.MaxDeliver))}
+			return Outcome{Result: Retried, Err: herr, RetryIn: c.EarlyBackoff(int(m.Delivered))}
 		}
 		return Outcome{Result: DeadLettered, Err: fmt.Errorf("gave up after waiting %s for what it follows (reorder wait %s): %w", time.Since(m.Time).Round(time.Second), c.ReorderWait, herr)}
 	case int(m.Delivered) >= c.MaxDeliver:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/choreo-dev/choreo/events"
 )
 
 // Result is what became of a message.
@@ -56,6 +58,15 @@ func LogOutcomes(log *slog.Logger) Middleware {
 				msg = "consumer: duplicate, already handled"
 			case Retried:
 				level, msg = slog.LevelWarn, "consumer: handling failed, will retry"
+				if events.KindOf(o.Err) == events.KindEarly {
+					// Streams interleave: a message ahead of what it
+					// follows is expected, not a failure. It says so only
+					// if it keeps waiting (then it is a warning again).
+					level, msg = slog.LevelDebug, "consumer: came before what it follows, will retry"
+					if m.Delivered >= earlyWarnAfter {
+						level = slog.LevelWarn
+					}
+				}
 			case DeadLettered:
 				level, msg = slog.LevelError, "consumer: dead-lettered"
 			}
@@ -77,6 +88,11 @@ func LogOutcomes(log *slog.Logger) Middleware {
 		}
 	}
 }
+
+// earlyWarnAfter is the delivery from which a message still waiting for
+// what it follows is logged as a warning: by then it has waited over a
+// second (EarlyBackoff's default), longer than streams interleave.
+const earlyWarnAfter = 8
 
 // MessageAttrs are the attributes that say which message a log record is
 // about: its subject, stream position and consumer, its id and what it is
