@@ -51,7 +51,7 @@ func addStreamFlags(e *envFlags, f *streamFlags) {
 	e.int(&f.replicas, "stream-replicas", "CHOREO_STREAM_REPLICAS", 1, "replicas of each stream: 1 for one server, 3 in a cluster")
 	e.duration(&f.retention.Events.MaxAge, "stream-max-age", "CHOREO_STREAM_MAX_AGE", def.Events.MaxAge, "the event and command streams drop messages older than this (0: no age limit)")
 	e.int64(&f.retention.Events.MaxMsgs, "stream-max-msgs", "CHOREO_STREAM_MAX_MSGS", def.Events.MaxMsgs, "each event and command stream keeps at most this many messages, the oldest dropped first (0: no limit); bounds the NATS server's memory")
-	e.size(&f.retention.Events.MaxBytes, "stream-max-bytes", "CHOREO_STREAM_MAX_BYTES", def.Events.MaxBytes, "each event and command stream keeps at most this many bytes, e.g. 512MiB (0: no limit); a stream of at most 32MiB stores its messages in 4MiB blocks instead of 8MiB, which the NATS server keeps in memory while it writes and trims them")
+	e.size(&f.retention.Events.MaxBytes, "stream-max-bytes", "CHOREO_STREAM_MAX_BYTES", def.Events.MaxBytes, "each event and command stream keeps at most this many bytes, e.g. 512MiB (0: no limit); a stream of under 32MiB stores its messages in 4MiB blocks instead of 8MiB, which the NATS server keeps in memory while it writes and trims them")
 	e.duration(&f.retention.DLQ.MaxAge, "dlq-max-age", "CHOREO_DLQ_MAX_AGE", def.DLQ.MaxAge, "the dead-letter queue drops messages older than this (0: no age limit)")
 	e.int64(&f.retention.DLQ.MaxMsgs, "dlq-max-msgs", "CHOREO_DLQ_MAX_MSGS", def.DLQ.MaxMsgs, "the dead-letter queue keeps at most this many messages (0: no limit)")
 	e.duration(&f.dupWindow, "duplicate-window", "CHOREO_DUPLICATE_WINDOW", streams.DefaultDuplicateWindow, "how long the streams remember a message id to drop a copy published again")
@@ -131,7 +131,20 @@ func (e *envFlags) int64(p *int64, name, env string, def int64, usage string) {
 // size is a byte count flag that also reads "32MiB", "1GiB", "500KB".
 type size int64
 
-func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+// String writes the size as -h shows its default: in the largest binary
+// unit that divides it ("30MiB"), else in bytes.
+func (s *size) String() string {
+	n := int64(*s)
+	for _, u := range []struct {
+		name  string
+		bytes int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.bytes == 0 {
+			return strconv.FormatInt(n/u.bytes, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (s *size) Set(v string) error {
 	n, err := parseSize(v)

@@ -49,13 +49,18 @@ type Retention struct {
 	DLQ streams.Limits
 }
 
-// DefaultRetention is what the streams keep unless told otherwise. The
-// count limits bound the NATS server's memory whatever the rate (it keeps
-// an index entry, about 100 bytes, per subject a stream holds, and every
-// saga event has a subject of its own); the age limits bound how far back
-// trace and replay can look when the system is quiet.
+// DefaultRetention is what the streams keep unless told otherwise: sized
+// for one machine (choreo up), where the embedded NATS server shares the
+// process's memory. The count and size limits bound that memory whatever
+// the rate: the server keeps an index entry, about 150 bytes, per subject
+// a stream holds (every saga event has a subject of its own), and in
+// memory the block it writes and the block it trims of every busy stream;
+// under 32MiB a stream's blocks are 4MiB instead of 8MiB (the server
+// sizes them by MaxBytes). 30MiB holds about 30,000 of choreo's events.
+// The age limits bound how far back trace and replay can look when the
+// system is quiet. A cluster keeps more (deploy/ sets 1GiB).
 var DefaultRetention = Retention{
-	Events: streams.Limits{MaxAge: 24 * time.Hour, MaxMsgs: 100_000},
+	Events: streams.Limits{MaxAge: 24 * time.Hour, MaxMsgs: 100_000, MaxBytes: 30 << 20},
 	DLQ:    streams.Limits{MaxAge: 7 * 24 * time.Hour, MaxMsgs: 100_000},
 }
 

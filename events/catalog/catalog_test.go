@@ -173,3 +173,17 @@ func TestEventOfChecksSourceAndSubject(t *testing.T) {
 		})
 	}
 }
+
+// The default event streams stay under 32MiB: the NATS server then writes
+// them in 4MiB blocks instead of 8MiB, and keeps two blocks of each busy
+// stream in memory (the one it writes, the one it trims), so that choreo
+// up's memory stays bounded and small (see DefaultRetention).
+func TestDefaultRetentionFitsOneMachine(t *testing.T) {
+	ev := catalog.DefaultRetention.Events
+	if ev.MaxBytes <= 0 || ev.MaxBytes >= 32<<20 {
+		t.Errorf("default stream max bytes %d, want above 0 and under 32MiB", ev.MaxBytes)
+	}
+	if ev.MaxMsgs <= 0 || ev.MaxAge <= 0 {
+		t.Errorf("default stream limits %+v: want a count and an age limit too", ev)
+	}
+}
