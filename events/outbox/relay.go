@@ -627,7 +627,10 @@ func (r *Relay) load(ctx context.Context, after int64) (rows []row, last int64, 
 		return nil, 0, false, fmt.Errorf("outbox: load pending: %w", err)
 	}
 	defer rs.Close()
-	rows = make([]row, 0, r.batch)
+	// Most loads find a few rows (one per wake-up under steady load):
+	// room for the whole batch up front was the relay's largest
+	// allocation (80 KB a load); a backlog grows the slice as it reads.
+	rows = make([]row, 0, min(r.batch, 16))
 	read := 0
 	r.mu.Lock()
 	defer r.mu.Unlock()
