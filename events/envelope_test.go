@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/choreo-dev/choreo/events"
 )
 
@@ -268,6 +270,49 @@ func TestIDs(t *testing.T) {
 	}
 	if events.DerivedID("cause-1", "reserved") == events.DerivedID("cause-2", "reserved") {
 		t.Error("DerivedID for two causes: got the same id, want distinct ids")
+	}
+	// Any cause but a UUID v7: a name-based UUID v5, as it always was.
+	if got, want := events.DerivedID("cause-1", "reserved"), uuid.NewSHA1(uuid.NameSpaceOID, []byte("cause-1/reserved")).String(); got != want {
+		t.Errorf("DerivedID of a plain cause: got %s, want the UUID v5 %s", got, want)
+	}
+}
+
+// Ids derived from a time-ordered cause keep its time: they sort as their
+// causes do (the stores' inbox and outbox keys then grow at one end), and
+// stay stable, distinct and valid UUIDs.
+func TestDerivedIDsKeepTheirCauseOrder(t *testing.T) {
+	var causes []string
+	for range 50 {
+		causes = append(causes, events.NewID())
+		time.Sleep(time.Millisecond) // a later millisecond: v7 orders by it
+	}
+	seen := map[string]bool{}
+	var prev string
+	for i, cause := range causes {
+		for _, kind := range []string{"orders.placed", "orders.confirmed", "inventory.reserved"} {
+			id := events.DerivedID(cause, kind)
+			u, err := uuid.Parse(id)
+			if err != nil || u.Version() != 8 || u.Variant() != uuid.RFC4122 {
+				t.Fatalf("DerivedID(%s, %s) = %s: want a UUID v8 of the RFC 9562 variant (err %v)", cause, kind, id, err)
+			}
+			if id[:13] != cause[:13] {
+				t.Errorf("DerivedID(%s, %s) = %s: want the cause's timestamp %s first", cause, kind, id, cause[:13])
+			}
+			if id != events.DerivedID(cause, kind) {
+				t.Errorf("DerivedID(%s, %s) is not stable", cause, kind)
+			}
+			if seen[id] {
+				t.Errorf("DerivedID(%s, %s) = %s twice", cause, kind, id)
+			}
+			seen[id] = true
+			if i > 0 && id[:13] <= prev[:13] {
+				t.Errorf("DerivedID(%s, …) = %s sorts before an id of the earlier cause (%s)", cause, id, prev)
+			}
+		}
+		prev = events.DerivedID(cause, "orders.placed")
+	}
+	if len(seen) != 3*len(causes) {
+		t.Errorf("distinct ids: got %d, want %d", len(seen), 3*len(causes))
 	}
 }
 

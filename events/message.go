@@ -41,8 +41,22 @@ func NewID() string {
 // DerivedID returns a stable id for the event of the given kind caused by the
 // input with id cause: the same cause always yields the same id. It is how a
 // redelivered or replayed input produces byte-identical output.
+//
+// When cause is a time-ordered id (UUID v7, as order ids and command ids
+// are), the derived id keeps its 48-bit millisecond timestamp and is a
+// UUID v8 whose other bits are the name's SHA-1: ids derived from one
+// order sort together and after those of older orders. Every store keys
+// its inbox and outbox by event id, and a B-tree takes time-ordered keys
+// at its right edge, a few pages per batch, where random ones touch a page
+// each anywhere in the tree; with half a million orders stored that cost
+// a fifth of the throughput. Any other cause yields a name-based UUID v5.
 func DerivedID(cause, kind string) string {
-	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(cause+"/"+kind)).String()
+	id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(cause+"/"+kind))
+	if c, err := uuid.Parse(cause); err == nil && c.Version() == 7 {
+		copy(id[:6], c[:6])
+		id[6] = id[6]&0x0f | 0x80 // version 8; the variant stays RFC 9562's
+	}
+	return id.String()
 }
 
 // Envelope turns o into a CloudEvent, marshalling its data.
