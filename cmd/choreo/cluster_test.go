@@ -106,6 +106,12 @@ func TestSagasOnAJetStreamCluster(t *testing.T) {
 	place(plan[:12])
 	stepDownStreamLeader(t, ctx, op, opJS, catalog.StreamOrders)
 	stepDownStreamLeader(t, ctx, op, opJS, catalog.StreamCommands)
+	// Before a node restarts, not after: just after a restart its routes
+	// may still be settling (the server closes duplicate routes for a
+	// while), and a leader stepping down then can leave the other two
+	// without a quorum until they meet again, minutes later in one run.
+	// That is the server's to sort out; leaders move under load either way.
+	stepDownStreamLeader(t, ctx, op, opJS, catalog.StreamPayments)
 
 	// The node leading INVENTORY goes away (its leaderships move to the
 	// others) while orders keep coming.
@@ -122,7 +128,6 @@ func TestSagasOnAJetStreamCluster(t *testing.T) {
 	down.Restart(t)
 	cluster.WaitForMetaLeader(t)
 	place(plan[24:])
-	stepDownStreamLeader(t, ctx, op, opJS, catalog.StreamPayments)
 
 	checkInvariants(t, ctx, c, js, plan, received)
 	for _, spec := range catalog.StreamSpecs(catalog.DefaultRetention) {
