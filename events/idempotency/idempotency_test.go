@@ -100,27 +100,37 @@ func testOtherRequest(t *testing.T, db *sqldb.DB) {
 
 func testInFlight(t *testing.T, db *sqldb.DB) {
 	s, c := idempotency.New(db), &counter{}
+	finish := holdKey(s, c)
+	r := serve(s, "POST /things", "k", "a", c.handle)
+	if r.Code != http.StatusConflict || r.Header().Get("Content-Type") != "application/problem+json" || r.Header().Get("Retry-After") == "" {
+		t.Errorf("retry while in flight: got %d %v %s, want a 409 problem with Retry-After", r.Code, r.Header(), r.Body)
+	}
+	wantResponse(t, finish(), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
+	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
+}
+
+// holdKey starts a request for key "k" of POST /things that holds the key
+// in flight until finish is called; finish lets its handler answer and
+// returns the response.
+func holdKey(s *idempotency.Store, c *counter) (finish func() *httptest.ResponseRecorder) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	var (
-		wg    sync.WaitGroup
-		first *httptest.ResponseRecorder
+		wg sync.WaitGroup
+		r  *httptest.ResponseRecorder
 	)
 	wg.Go(func() {
-		first = serve(s, "POST /things", "k", "a", func(w http.ResponseWriter) {
+		r = serve(s, "POST /things", "k", "a", func(w http.ResponseWriter) {
 			close(entered)
 			<-release
 			c.handle(w)
 		})
 	})
 	<-entered
-	r := serve(s, "POST /things", "k", "a", c.handle)
-	if r.Code != http.StatusConflict || r.Header().Get("Content-Type") != "application/problem+json" || r.Header().Get("Retry-After") == "" {
-		t.Errorf("retry while in flight: got %d %v %s, want a 409 problem with Retry-After", r.Code, r.Header(), r.Body)
+	return func() *httptest.ResponseRecorder {
+		close(release)
+		wg.Wait()
+		return r
 	}
-	close(release)
-	wg.Wait()
-	wantResponse(t, first, http.StatusAccepted, "/things/1", "{\"call\":1}\n")
-	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
 }
 
 func testServerError(t *testing.T, db *sqldb.DB) {
@@ -160,20 +170,8 @@ func testLease(t *testing.T, db *sqldb.DB) {
 	clk := &clock{}
 	clk.now.Store(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).UnixMilli())
 	s, c := idempotency.New(db, idempotency.WithClock(clk.Now), idempotency.WithLease(time.Minute)), &counter{}
-	entered, release := make(chan struct{}), make(chan struct{})
-	var (
-		wg   sync.WaitGroup
-		slow *httptest.ResponseRecorder
-	)
 	// A request that holds the key and, as far as anyone can tell, died.
-	wg.Go(func() {
-		slow = serve(s, "POST /things", "k", "a", func(w http.ResponseWriter) {
-			close(entered)
-			<-release
-			c.handle(w)
-		})
-	})
-	<-entered
+	finish := holdKey(s, c)
 	clk.advance(59 * time.Second)
 	if r := serve(s, "POST /things", "k", "a", c.handle); r.Code != http.StatusConflict {
 		t.Errorf("within the lease: got %d, want 409", r.Code)
@@ -188,9 +186,7 @@ func testLease(t *testing.T, db *sqldb.DB) {
 	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
 	// The request that lost its claim answers its client, but does not
 	// overwrite the response now stored.
-	close(release)
-	wg.Wait()
-	wantResponse(t, slow, http.StatusAccepted, "/things/2", "{\"call\":2}\n")
+	wantResponse(t, finish(), http.StatusAccepted, "/things/2", "{\"call\":2}\n")
 	wantResponse(t, serve(s, "POST /things", "k", "a", c.handle), http.StatusAccepted, "/things/1", "{\"call\":1}\n")
 }
 

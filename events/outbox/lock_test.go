@@ -71,6 +71,19 @@ type replica struct {
 	stop  func()
 }
 
+// wantPublishedOnce checks that the relays of first and second together
+// published each of evts once.
+func wantPublishedOnce(t *testing.T, evts []events.Outgoing, first, second *replica) {
+	t.Helper()
+	for _, e := range evts {
+		a, _ := first.js.published(e.ID)
+		b, _ := second.js.published(e.ID)
+		if a+b != 1 {
+			t.Errorf("event %s: published %d times by the first relay and %d by the second, want once in all", e.ID, a, b)
+		}
+	}
+}
+
 // startReplica runs a relay on f's store until stop or the end of the
 // test, sweeping (and, standing by, trying the lock) every 20ms.
 func startReplica(t *testing.T, f *fixture, opts ...outbox.Option) *replica {
@@ -119,13 +132,7 @@ func TestOneRelayPerStorePublishes(t *testing.T) {
 				second.ob.Notify()
 			}
 			waitFor(t, "the backlog to drain", func() bool { return f.backlog(t) == 0 })
-			for _, e := range evts {
-				a, _ := first.js.published(e.ID)
-				b, _ := second.js.published(e.ID)
-				if a+b != 1 {
-					t.Errorf("event %s: published %d times by the active relay and %d by the standby, want once in all", e.ID, a, b)
-				}
-			}
+			wantPublishedOnce(t, evts, first, second)
 			if _, n := second.js.published(""); n != 0 || second.relay.Active() {
 				t.Errorf("standby: %d publishes, active %v; want none, false", n, second.relay.Active())
 			}
@@ -194,13 +201,7 @@ func TestRelayLockSessionEnds(t *testing.T) {
 	first.ob.Notify()
 	second.ob.Notify()
 	waitFor(t, "the backlog to drain", func() bool { return f.backlog(t) == 0 })
-	for _, e := range after {
-		a, _ := first.js.published(e.ID)
-		b, _ := second.js.published(e.ID)
-		if a+b != 1 {
-			t.Errorf("event %s after the hand-over: published %d + %d times, want once", e.ID, a, b)
-		}
-	}
+	wantPublishedOnce(t, after, first, second)
 	mustSeeEachOnce(t, f.js, "TEST", append(before, after...))
 }
 
