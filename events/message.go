@@ -48,9 +48,8 @@ func NewID() string {
 // order sort together and after those of older orders. Every store keys
 // its inbox and outbox by event id, and a B-tree takes time-ordered keys
 // at its right edge, a few pages per batch, where random ones touch a page
-// each anywhere in the tree (with half a million orders stored, bench
-// kept 0.63–0.70 of a fresh system's throughput with random ids, and
-// 0.79–0.82 with these). Any other cause yields a name-based UUID v5.
+// each anywhere in the tree (the README's "What makes choreo fast" gives
+// the measured difference). Any other cause yields a name-based UUID v5.
 func DerivedID(cause, kind string) string {
 	id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(cause+"/"+kind))
 	if c, err := uuid.Parse(cause); err == nil && c.Version() == 7 {

@@ -131,16 +131,25 @@ func (e *envFlags) int64(p *int64, name, env string, def int64, usage string) {
 // size is a byte count flag that also reads "32MiB", "1GiB", "500KB".
 type size int64
 
+// sizeUnits are the suffixes a size may carry, each a multiple of bytes:
+// the binary ones first, largest first, as String prefers them; "B" last,
+// since every other suffix ends with it.
+var sizeUnits = []struct {
+	suffix string
+	bytes  int64
+}{
+	{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"GB", 1000 * 1000 * 1000}, {"MB", 1000 * 1000}, {"KB", 1000},
+	{"B", 1},
+}
+
 // String writes the size as -h shows its default: in the largest binary
 // unit that divides it ("30MiB"), else in bytes.
 func (s *size) String() string {
 	n := int64(*s)
-	for _, u := range []struct {
-		name  string
-		bytes int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+	for _, u := range sizeUnits[:3] {
 		if n != 0 && n%u.bytes == 0 {
-			return strconv.FormatInt(n/u.bytes, 10) + u.name
+			return strconv.FormatInt(n/u.bytes, 10) + u.suffix
 		}
 	}
 	return strconv.FormatInt(n, 10)
@@ -159,14 +168,10 @@ func (s *size) Set(v string) error {
 // GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
 func parseSize(v string) (int64, error) {
 	v = strings.TrimSpace(v)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
 	mult := int64(1)
-	for _, u := range units {
+	for _, u := range sizeUnits {
 		if strings.HasSuffix(v, u.suffix) {
-			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.bytes
 			break
 		}
 	}
