@@ -3,8 +3,9 @@
 // NakWithDelay, a bounded number of deliveries, a dead-letter queue for
 // messages that cannot be handled, and batches — the messages fetched
 // together are applied in one database transaction (inbox claims, state
-// changes, outbox rows), falling back to one message per transaction when
-// one of them fails, so a poison message never holds its neighbours back.
+// changes, outbox rows); a message that fails is set aside, applied in a
+// transaction of its own, and the others are applied together again, so a
+// poison message never holds its neighbours back.
 //
 // A Router sends each message to the handler of its subject; the handler
 // returns the Work that handles it and the runner carries the Work out.
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -598,29 +600,8 @@ func (c *Consumer) apply(items []*item) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.HandlerTimeout)
-	defer cancel()
-	if len(todo) > 1 {
-		units := make([]inbox.Unit, len(todo))
-		for i, it := range todo {
-			// The batch's deadline, the message's own values (its trace,
-			// its id as the cause of the events it creates).
-			units[i] = inbox.Unit{Key: it.work.Key, Fn: inbox.Fn(it.work.Apply), Values: it.ctx}
-		}
-		var applied []bool
-		err := safe(func() (err error) {
-			applied, err = inbox.ApplyAll(ctx, c.cfg.Outbox, units)
-			return err
-		})
-		if err == nil {
-			for i, it := range todo {
-				it.setApplied(applied[i])
-			}
-			return
-		}
-		c.cfg.Logger.Debug("consumer: batch failed, applying its messages one by one", "messages", len(todo), "err", err)
-	}
-	for _, it := range todo {
+	alone := c.applyTogether(todo)
+	for _, it := range alone {
 		ictx, cancel := context.WithTimeout(it.ctx, c.cfg.HandlerTimeout)
 		it.err = safe(func() error {
 			applied, err := inbox.Apply(ictx, c.cfg.Outbox, it.work.Key, inbox.Fn(it.work.Apply))
@@ -632,6 +613,58 @@ func (c *Consumer) apply(items []*item) {
 		})
 		cancel()
 	}
+}
+
+// maxSetAside bounds how many failing units a batch sets aside before
+// the rest of it is applied one message per transaction as well.
+const maxSetAside = 3
+
+// applyTogether applies the items' work in one transaction. When one unit
+// fails, it sets that one aside and applies the rest together again: a
+// message that fails (a poison message, or one that came before what it
+// follows) costs its batch one more transaction, not one per message. It
+// returns the items still to be applied, each in a transaction of its own:
+// those not applied together (after a failure that names no unit, the
+// commit's, or too many set aside), then the ones set aside, so that a
+// message that came before another of its batch is tried again after it.
+// Units of a batch may be applied out of their order this way, as messages
+// may arrive in any order: handlers do not depend on it.
+func (c *Consumer) applyTogether(todo []*item) (alone []*item) {
+	if len(todo) < 2 {
+		return todo
+	}
+	ctx, cancel := context.WithTimeout(c.baseCtx, c.cfg.HandlerTimeout)
+	defer cancel()
+	together := todo
+	var aside []*item
+	for len(together) > 1 && len(aside) < maxSetAside {
+		units := make([]inbox.Unit, len(together))
+		for i, it := range together {
+			// The batch's deadline, the message's own values (its trace,
+			// its id as the cause of the events it creates).
+			units[i] = inbox.Unit{Key: it.work.Key, Fn: inbox.Fn(it.work.Apply), Values: it.ctx}
+		}
+		var applied []bool
+		err := safe(func() (err error) {
+			applied, err = inbox.ApplyAll(ctx, c.cfg.Outbox, units)
+			return err
+		})
+		if err == nil {
+			for i, it := range together {
+				it.setApplied(applied[i])
+			}
+			return aside
+		}
+		var unit *inbox.UnitError
+		if !errors.As(err, &unit) || unit.Units != len(together) {
+			c.cfg.Logger.Debug("consumer: batch failed, applying its messages one by one", "messages", len(together), "err", err)
+			break
+		}
+		c.cfg.Logger.Debug("consumer: a message of the batch failed, applying the others without it", "messages", len(together), "err", err)
+		aside = append(aside, together[unit.Index])
+		together = slices.Concat(together[:unit.Index], together[unit.Index+1:])
+	}
+	return slices.Concat(together, aside)
 }
 
 // setApplied records whether the item's work was applied (and committed);

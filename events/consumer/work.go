@@ -24,7 +24,8 @@ type Work struct {
 	Key inbox.Key
 	// Apply changes the service's state inside tx and returns the events
 	// the change publishes. It may run more than once — a batch that
-	// failed is applied again one message at a time — so it must not keep
+	// failed is applied again without the message that failed, and that
+	// one alone — so it must not keep
 	// state from an earlier run, and it must do all its reads and writes
 	// through tx. nil: no state change.
 	Apply func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error)

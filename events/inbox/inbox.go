@@ -184,10 +184,11 @@ func (v valuesOf) Value(key any) any { return v.values.Value(key) }
 // (a duplicate: its Fn did not run), also when an earlier unit of the same
 // batch took it.
 //
-// If any unit fails, nothing is committed and the error (naming the unit)
-// is returned: the caller applies the units again one at a time, so that
-// one bad unit cannot hold its neighbours back. ApplyAll itself never
-// retries; an error wrapping ErrRetry means a rerun may succeed.
+// If any unit fails, nothing is committed and the error is returned; when
+// there were several units it is a *UnitError naming the one that failed,
+// so that the caller can apply the others again without it and that one
+// alone: one bad unit cannot hold its neighbours back. ApplyAll itself
+// never retries; an error wrapping ErrRetry means a rerun may succeed.
 func ApplyAll(ctx context.Context, ob *outbox.Outbox, units []Unit) (applied []bool, err error) {
 	db := ob.DB()
 	tx, err := db.BeginTx(ctx, nil)
@@ -239,12 +240,27 @@ func ApplyAll(ctx context.Context, ob *outbox.Outbox, units []Unit) (applied []b
 	return applied, nil
 }
 
+// UnitError is ApplyAll's error when one unit of a batch of several
+// failed: it says which, so that a caller can apply the others together
+// again and give the one that failed a transaction of its own.
+type UnitError struct {
+	Index int // the failing unit's position in the batch
+	Units int // the batch's length
+	Err   error
+}
+
+func (e *UnitError) Error() string {
+	return fmt.Sprintf("inbox: unit %d of %d: %v", e.Index+1, e.Units, e.Err)
+}
+
+func (e *UnitError) Unwrap() error { return e.Err }
+
 // unitErr names the failing unit of a batch; a batch of one is the unit.
 func unitErr(n, i int, err error) error {
 	if n == 1 {
 		return err
 	}
-	return fmt.Errorf("inbox: unit %d of %d: %w", i+1, n, err)
+	return &UnitError{Index: i, Units: n, Err: err}
 }
 
 // Aggregate tells Apply how one store reads and writes one kind of row:
