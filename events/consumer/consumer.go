@@ -275,6 +275,7 @@ type Consumer struct {
 	iters     []jetstream.MessagesContext
 	msgs      chan fetched
 	after     chan struct{} // a slot per After running
+	waiting   chan struct{} // a slot per message between its batch and its settling
 	finishing sync.WaitGroup
 	baseCtx   context.Context
 	done      chan struct{}
@@ -298,6 +299,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 		js:       js,
 		msgs:     make(chan fetched, cfg.Batch),
 		after:    make(chan struct{}, cfg.Concurrency),
+		waiting:  make(chan struct{}, maxWaiting(cfg)),
 		baseCtx:  context.WithoutCancel(ctx),
 		done:     make(chan struct{}),
 		stopping: make(chan struct{}),
@@ -485,9 +487,25 @@ func (c *Consumer) handleBatch(raws []fetched) {
 		later = append(later, it)
 	}
 	if len(later) > 0 {
+		// Backpressure: while the messages already waiting for their After
+		// fill every slot, the batcher stops here, and so stops taking new
+		// messages, instead of holding ever more of them in memory when
+		// the calls are slower than the flow; those it would have taken
+		// wait in the stream (see maxWaiting).
+		for range later {
+			c.waiting <- struct{}{}
+		}
 		c.finishing.Go(func() { c.finish(later) })
 	}
 }
+
+// maxWaiting is how many messages may wait for their After (or run it):
+// enough to keep every After slot busy and the next batches coming while
+// calls are in flight, and at least a batch, which must fit. Without a
+// bound a consumer whose calls fall behind keeps taking messages until
+// their ack wait ends, then takes the server's redeliveries of them too,
+// and its memory grows with the backlog.
+func maxWaiting(cfg Config) int { return max(2*cfg.Batch, 4*cfg.Concurrency) }
 
 // finish runs the items' After calls, each on a slot of its own, applies
 // the follow-up work they return together, and repeats until no item has
@@ -526,6 +544,7 @@ func (c *Consumer) finish(items []*item) {
 	}
 	for _, it := range items {
 		c.settle(it)
+		<-c.waiting
 	}
 }
 

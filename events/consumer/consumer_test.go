@@ -692,3 +692,56 @@ func TestEarlyMessageComesBackSoon(t *testing.T) {
 		t.Errorf("warnings about the early message: got %d, want %d:\n%s", got, early-7, logs.String())
 	}
 }
+
+// A consumer whose After calls fall behind stops taking messages: the
+// ones it holds, waiting for a slot, stay bounded (a few batches), and the
+// rest wait in the stream — not in memory until their ack wait ends and
+// the server sends them again. Released, it handles every message once.
+func TestSlowAfterCallsHoldBackNewMessages(t *testing.T) {
+	f := mustFixture(t)
+	const (
+		n     = 200
+		batch = 4
+		// What the consumer may hold: its bound on messages waiting for
+		// their After (2 batches here, with one slot), and the batch the
+		// batcher took before it stopped.
+		most = 2*batch + batch
+	)
+	for i := range n {
+		mustPublish(t, f.js, "t.happened."+strconv.Itoa(i), strconv.Itoa(i), nil)
+	}
+	var taken, settled atomic.Int64
+	gate := make(chan struct{})
+	cfg := config()
+	cfg.Batch = batch
+	cfg.Concurrency = 1
+	cfg.Middleware = []consumer.Middleware{func(ctx context.Context, _ *consumer.Message) (context.Context, func(consumer.Outcome)) {
+		taken.Add(1)
+		return ctx, func(consumer.Outcome) { settled.Add(1) }
+	}}
+	var handled recorder
+	mustStart(t, f.js, cfg, func(_ context.Context, m *consumer.Message) error {
+		<-gate
+		handled.add(m)
+		return nil
+	})
+	waitFor(t, "the consumer to take its first messages", func() bool { return taken.Load() >= batch })
+	// It has what it may hold within a moment; a consumer without the
+	// bound would take all n as fast.
+	for range 20 {
+		if got := taken.Load(); got > most {
+			close(gate)
+			t.Fatalf("with every After call stuck, the consumer took %d messages, want at most %d", got, most)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(gate)
+	waitFor(t, "every message settled", func() bool { return settled.Load() == n })
+	if got := len(handled.list()); got != n {
+		t.Errorf("handled %d messages, want %d", got, n)
+	}
+	if got := taken.Load(); got != n {
+		t.Errorf("took %d deliveries, want %d: none redelivered", got, n)
+	}
+	waitSettled(t, f.js, "T", "svc")
+}
