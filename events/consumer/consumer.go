@@ -178,6 +178,8 @@ type Config struct {
 	// are already fetched: a quiet consumer applies each at once.
 	Batch int
 	// Concurrency is how many messages' After run at once (default 4).
+	// At most max(4×Batch, 16×Concurrency) messages wait for their After
+	// or run it; while that many do, the consumer takes no new message.
 	Concurrency int
 	// HandlerTimeout bounds applying a batch and one message's After
 	// (default: two thirds of AckWait, so a handler gives up before the
@@ -500,12 +502,12 @@ func (c *Consumer) handleBatch(raws []fetched) {
 }
 
 // maxWaiting is how many messages may wait for their After (or run it):
-// enough to keep every After slot busy and the next batches coming while
+// enough to keep every After slot busy and several batches coming while
 // calls are in flight, and at least a batch, which must fit. Without a
 // bound a consumer whose calls fall behind keeps taking messages until
 // their ack wait ends, then takes the server's redeliveries of them too,
 // and its memory grows with the backlog.
-func maxWaiting(cfg Config) int { return max(2*cfg.Batch, 4*cfg.Concurrency) }
+func maxWaiting(cfg Config) int { return max(4*cfg.Batch, 16*cfg.Concurrency) }
 
 // finish runs the items' After calls, each on a slot of its own, applies
 // the follow-up work they return together, and repeats until no item has

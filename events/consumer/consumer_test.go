@@ -703,9 +703,9 @@ func TestSlowAfterCallsHoldBackNewMessages(t *testing.T) {
 		n     = 200
 		batch = 4
 		// What the consumer may hold: its bound on messages waiting for
-		// their After (2 batches here, with one slot), and the batch the
+		// their After (4 batches here, with one slot), and the batch the
 		// batcher took before it stopped.
-		most = 2*batch + batch
+		most = 4*batch + batch
 	)
 	for i := range n {
 		mustPublish(t, f.js, "t.happened."+strconv.Itoa(i), strconv.Itoa(i), nil)
