@@ -203,6 +203,27 @@ func TestApplyRetriesAnEarlyMessageAfterItsBatch(t *testing.T) {
 	}
 }
 
+// A message whose work panics is set aside like one that fails: the
+// panic is its permanent error, not its batch's.
+func TestApplySetsAsideAPanickingMessage(t *testing.T) {
+	f := newApplyFixture(t, sqltest.Backends()[0])
+	panics := func(context.Context, *sql.Tx) error { panic("bad message") }
+	items := []*item{f.item("m0", nil), f.item("p1", panics), f.item("m2", nil)}
+	f.c.apply(items)
+	want := []string{"m0,p1", "m0,m2", "p1"}
+	if got := f.log.transactions(); !slices.Equal(got, want) {
+		t.Errorf("transactions:\n got %q\nwant %q", got, want)
+	}
+	if err := items[1].err; !events.IsPermanent(err) || !strings.Contains(err.Error(), "bad message") {
+		t.Errorf("p1: err %v, want the panic as a permanent error", err)
+	}
+	for _, it := range []*item{items[0], items[2]} {
+		if it.err != nil || !it.applied {
+			t.Errorf("%s: err %v, applied %v; want applied", it.m.ID, it.err, it.applied)
+		}
+	}
+}
+
 // Past maxSetAside failures the rest of the batch is applied one message
 // per transaction: a batch of poison cannot cost a transaction per
 // message twice over.
@@ -215,8 +236,10 @@ func TestApplyGivesUpSettingAside(t *testing.T) {
 	items = append(items, f.item("m", nil))
 	f.c.apply(items)
 	txs := f.log.transactions()
-	if want := maxSetAside + len(items); len(txs) != want {
-		t.Errorf("%d transactions %q, want %d: %d set aside, then each message alone", len(txs), txs, want, maxSetAside)
+	// maxSetAside failures set aside, one more failure of the rest, then
+	// every message alone.
+	if want := maxSetAside + 1 + len(items); len(txs) != want {
+		t.Errorf("%d transactions %q, want %d: %d set aside, the rest failing once more, then each message alone", len(txs), txs, want, maxSetAside)
 	}
 	if got := f.counters(t); len(got) != 1 || got["m"] != 1 {
 		t.Errorf("counters %v, want m = 1 only", got)

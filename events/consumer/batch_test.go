@@ -151,8 +151,8 @@ func TestBatchAppliesFetchedMessagesTogether(t *testing.T) {
 }
 
 // A message whose work fails does not take its batch down: the batch is
-// applied again one message per transaction, the poison message is
-// dead-lettered, its neighbours applied once.
+// applied again without it (apply_test.go counts the transactions), the
+// poison message is dead-lettered, its neighbours applied once.
 func TestPoisonMessageInABatchSparesItsNeighbours(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b sqltest.Backend) {
 		f := mustFixture(t)

@@ -13,6 +13,7 @@ package consumer
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -178,8 +179,9 @@ type Config struct {
 	// are already fetched: a quiet consumer applies each at once.
 	Batch int
 	// Concurrency is how many messages' After run at once (default 4).
-	// At most max(4×Batch, 16×Concurrency) messages wait for their After
-	// or run it; while that many do, the consumer takes no new message.
+	// Messages wait for their After, or run it, up to max(2×Batch,
+	// 4×Concurrency) of them and a batch more: while that many do, the
+	// consumer takes no new message (see maxWaiting).
 	Concurrency int
 	// HandlerTimeout bounds applying a batch and one message's After
 	// (default: two thirds of AckWait, so a handler gives up before the
@@ -454,10 +456,11 @@ type item struct {
 }
 
 // handleBatch plans every message and applies the batch's work in one
-// transaction (one per message when that fails). Messages with nothing
-// more to do are settled at once; the others finish — their After, and
-// the follow-up work those return — on a goroutine of their own while the
-// batcher moves on to the next batch.
+// transaction (see applyTogether for when a message of it fails). Messages
+// with nothing more to do are settled at once; the others finish — their
+// After, and the follow-up work those return — on a goroutine of their
+// own while the batcher moves on to the next batch, unless too many wait
+// for their After already (see maxWaiting).
 func (c *Consumer) handleBatch(raws []fetched) {
 	items := make([]*item, 0, len(raws))
 	for _, f := range raws {
@@ -502,12 +505,15 @@ func (c *Consumer) handleBatch(raws []fetched) {
 }
 
 // maxWaiting is how many messages may wait for their After (or run it):
-// enough to keep every After slot busy and several batches coming while
+// enough to keep every After slot busy and the next batch coming while
 // calls are in flight, and at least a batch, which must fit. Without a
 // bound a consumer whose calls fall behind keeps taking messages until
 // their ack wait ends, then takes the server's redeliveries of them too,
-// and its memory grows with the backlog.
-func maxWaiting(cfg Config) int { return max(4*cfg.Batch, 16*cfg.Concurrency) }
+// and its memory grows with the backlog. With it, the last message waits
+// for about maxWaiting/Concurrency calls: calls slower than AckWait over
+// that still see messages redelivered while they wait (found in the
+// inbox, so only wasted work).
+func maxWaiting(cfg Config) int { return max(2*cfg.Batch, 4*cfg.Concurrency) }
 
 // finish runs the items' After calls, each on a slot of its own, applies
 // the follow-up work they return together, and repeats until no item has
@@ -587,6 +593,22 @@ func (c *Consumer) plan(ctx context.Context, m *Message) (w Work, err error) {
 	return w, err
 }
 
+// safeFn is fn with a panic turned into its permanent error, so that a
+// unit of a batch that panics is the failing unit (see applyTogether), not
+// the whole batch; nil stays nil.
+func safeFn(fn func(context.Context, *sql.Tx) ([]events.Outgoing, error)) inbox.Fn {
+	if fn == nil {
+		return nil
+	}
+	return func(ctx context.Context, tx *sql.Tx) (out []events.Outgoing, err error) {
+		err = safe(func() error {
+			out, err = fn(ctx, tx)
+			return err
+		})
+		return out, err
+	}
+}
+
 // safe runs f, turning a panic into a permanent error.
 func safe(f func() error) (err error) {
 	defer func() {
@@ -597,9 +619,10 @@ func safe(f func() error) (err error) {
 	return f()
 }
 
-// apply runs the inbox claims and Apply of the items' work: all in one
-// transaction, or — when that fails or there is only one — each in its own,
-// where a unit that lost a creation race is run again (inbox.Apply).
+// apply runs the inbox claims and Apply of the items' work: together in
+// one transaction (applyTogether), and those that could not be, or a lone
+// one, each in its own, where a unit that lost a creation race is run
+// again (inbox.Apply).
 func (c *Consumer) apply(items []*item) {
 	var todo []*item
 	for _, it := range items {
@@ -636,8 +659,8 @@ func (c *Consumer) apply(items []*item) {
 	}
 }
 
-// maxSetAside bounds how many failing units a batch sets aside before
-// the rest of it is applied one message per transaction as well.
+// maxSetAside bounds how many failing units a batch sets aside: when the
+// rest fails once more, it is applied one message per transaction too.
 const maxSetAside = 3
 
 // applyTogether applies the items' work in one transaction. When one unit
@@ -645,9 +668,10 @@ const maxSetAside = 3
 // message that fails (a poison message, or one that came before what it
 // follows) costs its batch one more transaction, not one per message. It
 // returns the items still to be applied, each in a transaction of its own:
-// those not applied together (after a failure that names no unit, the
-// commit's, or too many set aside), then the ones set aside, so that a
-// message that came before another of its batch is tried again after it.
+// those not applied together (after a failure that names no unit — the
+// begin's or the commit's — or one more than maxSetAside), then the ones
+// set aside, so that a message that came before another of its batch is
+// tried again after it.
 // Units of a batch may be applied out of their order this way, as messages
 // may arrive in any order: handlers do not depend on it.
 func (c *Consumer) applyTogether(todo []*item) (alone []*item) {
@@ -658,12 +682,12 @@ func (c *Consumer) applyTogether(todo []*item) (alone []*item) {
 	defer cancel()
 	together := todo
 	var aside []*item
-	for len(together) > 1 && len(aside) < maxSetAside {
+	for len(together) > 1 {
 		units := make([]inbox.Unit, len(together))
 		for i, it := range together {
 			// The batch's deadline, the message's own values (its trace,
 			// its id as the cause of the events it creates).
-			units[i] = inbox.Unit{Key: it.work.Key, Fn: inbox.Fn(it.work.Apply), Values: it.ctx}
+			units[i] = inbox.Unit{Key: it.work.Key, Fn: safeFn(it.work.Apply), Values: it.ctx}
 		}
 		var applied []bool
 		err := safe(func() (err error) {
@@ -677,7 +701,7 @@ func (c *Consumer) applyTogether(todo []*item) (alone []*item) {
 			return aside
 		}
 		var unit *inbox.UnitError
-		if !errors.As(err, &unit) || unit.Units != len(together) {
+		if !errors.As(err, &unit) || unit.Units != len(together) || len(aside) == maxSetAside {
 			c.cfg.Logger.Debug("consumer: batch failed, applying its messages one by one", "messages", len(together), "err", err)
 			break
 		}
