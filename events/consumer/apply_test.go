@@ -7,78 +7,34 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
-	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
 )
-
-// attempts records, per transaction, the units whose work ran in it
-// (committed or not), in the order they ran.
-type attempts struct {
-	mu    sync.Mutex
-	order []*sql.Tx
-	units map[*sql.Tx][]string
-}
-
-func (a *attempts) add(tx *sql.Tx, unit string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.units == nil {
-		a.units = map[*sql.Tx][]string{}
-	}
-	if _, seen := a.units[tx]; !seen {
-		a.order = append(a.order, tx)
-	}
-	a.units[tx] = append(a.units[tx], unit)
-}
-
-// transactions lists the units of each transaction, oldest first, as
-// "a,b,c".
-func (a *attempts) transactions() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]string, len(a.order))
-	for i, tx := range a.order {
-		out[i] = strings.Join(a.units[tx], ",")
-	}
-	return out
-}
 
 // applyFixture is a consumer with a store of counters, whose apply is
 // called directly on items, so that the transactions a batch takes are
 // known exactly.
 type applyFixture struct {
+	*CounterStore
 	c   *Consumer
-	db  *sqldb.DB
-	log attempts
+	log TxLog
 }
 
 func newApplyFixture(t *testing.T, b sqltest.Backend) *applyFixture {
 	t.Helper()
-	ctx := context.Background()
-	db := b.Open(t)
-	if err := outbox.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	if err := inbox.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE counters (key TEXT PRIMARY KEY, value BIGINT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Outbox: outbox.New(db)}
+	s := NewCounterStore(t, b)
+	cfg := Config{Outbox: s.Outbox}
 	cfg.setDefaults()
-	return &applyFixture{c: &Consumer{cfg: cfg, baseCtx: context.Background()}, db: db}
+	return &applyFixture{CounterStore: s, c: &Consumer{cfg: cfg, baseCtx: context.Background()}}
 }
 
 // item is a message of a batch whose work counts it, after fail (when
 // set) has had its say.
 func (f *applyFixture) item(name string, fail func(ctx context.Context, tx *sql.Tx) error) *item {
+	count := f.Increment(name)
 	return &item{
 		m:     &Message{ID: name},
 		ctx:   context.Background(),
@@ -86,42 +42,16 @@ func (f *applyFixture) item(name string, fail func(ctx context.Context, tx *sql.
 		work: Work{
 			Key: inbox.Key{Consumer: "svc", EventID: name},
 			Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-				f.log.add(tx, name)
+				f.log.Add(tx, name)
 				if fail != nil {
 					if err := fail(ctx, tx); err != nil {
 						return nil, err
 					}
 				}
-				_, err := f.db.In(tx).Exec(ctx, `INSERT INTO counters (key, value) VALUES (?, 1)
-					ON CONFLICT (key) DO UPDATE SET value = counters.value + 1`, name)
-				return nil, err
+				return count(ctx, tx)
 			},
 		},
 	}
-}
-
-func (f *applyFixture) counters(t *testing.T) map[string]int64 {
-	t.Helper()
-	rows, err := f.db.QueryContext(context.Background(), `SELECT key, value FROM counters`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var (
-			k string
-			v int64
-		)
-		if err := rows.Scan(&k, &v); err != nil {
-			t.Fatal(err)
-		}
-		out[k] = v
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 var errPoison = events.Permanent(errors.New("poison"))
@@ -148,7 +78,7 @@ func TestApplySetsAsideTheMessageThatFailed(t *testing.T) {
 				"m0,m1,m3,m5", // without either: committed
 				"p2", "p4",    // each alone, in the order they failed
 			}
-			if got := f.log.transactions(); !slices.Equal(got, want) {
+			if got := f.log.Transactions(); !slices.Equal(got, want) {
 				t.Errorf("transactions:\n got %q\nwant %q", got, want)
 			}
 			for _, it := range items {
@@ -160,7 +90,7 @@ func TestApplySetsAsideTheMessageThatFailed(t *testing.T) {
 					t.Errorf("%s: err %v, applied %v; want applied", it.m.ID, it.err, it.applied)
 				}
 			}
-			got := f.counters(t)
+			got := f.Counters(t)
 			if len(got) != 4 {
 				t.Errorf("counters: %v, want m0, m1, m3 and m5 only", got)
 			}
@@ -182,7 +112,7 @@ func TestApplyRetriesAnEarlyMessageAfterItsBatch(t *testing.T) {
 			f := newApplyFixture(t, b)
 			afterPlaced := func(ctx context.Context, tx *sql.Tx) error {
 				var n int
-				err := f.db.In(tx).QueryRow(ctx, `SELECT COUNT(*) FROM counters WHERE key = 'placed'`).Scan(&n)
+				err := f.DB.In(tx).QueryRow(ctx, `SELECT COUNT(*) FROM counters WHERE key = 'placed'`).Scan(&n)
 				if err == nil && n == 0 {
 					err = events.Early(fmt.Errorf("reserved before placed"))
 				}
@@ -191,7 +121,7 @@ func TestApplyRetriesAnEarlyMessageAfterItsBatch(t *testing.T) {
 			items := []*item{f.item("reserved", afterPlaced), f.item("placed", nil), f.item("other", nil)}
 			f.c.apply(items)
 			want := []string{"reserved", "placed,other", "reserved"}
-			if got := f.log.transactions(); !slices.Equal(got, want) {
+			if got := f.log.Transactions(); !slices.Equal(got, want) {
 				t.Errorf("transactions:\n got %q\nwant %q", got, want)
 			}
 			for _, it := range items {
@@ -211,7 +141,7 @@ func TestApplySetsAsideAPanickingMessage(t *testing.T) {
 	items := []*item{f.item("m0", nil), f.item("p1", panics), f.item("m2", nil)}
 	f.c.apply(items)
 	want := []string{"m0,p1", "m0,m2", "p1"}
-	if got := f.log.transactions(); !slices.Equal(got, want) {
+	if got := f.log.Transactions(); !slices.Equal(got, want) {
 		t.Errorf("transactions:\n got %q\nwant %q", got, want)
 	}
 	if err := items[1].err; !events.IsPermanent(err) || !strings.Contains(err.Error(), "bad message") {
@@ -235,13 +165,13 @@ func TestApplyGivesUpSettingAside(t *testing.T) {
 	}
 	items = append(items, f.item("m", nil))
 	f.c.apply(items)
-	txs := f.log.transactions()
+	txs := f.log.Transactions()
 	// maxSetAside failures set aside, one more failure of the rest, then
 	// every message alone.
 	if want := maxSetAside + 1 + len(items); len(txs) != want {
 		t.Errorf("%d transactions %q, want %d: %d set aside, the rest failing once more, then each message alone", len(txs), txs, want, maxSetAside)
 	}
-	if got := f.counters(t); len(got) != 1 || got["m"] != 1 {
+	if got := f.Counters(t); len(got) != 1 || got["m"] != 1 {
 		t.Errorf("counters %v, want m = 1 only", got)
 	}
 }

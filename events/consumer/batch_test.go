@@ -14,88 +14,13 @@ import (
 	"github.com/choreo-dev/choreo/events/consumer"
 	"github.com/choreo-dev/choreo/events/dlq"
 	"github.com/choreo-dev/choreo/events/inbox"
-	"github.com/choreo-dev/choreo/events/outbox"
-	"github.com/choreo-dev/choreo/events/sqldb"
 	"github.com/choreo-dev/choreo/events/sqltest"
 )
 
-// store is a database with the outbox, the inbox and a table of counters:
-// the smallest service a consumer can apply work to.
-type store struct {
-	db *sqldb.DB
-	ob *outbox.Outbox
-}
+// store is the smallest service a consumer can apply work to.
+type store = consumer.CounterStore
 
-func mustStore(t testing.TB, b sqltest.Backend) *store {
-	t.Helper()
-	ctx := context.Background()
-	db := b.Open(t)
-	if err := outbox.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	if err := inbox.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE counters (key TEXT PRIMARY KEY, value BIGINT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	return &store{db: db, ob: outbox.New(db)}
-}
-
-// increment is a unit of work that adds one to the counter of key.
-func (s *store) increment(key string) func(context.Context, *sql.Tx) ([]events.Outgoing, error) {
-	return func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-		_, err := s.db.In(tx).Exec(ctx, `INSERT INTO counters (key, value) VALUES (?, 1)
-			ON CONFLICT (key) DO UPDATE SET value = counters.value + 1`, key)
-		return nil, err
-	}
-}
-
-func (s *store) counters(t testing.TB) map[string]int64 {
-	t.Helper()
-	rows, err := s.db.QueryContext(context.Background(), `SELECT key, value FROM counters`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var (
-			k string
-			v int64
-		)
-		if err := rows.Scan(&k, &v); err != nil {
-			t.Fatal(err)
-		}
-		out[k] = v
-	}
-	return out
-}
-
-// txLog records which transaction applied each message, to see batches.
-type txLog struct {
-	mu   sync.Mutex
-	byTx map[*sql.Tx][]string
-}
-
-func (l *txLog) add(tx *sql.Tx, subject string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.byTx == nil {
-		l.byTx = map[*sql.Tx][]string{}
-	}
-	l.byTx[tx] = append(l.byTx[tx], subject)
-}
-
-func (l *txLog) largest() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, subjects := range l.byTx {
-		n = max(n, len(subjects))
-	}
-	return n
-}
+func mustStore(t testing.TB, b sqltest.Backend) *store { return consumer.NewCounterStore(t, b) }
 
 func forEachBackend(t *testing.T, f func(t *testing.T, b sqltest.Backend)) {
 	for _, b := range sqltest.Backends() {
@@ -117,22 +42,22 @@ func TestBatchAppliesFetchedMessagesTogether(t *testing.T) {
 				mustPublish(t, f.js, "t.happened."+strconv.Itoa(i), strconv.Itoa(i), nil)
 			}
 		}
-		var log txLog
+		var log consumer.TxLog
 		cfg := config()
 		cfg.Batch = 16
-		cfg.Outbox = s.ob
+		cfg.Outbox = s.Outbox
 		cfg.Handler = func(_ context.Context, m *consumer.Message) (consumer.Work, error) {
 			return consumer.Work{
 				Key: inbox.Key{Consumer: "svc", EventID: string(m.Data)},
 				Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-					log.add(tx, m.Subject)
-					return s.increment(string(m.Data))(ctx, tx)
+					log.Add(tx, m.Subject)
+					return s.Increment(string(m.Data))(ctx, tx)
 				},
 			}, nil
 		}
 		mustStartHandler(t, f.js, cfg)
 		waitSettled(t, f.js, "T", "svc")
-		got := s.counters(t)
+		got := s.Counters(t)
 		if len(got) != n {
 			t.Errorf("counters: got %d keys, want %d", len(got), n)
 		}
@@ -141,7 +66,7 @@ func TestBatchAppliesFetchedMessagesTogether(t *testing.T) {
 				t.Errorf("counter %s = %d, want 1 (applied once per message, duplicates skipped)", k, v)
 			}
 		}
-		if got := log.largest(); got < 2 {
+		if got := log.Largest(); got < 2 {
 			t.Errorf("largest batch: %d message(s) in one transaction, want several", got)
 		}
 		if got := len(streamMsgs(t, f.js, "DLQ")); got != 0 {
@@ -167,19 +92,19 @@ func TestPoisonMessageInABatchSparesItsNeighbours(t *testing.T) {
 		}
 		cfg := config()
 		cfg.Batch = 32
-		cfg.Outbox = s.ob
+		cfg.Outbox = s.Outbox
 		cfg.Handler = func(_ context.Context, m *consumer.Message) (consumer.Work, error) {
 			return consumer.Work{
 				Key: inbox.Key{Consumer: "svc", EventID: m.Subject},
 				Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
 					if string(m.Data) == "poison" {
 						// Change something first: the rollback must undo it.
-						if _, err := s.increment("poison")(ctx, tx); err != nil {
+						if _, err := s.Increment("poison")(ctx, tx); err != nil {
 							return nil, err
 						}
 						return nil, events.Permanent(errors.New("cannot apply poison"))
 					}
-					return s.increment(string(m.Data))(ctx, tx)
+					return s.Increment(string(m.Data))(ctx, tx)
 				},
 			}, nil
 		}
@@ -189,7 +114,7 @@ func TestPoisonMessageInABatchSparesItsNeighbours(t *testing.T) {
 			t.Errorf("dead letter: got %s, want t.happened.7", got)
 		}
 		waitSettled(t, f.js, "T", "svc")
-		got := s.counters(t)
+		got := s.Counters(t)
 		if len(got) != n-1 {
 			t.Errorf("counters: got %d keys (%v), want %d: every neighbour, not the poison", len(got), got, n-1)
 		}
@@ -212,25 +137,25 @@ func TestFollowUpWorkIsAppliedBeforeTheAck(t *testing.T) {
 			mustPublish(t, f.js, "t.happened."+strconv.Itoa(i), strconv.Itoa(i), nil)
 		}
 		var (
-			log  txLog
+			log  consumer.TxLog
 			mu   sync.Mutex
 			done []string
 		)
 		cfg := config()
 		cfg.Batch = 16
 		cfg.Concurrency = 4
-		cfg.Outbox = s.ob
+		cfg.Outbox = s.Outbox
 		cfg.Handler = func(_ context.Context, m *consumer.Message) (consumer.Work, error) {
 			id := string(m.Data)
 			return consumer.Work{
 				Key:   inbox.Key{Consumer: "svc", EventID: id},
-				Apply: s.increment("step1-" + id),
+				Apply: s.Increment("step1-" + id),
 				After: func(context.Context, bool) (consumer.Work, error) {
 					// A call outside the database, then its answer recorded.
 					return consumer.Work{
 						Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) {
-							log.add(tx, id)
-							return s.increment("step3-"+id)(ctx, tx)
+							log.Add(tx, id)
+							return s.Increment("step3-"+id)(ctx, tx)
 						},
 						After: func(context.Context, bool) (consumer.Work, error) {
 							mu.Lock()
@@ -244,7 +169,7 @@ func TestFollowUpWorkIsAppliedBeforeTheAck(t *testing.T) {
 		}
 		mustStartHandler(t, f.js, cfg)
 		waitSettled(t, f.js, "T", "svc")
-		got := s.counters(t)
+		got := s.Counters(t)
 		if len(got) != 2*n {
 			t.Errorf("counters: got %d keys, want %d (both steps of every message)", len(got), 2*n)
 		}
@@ -258,7 +183,7 @@ func TestFollowUpWorkIsAppliedBeforeTheAck(t *testing.T) {
 			t.Errorf("follow-ups' After: ran %d times, want %d", len(done), n)
 		}
 		mu.Unlock()
-		if got := log.largest(); got < 2 {
+		if got := log.Largest(); got < 2 {
 			t.Errorf("largest follow-up transaction: %d message(s), want several", got)
 		}
 	})
@@ -273,11 +198,11 @@ func TestFailingAfterRetriesWithoutApplyingTwice(t *testing.T) {
 		rec := &recorder{}
 		cfg := config()
 		cfg.MaxDeliver = 5
-		cfg.Outbox = s.ob
+		cfg.Outbox = s.Outbox
 		cfg.Handler = func(_ context.Context, m *consumer.Message) (consumer.Work, error) {
 			return consumer.Work{
 				Key:   inbox.Key{Consumer: "svc", EventID: "e-1"},
-				Apply: s.increment("k"),
+				Apply: s.Increment("k"),
 				After: func(_ context.Context, applied bool) (consumer.Work, error) {
 					rec.add(&consumer.Message{Subject: fmt.Sprintf("applied=%v", applied), Delivered: m.Delivered})
 					if m.Delivered < 3 {
@@ -294,7 +219,7 @@ func TestFailingAfterRetriesWithoutApplyingTwice(t *testing.T) {
 		if got := strings.Join(rec.list(), ","); got != "applied=true@1,applied=false@2,applied=false@3" {
 			t.Errorf("After calls: got %s, want the first applied and the redeliveries not", got)
 		}
-		if got := s.counters(t)["k"]; got != 1 {
+		if got := s.Counters(t)["k"]; got != 1 {
 			t.Errorf("counter: got %d, want 1", got)
 		}
 	})

@@ -90,12 +90,12 @@ func TestMiddlewareSeesEveryDeliveryAndItsOutcome(t *testing.T) {
 			}
 			return consumer.Work{
 				Key:   inbox.Key{Consumer: "svc", EventID: body},
-				Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) { return s.increment(body)(ctx, tx) },
+				Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) { return s.Increment(body)(ctx, tx) },
 			}, nil
 		})
 		cfg := config()
 		cfg.Batch = 8
-		cfg.Outbox = s.ob
+		cfg.Outbox = s.Outbox
 		cfg.Handler = r.Handle
 		cfg.Middleware = []consumer.Middleware{rec.middleware, consumer.LogOutcomes(logger)}
 		mustStartHandler(t, f.js, cfg)

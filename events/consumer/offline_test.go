@@ -21,7 +21,7 @@ func TestHandleOfflineReportsTheOutcome(t *testing.T) {
 		s := mustStore(t, b)
 		ctx := context.Background()
 		cfg := config()
-		cfg.Outbox = s.ob
+		cfg.Outbox = s.Outbox
 		cfg.Handler = func(_ context.Context, m *consumer.Message) (consumer.Work, error) {
 			switch body := string(m.Data); body {
 			case "poison":
@@ -37,7 +37,7 @@ func TestHandleOfflineReportsTheOutcome(t *testing.T) {
 			default:
 				return consumer.Work{
 					Key:   inbox.Key{Consumer: "svc", EventID: body},
-					Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) { return s.increment(body)(ctx, tx) },
+					Apply: func(ctx context.Context, tx *sql.Tx) ([]events.Outgoing, error) { return s.Increment(body)(ctx, tx) },
 					// Work after the commit runs for a duplicate too; it
 					// must not hide that the message was one.
 					After: func(context.Context, bool) (consumer.Work, error) { return consumer.Work{}, nil },
@@ -72,7 +72,7 @@ func TestHandleOfflineReportsTheOutcome(t *testing.T) {
 				t.Errorf("%s (delivery %d): outcome %s (%v), want %s", tc.body, tc.delivered, got.Result, got.Err, tc.want)
 			}
 		}
-		if got := s.counters(t)["ok"]; got != 1 {
+		if got := s.Counters(t)["ok"]; got != 1 {
 			t.Errorf("counter ok = %d, want 1: a duplicate changes nothing", got)
 		}
 		if len(told) != 9 || told[1] != consumer.Duplicate {
