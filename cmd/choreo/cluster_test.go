@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -161,17 +162,25 @@ func replicatedOnAll(info *jetstream.StreamInfo, n int) (bool, string) {
 // same), and waits until another node leads it.
 func stepDownStreamLeader(t *testing.T, ctx context.Context, op *nats.Conn, js jetstream.JetStream, stream string) {
 	t.Helper()
-	leader := func() string {
+	// leader is the stream's leader, or "" and why there is none known:
+	// a wait that gives up says which.
+	leader := func() (string, string) {
 		s, err := js.Stream(ctx, stream)
-		if err != nil || s.CachedInfo().Cluster == nil {
-			return ""
+		switch {
+		case err != nil:
+			return "", "stream info: " + err.Error()
+		case s.CachedInfo().Cluster == nil:
+			return "", "stream info without cluster info"
+		case s.CachedInfo().Cluster.Leader == "":
+			return "", fmt.Sprintf("no leader; replicas %s", replicaStates(s.CachedInfo().Cluster))
 		}
-		return s.CachedInfo().Cluster.Leader
+		return s.CachedInfo().Cluster.Leader, ""
 	}
 	var before string
 	waitFor(t, ctx, stream+" leader stepping down", func() (bool, string) {
-		if before = leader(); before == "" {
-			return false, "no leader"
+		var why string
+		if before, why = leader(); before == "" {
+			return false, why
 		}
 		msg, err := op.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
 		if err != nil {
@@ -189,7 +198,20 @@ func stepDownStreamLeader(t *testing.T, ctx context.Context, op *nats.Conn, js j
 		return true, ""
 	})
 	waitFor(t, ctx, stream+" led by another node than "+before, func() (bool, string) {
-		now := leader()
-		return now != "" && now != before, "leader " + now
+		now, why := leader()
+		if now == "" {
+			return false, why
+		}
+		return now != before, "leader " + now
 	})
+}
+
+// replicaStates says of each replica of a stream whether it is current,
+// how far behind and how long since it was last seen.
+func replicaStates(c *jetstream.ClusterInfo) string {
+	var states []string
+	for _, r := range c.Replicas {
+		states = append(states, fmt.Sprintf("%s current=%v offline=%v lag=%d active=%s", r.Name, r.Current, r.Offline, r.Lag, r.Active))
+	}
+	return "[" + strings.Join(states, "; ") + "]"
 }
