@@ -57,6 +57,7 @@ type benchConfig struct {
 	mix       loadgen.Mix
 	ceiling   bool
 	pid       int
+	natsPID   int
 	json      bool
 	quiet     bool
 	choreoBin string
@@ -74,7 +75,9 @@ logic (the ceiling). With --embedded it starts choreo up as a child process
 on a fresh data directory and measures that process (the OTEL_* variables,
 GOGC, GOMEMLIMIT, GOMAXPROCS and GODEBUG reach it: measure tracing on with
 OTEL_TRACES_SAMPLER=always_on and an OTLP endpoint); otherwise it drives
-the system behind --nats-url (pass --pid to measure its process).`
+the system behind --nats-url (pass --pid to measure its process, and
+--nats-pid to count its NATS server's CPU and see its memory when that
+runs as a process of its own).`
 
 func parseBench(args []string, stderr io.Writer, getenv func(string) string) (benchConfig, error) {
 	c := benchConfig{stderr: stderr}
@@ -93,6 +96,7 @@ func parseBench(args []string, stderr io.Writer, getenv func(string) string) (be
 	mix := fs.String("mix", "happy=100", "saga paths by weight: happy, out_of_stock, declined, cancel")
 	noCeiling := fs.Bool("no-ceiling", false, "skip measuring the machine's limits")
 	fs.IntVar(&c.pid, "pid", 0, "without --embedded: the process id of the choreo you started, to measure its CPU and memory")
+	fs.IntVar(&c.natsPID, "nats-pid", 0, "with --pid: the process id of the NATS server the system uses, when it runs on its own; its CPU counts in CPU per saga (as the embedded server's does) and its memory is shown apart")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar")
 	fs.StringVar(&c.choreoBin, "choreo-bin", "", "the choreo binary --embedded starts (default: this one)")
 	if _, err := t.parse(args); err != nil {
@@ -121,6 +125,8 @@ func parseBench(args []string, stderr io.Writer, getenv func(string) string) (be
 		return c, fmt.Errorf("%w: --db must be a postgres:// URL", errUsage)
 	case c.pid != 0 && c.embedded:
 		return c, fmt.Errorf("%w: --pid is for a system you started; --embedded measures its own", errUsage)
+	case c.natsPID != 0 && c.pid == 0:
+		return c, fmt.Errorf("%w: --nats-pid goes with --pid (the choreo process whose server it is)", errUsage)
 	}
 	return c, nil
 }
@@ -178,15 +184,29 @@ type benchLatency struct {
 }
 
 type benchCPU struct {
-	// SystemMsPerSaga is the CPU time of the measured choreo process per
-	// completed saga (0 when there is no process to measure).
+	// SystemMsPerSaga is the CPU time of the measured processes per
+	// completed saga: choreo's, and its NATS server's when that is a
+	// process of its own (--nats-pid). 0 when there is none to measure.
 	SystemMsPerSaga float64 `json:"system_ms_per_saga"`
+	// NATSServerMsPerSaga is the part of SystemMsPerSaga that the separate
+	// NATS server used (absent without --nats-pid: embedded, the server's
+	// CPU is in choreo's process).
+	NATSServerMsPerSaga float64 `json:"nats_server_ms_per_saga,omitempty"`
 	// GeneratorMsPerSaga is bench's own CPU per saga (the load generator).
 	GeneratorMsPerSaga float64 `json:"generator_ms_per_saga"`
 	Measured           bool    `json:"measured"`
 }
 
 type benchMemory struct {
+	// PeakRSSBytes and FinalRSSBytes are the choreo process's (with the
+	// embedded server, the server's memory is in it).
+	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
+	FinalRSSBytes int64 `json:"final_rss_bytes"`
+	// NATSServer is the separate NATS server's (--nats-pid).
+	NATSServer *benchRSS `json:"nats_server,omitempty"`
+}
+
+type benchRSS struct {
 	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
 	FinalRSSBytes int64 `json:"final_rss_bytes"`
 }
@@ -251,7 +271,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	say("choreo bench: %s window after %s warm-up, %s, mix %s, %s\n", cfg.duration, cfg.warmup, loadShape(cfg), cfg.mix, describeTarget(rep.Setup))
 	if cfg.ceiling {
 		say("measuring the machine's limits on the same server and storage…\n")
-		lim, err := measureLimits(ctx, js, nc, cfg, dataDir, dbURL, pid)
+		lim, err := measureLimits(ctx, js, nc, cfg, dataDir, dbURL, pid, cfg.natsPID)
 		if err != nil {
 			return fmt.Errorf("measure limits: %w", err)
 		}
@@ -268,6 +288,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		sysCPU, genCPU     time.Duration
 		finalRSS, peakRSS  int64
 		measured           = pid != 0
+		natsStart, natsCPU time.Duration
+		natsMem            benchRSS
+		natsMeasured       = cfg.natsPID != 0
 		bar                *progressbar.ProgressBar
 		lastLine           time.Time
 		showBar            = !cfg.quiet && !cfg.json && isTerminal(stderr)
@@ -295,10 +318,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 					measured = false
 				}
 			}
+			var n time.Duration
+			if natsMeasured {
+				if ps, err := loadgen.ReadProcStat(cfg.natsPID); err == nil {
+					n = ps.CPU
+					natsMem = benchRSS{PeakRSSBytes: ps.PeakRSS, FinalRSSBytes: ps.RSS}
+				} else {
+					natsMeasured = false
+				}
+			}
 			if open {
-				sysStart, genStart = s, g
+				sysStart, genStart, natsStart = s, g, n
 			} else {
-				sysCPU, genCPU = s-sysStart, g-genStart
+				sysCPU, genCPU, natsCPU = s-sysStart, g-genStart, n-natsStart
 			}
 		},
 		Progress: func(p loadgen.Progress) {
@@ -345,10 +377,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		if measured {
 			rep.CPU.Measured = true
 			rep.CPU.SystemMsPerSaga = ms(sysCPU) / float64(n)
+			if natsMeasured {
+				rep.CPU.NATSServerMsPerSaga = ms(natsCPU) / float64(n)
+				rep.CPU.SystemMsPerSaga += rep.CPU.NATSServerMsPerSaga
+			}
 		}
 	}
 	if measured {
 		rep.Memory = &benchMemory{PeakRSSBytes: peakRSS, FinalRSSBytes: finalRSS}
+		if natsMeasured {
+			rep.Memory.NATSServer = &natsMem
+		}
 	}
 	if l := rep.Limits; l != nil {
 		rep.Ratios["to_minimal_saga"] = ratio(res.Rate, l.MinimalSagaPerSec)
@@ -396,6 +435,9 @@ func printBench(w io.Writer, r benchReport) {
 		r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
 	if r.CPU.Measured {
 		line = fmt.Sprintf("  CPU per saga  %.2f ms", r.CPU.SystemMsPerSaga)
+		if r.CPU.NATSServerMsPerSaga > 0 {
+			line += fmt.Sprintf(" (%.2f ms of it the NATS server's)", r.CPU.NATSServerMsPerSaga)
+		}
 		if r.Limits != nil {
 			line += fmt.Sprintf(" (minimal saga %.2f ms: %.1f×)", r.Limits.MinimalSagaCPUms, r.Ratios["cpu_to_minimal_saga"])
 		}
@@ -404,7 +446,11 @@ func printBench(w io.Writer, r benchReport) {
 		fmt.Fprintf(w, "  CPU per saga  not measured (pass --pid of the choreo process, or use --embedded); load generator %.2f ms\n", r.CPU.GeneratorMsPerSaga)
 	}
 	if r.Memory != nil {
-		fmt.Fprintf(w, "  memory        peak RSS %s, final RSS %s\n", mib(r.Memory.PeakRSSBytes), mib(r.Memory.FinalRSSBytes))
+		line = fmt.Sprintf("  memory        peak RSS %s, final RSS %s", mib(r.Memory.PeakRSSBytes), mib(r.Memory.FinalRSSBytes))
+		if s := r.Memory.NATSServer; s != nil {
+			line += fmt.Sprintf("; the NATS server: peak RSS %s, final RSS %s", mib(s.PeakRSSBytes), mib(s.FinalRSSBytes))
+		}
+		fmt.Fprintln(w, line)
 	}
 	var outcomes []string
 	for k, v := range r.Outcomes {
@@ -439,6 +485,21 @@ func thousands(f float64) string {
 	return b.String()
 }
 
+// cpuOf is the CPU time the processes pids have used (0 counts for none,
+// nor does one that cannot be read).
+func cpuOf(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		if pid == 0 {
+			continue
+		}
+		if ps, err := loadgen.ReadProcStat(pid); err == nil {
+			sum += ps.CPU
+		}
+	}
+	return sum
+}
+
 // selfCPU is the CPU time bench itself has used.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
@@ -449,10 +510,11 @@ func selfCPU() time.Duration {
 }
 
 // measureLimits measures the machine's limits on the server and storage
-// the run uses. The minimal saga's CPU counts both bench (where its four
-// services run) and the measured process (where the NATS server runs when
-// embedded), as the choreo figure counts the process that holds both.
-func measureLimits(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg benchConfig, dataDir, dbURL string, pid int) (*benchLimits, error) {
+// the run uses. The minimal saga's CPU counts bench (where its four
+// services run) and the measured processes: choreo's (where the NATS
+// server runs when embedded) and the separate NATS server's, as the
+// choreo figure counts them.
+func measureLimits(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg benchConfig, dataDir, dbURL string, pids ...int) (*benchLimits, error) {
 	open := func(ctx context.Context, name string) (*sqldb.DB, error) {
 		if dbURL != "" {
 			return openScratchSchema(ctx, dbURL, name)
@@ -467,25 +529,14 @@ func measureLimits(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, c
 	if err != nil {
 		return nil, err
 	}
-	before := selfCPU()
-	var sysBefore time.Duration
-	if pid != 0 {
-		if ps, err := loadgen.ReadProcStat(pid); err == nil {
-			sysBefore = ps.CPU
-		}
-	}
+	before := selfCPU() + cpuOf(pids)
 	saga, err := ceiling.MinimalSaga(ctx, js, nc, open, ceiling.SagaOptions{
 		Duration: min(cfg.duration, 10*time.Second), Inflight: cfg.inflight, Batch: cfg.batch,
 	})
 	if err != nil {
 		return nil, err
 	}
-	cpu := selfCPU() - before
-	if pid != 0 {
-		if ps, err := loadgen.ReadProcStat(pid); err == nil {
-			cpu += ps.CPU - sysBefore
-		}
-	}
+	cpu := selfCPU() + cpuOf(pids) - before
 	lim := &benchLimits{
 		JetStreamPublishPerSec: pub.PerSec,
 		StoreCommitPerSec:      commit.PerSec,
