@@ -283,21 +283,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 
 	var (
-		cpuMu              sync.Mutex
-		sysStart, genStart time.Duration
-		sysCPU, genCPU     time.Duration
-		finalRSS, peakRSS  int64
-		measured           = pid != 0
-		natsStart, natsCPU time.Duration
-		natsMem            benchRSS
-		natsMeasured       = cfg.natsPID != 0
-		bar                *progressbar.ProgressBar
-		lastLine           time.Time
-		showBar            = !cfg.quiet && !cfg.json && isTerminal(stderr)
-		showLines          = !cfg.quiet && !cfg.json && !showBar
-		windowSecs         = int64(math.Ceil(cfg.duration.Seconds()))
-		processCPU         = func() time.Duration { return selfCPU() }
-		readPID            = func() (loadgen.ProcStat, error) { return loadgen.ReadProcStat(pid) }
+		cpuMu            sync.Mutex
+		genStart, genCPU time.Duration
+		system           = watchProcess(pid)
+		server           = watchProcess(cfg.natsPID)
+		bar              *progressbar.ProgressBar
+		lastLine         time.Time
+		showBar          = !cfg.quiet && !cfg.json && isTerminal(stderr)
+		showLines        = !cfg.quiet && !cfg.json && !showBar
+		windowSecs       = int64(math.Ceil(cfg.duration.Seconds()))
+		processCPU       = func() time.Duration { return selfCPU() }
 	)
 	if showBar {
 		bar = progressbar.NewOptions64(windowSecs, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("warm-up"),
@@ -309,28 +304,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			cpuMu.Lock()
 			defer cpuMu.Unlock()
 			g := processCPU()
-			var s time.Duration
-			if measured {
-				if ps, err := readPID(); err == nil {
-					s = ps.CPU
-					finalRSS, peakRSS = ps.RSS, ps.PeakRSS
-				} else {
-					measured = false
-				}
-			}
-			var n time.Duration
-			if natsMeasured {
-				if ps, err := loadgen.ReadProcStat(cfg.natsPID); err == nil {
-					n = ps.CPU
-					natsMem = benchRSS{PeakRSSBytes: ps.PeakRSS, FinalRSSBytes: ps.RSS}
-				} else {
-					natsMeasured = false
-				}
-			}
+			system.sample(open)
+			server.sample(open)
 			if open {
-				sysStart, genStart, natsStart = s, g, n
+				genStart = g
 			} else {
-				sysCPU, genCPU, natsCPU = s-sysStart, g-genStart, n-natsStart
+				genCPU = g - genStart
 			}
 		},
 		Progress: func(p loadgen.Progress) {
@@ -362,7 +341,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		// The final memory is read after the drain: what the process holds
 		// once the load is over.
 		if ps, err := loadgen.ReadProcStat(child.pid); err == nil {
-			finalRSS, peakRSS = ps.RSS, max(peakRSS, ps.PeakRSS)
+			system.mem = benchRSS{PeakRSSBytes: max(system.mem.PeakRSSBytes, ps.PeakRSS), FinalRSSBytes: ps.RSS}
 		}
 	}
 
@@ -374,19 +353,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	rep.Outcomes = res.Outcomes
 	if n := res.CompletedInWindow; n > 0 {
 		rep.CPU.GeneratorMsPerSaga = ms(genCPU) / float64(n)
-		if measured {
+		if system.ok {
 			rep.CPU.Measured = true
-			rep.CPU.SystemMsPerSaga = ms(sysCPU) / float64(n)
-			if natsMeasured {
-				rep.CPU.NATSServerMsPerSaga = ms(natsCPU) / float64(n)
+			rep.CPU.SystemMsPerSaga = ms(system.cpu) / float64(n)
+			if server.ok {
+				rep.CPU.NATSServerMsPerSaga = ms(server.cpu) / float64(n)
 				rep.CPU.SystemMsPerSaga += rep.CPU.NATSServerMsPerSaga
 			}
 		}
 	}
-	if measured {
-		rep.Memory = &benchMemory{PeakRSSBytes: peakRSS, FinalRSSBytes: finalRSS}
-		if natsMeasured {
-			rep.Memory.NATSServer = &natsMem
+	if system.ok {
+		rep.Memory = &benchMemory{PeakRSSBytes: system.mem.PeakRSSBytes, FinalRSSBytes: system.mem.FinalRSSBytes}
+		if server.ok {
+			rep.Memory.NATSServer = &server.mem
 		}
 	}
 	if l := rep.Limits; l != nil {
@@ -483,6 +462,35 @@ func thousands(f float64) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// processWatch follows a measured process over the window: the CPU it
+// used between the window's opening and closing, and its memory.
+type processWatch struct {
+	pid        int
+	ok         bool // there is a process, and it could be read every time
+	start, cpu time.Duration
+	mem        benchRSS
+}
+
+func watchProcess(pid int) processWatch { return processWatch{pid: pid, ok: pid != 0} }
+
+// sample reads the process at the window's opening (open) or closing.
+func (w *processWatch) sample(open bool) {
+	if !w.ok {
+		return
+	}
+	ps, err := loadgen.ReadProcStat(w.pid)
+	if err != nil {
+		w.ok = false
+		return
+	}
+	w.mem = benchRSS{PeakRSSBytes: ps.PeakRSS, FinalRSSBytes: ps.RSS}
+	if open {
+		w.start = ps.CPU
+	} else {
+		w.cpu = ps.CPU - w.start
+	}
 }
 
 // cpuOf is the CPU time the processes pids have used (0 counts for none,
