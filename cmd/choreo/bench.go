@@ -56,6 +56,7 @@ type benchConfig struct {
 	warmup    time.Duration
 	mix       loadgen.Mix
 	ceiling   bool
+	rounds    int
 	pid       int
 	natsPID   int
 	json      bool
@@ -64,7 +65,7 @@ type benchConfig struct {
 	stderr    io.Writer
 }
 
-const benchSynopsis = `bench [--embedded [--db postgres://…] [--durable] [--consumer-batch N]] [--inflight N | --rate R] [--duration D] [--mix happy=90,…] [--json]
+const benchSynopsis = `bench [--embedded [--db postgres://…] [--durable] [--consumer-batch N]] [--inflight N | --rate R] [--duration D] [--rounds N] [--mix happy=90,…] [--json]
 
 Drives the saga with generated orders (cmd.orders.place over NATS) and
 prints sagas/s, placed→final latency percentiles, CPU per saga and memory,
@@ -95,6 +96,7 @@ func parseBench(args []string, stderr io.Writer, getenv func(string) string) (be
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "load before the window, not counted")
 	mix := fs.String("mix", "happy=100", "saga paths by weight: happy, out_of_stock, declined, cancel")
 	noCeiling := fs.Bool("no-ceiling", false, "skip measuring the machine's limits")
+	fs.IntVar(&c.rounds, "rounds", 1, "run the minimal saga and the load this many times, alternating, and take the medians of their ratios: on a noisy machine two windows a minute apart can differ by a third")
 	fs.IntVar(&c.pid, "pid", 0, "without --embedded: the process id of the choreo you started, to measure its CPU and memory")
 	fs.IntVar(&c.natsPID, "nats-pid", 0, "with --pid: the process id of the NATS server the system uses, when it runs on its own; its CPU counts in CPU per saga (as the embedded server's does) and its memory is shown apart")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar")
@@ -117,6 +119,10 @@ func parseBench(args []string, stderr io.Writer, getenv func(string) string) (be
 		return c, fmt.Errorf("%w: --duration must be positive", errUsage)
 	case c.batch < 1:
 		return c, fmt.Errorf("%w: --consumer-batch %d < 1", errUsage, c.batch)
+	case c.rounds < 1:
+		return c, fmt.Errorf("%w: --rounds %d < 1", errUsage, c.rounds)
+	case c.rounds > 1 && !c.ceiling:
+		return c, fmt.Errorf("%w: --rounds alternates the minimal saga with the load; it cannot go with --no-ceiling", errUsage)
 	case c.dbURL != "" && !c.embedded:
 		return c, fmt.Errorf("%w: --db needs --embedded (a running system keeps its own store)", errUsage)
 	case c.durable && !c.embedded:
@@ -145,6 +151,20 @@ type benchReport struct {
 	Memory   *benchMemory   `json:"memory,omitempty"`
 	Ratios   map[string]any `json:"ratios"`
 	Outcomes map[string]int `json:"outcomes"`
+	// Rounds pairs each run of the minimal saga with the load window that
+	// followed it (--rounds); the limits' minimal saga figures and the
+	// ratios to it are the medians of these. Absent without the ceiling.
+	Rounds []benchRound `json:"rounds,omitempty"`
+}
+
+// benchRound is one run of the minimal saga and the load window after it.
+type benchRound struct {
+	MinimalSagaPerSec float64 `json:"minimal_saga_per_sec"`
+	MinimalSagaCPUms  float64 `json:"minimal_saga_cpu_ms_per_saga"`
+	PerSec            float64 `json:"per_sec"`
+	SystemMsPerSaga   float64 `json:"system_ms_per_saga"` // 0 when no process is measured
+	ToMinimalSaga     float64 `json:"to_minimal_saga"`
+	CPUToMinimalSaga  float64 `json:"cpu_to_minimal_saga"` // 0 when no process is measured
 }
 
 type benchSetup struct {
@@ -269,17 +289,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 	}
 	say("choreo bench: %s window after %s warm-up, %s, mix %s, %s\n", cfg.duration, cfg.warmup, loadShape(cfg), cfg.mix, describeTarget(rep.Setup))
+	open := ceilingStores(cfg, dataDir, dbURL)
+	var minimal []minimalRun
 	if cfg.ceiling {
 		say("measuring the machine's limits on the same server and storage…\n")
-		lim, err := measureLimits(ctx, js, nc, cfg, dataDir, dbURL, pid, cfg.natsPID)
+		lim, first, err := measureLimits(ctx, js, nc, cfg, open, pid, cfg.natsPID)
 		if err != nil {
 			return fmt.Errorf("measure limits: %w", err)
 		}
-		rep.Limits = lim
+		rep.Limits, minimal = lim, []minimalRun{first}
 		say("  JetStream async publish  %s msg/s\n", thousands(lim.JetStreamPublishPerSec))
 		say("  store commit (2 rows)    %s tx/s\n", thousands(lim.StoreCommitPerSec))
 		say("  minimal saga (ceiling)   %s sagas/s at batch %d, %.2f ms CPU per saga, p99 %.1f ms\n",
-			thousands(lim.MinimalSagaPerSec), lim.MinimalSagaBatch, lim.MinimalSagaCPUms, lim.MinimalSagaP99ms)
+			thousands(first.PerSec), lim.MinimalSagaBatch, first.CPUms, first.P99ms)
 	}
 
 	var (
@@ -294,10 +316,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		windowSecs       = int64(math.Ceil(cfg.duration.Seconds()))
 		processCPU       = func() time.Duration { return selfCPU() }
 	)
-	if showBar {
-		bar = progressbar.NewOptions64(windowSecs, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("warm-up"),
-			progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
-	}
 	lg := loadgen.Config{
 		NC: nc, JS: js, Inflight: cfg.inflight, Rate: cfg.rate, Warmup: cfg.warmup, Duration: cfg.duration, Mix: cfg.mix,
 		OnWindow: func(open bool) {
@@ -309,7 +327,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			if open {
 				genStart = g
 			} else {
-				genCPU = g - genStart
+				genCPU += g - genStart
 			}
 		},
 		Progress: func(p loadgen.Progress) {
@@ -330,12 +348,42 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if cfg.quiet || cfg.json {
 		lg.Progress = nil
 	}
-	res, err := loadgen.Run(ctx, lg)
-	if bar != nil {
-		_ = bar.Finish()
-	}
-	if err != nil {
-		return err
+	var res loadgen.Result
+	for round := 1; round <= cfg.rounds; round++ {
+		if round > 1 {
+			say("round %d of %d: the minimal saga again, then the load…\n", round, cfg.rounds)
+			m, err := measureMinimal(ctx, js, nc, cfg, open, pid, cfg.natsPID)
+			if err != nil {
+				return fmt.Errorf("measure limits, round %d: %w", round, err)
+			}
+			minimal = append(minimal, m)
+		}
+		if showBar {
+			bar = progressbar.NewOptions64(windowSecs, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("warm-up"),
+				progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
+		}
+		systemBefore, serverBefore := system.cpu, server.cpu
+		one, err := loadgen.Run(ctx, lg)
+		if bar != nil {
+			_ = bar.Finish()
+		}
+		if err != nil {
+			return err
+		}
+		res = mergeResults(res, one)
+		if len(minimal) == round {
+			r := benchRound{MinimalSagaPerSec: minimal[round-1].PerSec, MinimalSagaCPUms: minimal[round-1].CPUms,
+				PerSec: one.Rate, ToMinimalSaga: ratio(one.Rate, minimal[round-1].PerSec)}
+			if system.ok && one.CompletedInWindow > 0 {
+				cpu := system.cpu - systemBefore
+				if server.ok {
+					cpu += server.cpu - serverBefore
+				}
+				r.SystemMsPerSaga = ms(cpu) / float64(one.CompletedInWindow)
+				r.CPUToMinimalSaga = ratio(r.SystemMsPerSaga, r.MinimalSagaCPUms)
+			}
+			rep.Rounds = append(rep.Rounds, r)
+		}
 	}
 	if child != nil {
 		// The final memory is read after the drain: what the process holds
@@ -369,11 +417,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 	}
 	if l := rep.Limits; l != nil {
-		rep.Ratios["to_minimal_saga"] = ratio(res.Rate, l.MinimalSagaPerSec)
+		// One round: the ratios of the run's figures. More: the medians
+		// of the rounds' ratios, each of a window to the minimal saga just
+		// before it, and the minimal saga's medians as its figures.
+		l.MinimalSagaPerSec = median(minimal, func(m minimalRun) float64 { return m.PerSec })
+		l.MinimalSagaCPUms = median(minimal, func(m minimalRun) float64 { return m.CPUms })
+		l.MinimalSagaP99ms = median(minimal, func(m minimalRun) float64 { return m.P99ms })
+		rep.Ratios["to_minimal_saga"] = median(rep.Rounds, func(r benchRound) float64 { return r.ToMinimalSaga })
 		rep.Ratios["to_jetstream_publish"] = ratio(res.Rate, l.JetStreamPublishPerSec/publishesPerSaga)
 		rep.Ratios["to_store_commit"] = ratio(res.Rate, l.StoreCommitPerSec/transactionsPerSaga)
 		if rep.CPU.Measured && l.MinimalSagaCPUms > 0 {
-			rep.Ratios["cpu_to_minimal_saga"] = ratio(rep.CPU.SystemMsPerSaga, l.MinimalSagaCPUms)
+			rep.Ratios["cpu_to_minimal_saga"] = median(rep.Rounds, func(r benchRound) float64 { return r.CPUToMinimalSaga })
 		}
 	}
 	if cfg.json {
@@ -438,6 +492,16 @@ func printBench(w io.Writer, r benchReport) {
 	slices.Sort(outcomes)
 	fmt.Fprintf(w, "  sagas         %d placed, %d completed, %d lost, %d unexpected: %s\n",
 		r.Sagas.Placed, r.Sagas.Completed, r.Sagas.Lost, r.Sagas.Unexpected, strings.Join(outcomes, ", "))
+	if len(r.Rounds) > 1 {
+		fmt.Fprintf(w, "rounds (the ratios above are their medians; the other figures cover every window):\n")
+		for i, rd := range r.Rounds {
+			line := fmt.Sprintf("  %d  minimal saga %s sagas/s, then %s sagas/s = %.2f", i+1, thousands(rd.MinimalSagaPerSec), thousands(rd.PerSec), rd.ToMinimalSaga)
+			if rd.SystemMsPerSaga > 0 {
+				line += fmt.Sprintf("; CPU per saga %.2f ms against %.2f ms: %.1f×", rd.SystemMsPerSaga, rd.MinimalSagaCPUms, rd.CPUToMinimalSaga)
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 }
 
 func ratio(a, b float64) float64 {
@@ -464,8 +528,8 @@ func thousands(f float64) string {
 	return b.String()
 }
 
-// processWatch follows a measured process over the window: the CPU it
-// used between the window's opening and closing, and its memory.
+// processWatch follows a measured process over the windows: the CPU it
+// used between each window's opening and closing, summed, and its memory.
 type processWatch struct {
 	pid        int
 	ok         bool // there is a process, and it could be read every time
@@ -489,7 +553,7 @@ func (w *processWatch) sample(open bool) {
 	if open {
 		w.start = ps.CPU
 	} else {
-		w.cpu = ps.CPU - w.start
+		w.cpu += ps.CPU - w.start
 	}
 }
 
@@ -517,49 +581,114 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// measureLimits measures the machine's limits on the server and storage
-// the run uses. The minimal saga's CPU counts bench (where its four
-// services run) and the measured processes: choreo's (where the NATS
-// server runs when embedded) and the separate NATS server's, as the
-// choreo figure counts them.
-func measureLimits(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg benchConfig, dataDir, dbURL string, pids ...int) (*benchLimits, error) {
-	open := func(ctx context.Context, name string) (*sqldb.DB, error) {
+// ceilingStores opens the ceiling's stores where the run keeps its own:
+// the SQLite files under dataDir, or fresh schemas of the PostgreSQL
+// database dbURL.
+func ceilingStores(cfg benchConfig, dataDir, dbURL string) ceiling.Opener {
+	return func(ctx context.Context, name string) (*sqldb.DB, error) {
 		if dbURL != "" {
 			return openScratchSchema(ctx, dbURL, name)
 		}
 		return sqldb.Open(ctx, filepath.Join(dataDir, "ceiling", name+".db"), sqldb.WithDurable(cfg.durable))
 	}
+}
+
+// measureLimits measures the machine's limits on the server and storage
+// the run uses: the publish and commit rates, and a first run of the
+// minimal saga.
+func measureLimits(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg benchConfig, open ceiling.Opener, pids ...int) (*benchLimits, minimalRun, error) {
 	pub, err := ceiling.PublishRate(ctx, js, ceiling.PublishOptions{})
 	if err != nil {
-		return nil, err
+		return nil, minimalRun{}, err
 	}
 	commit, err := ceiling.CommitRate(ctx, open, ceiling.CommitOptions{})
 	if err != nil {
-		return nil, err
+		return nil, minimalRun{}, err
 	}
-	before := selfCPU() + cpuOf(pids)
-	saga, err := ceiling.MinimalSaga(ctx, js, nc, open, ceiling.SagaOptions{
-		Duration: min(cfg.duration, 10*time.Second), Inflight: cfg.inflight, Batch: cfg.batch,
-	})
+	saga, err := measureMinimal(ctx, js, nc, cfg, open, pids...)
 	if err != nil {
-		return nil, err
+		return nil, minimalRun{}, err
 	}
-	cpu := selfCPU() + cpuOf(pids) - before
 	lim := &benchLimits{
 		JetStreamPublishPerSec: pub.PerSec,
 		StoreCommitPerSec:      commit.PerSec,
 		MinimalSagaPerSec:      saga.PerSec,
 		MinimalSagaBatch:       saga.Batch,
+		MinimalSagaCPUms:       saga.CPUms,
+		MinimalSagaP99ms:       saga.P99ms,
 	}
+	return lim, saga, nil
+}
+
+// minimalRun is one run of the minimal saga.
+type minimalRun struct {
+	PerSec, CPUms, P99ms float64
+	Batch                int
+}
+
+// measureMinimal runs the minimal saga once. Its CPU counts bench (where
+// its four services run) and the measured processes: choreo's (where the
+// NATS server runs when embedded) and the separate NATS server's, as the
+// choreo figure counts them.
+func measureMinimal(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg benchConfig, open ceiling.Opener, pids ...int) (minimalRun, error) {
+	before := selfCPU() + cpuOf(pids)
+	saga, err := ceiling.MinimalSaga(ctx, js, nc, open, ceiling.SagaOptions{
+		Duration: min(cfg.duration, 10*time.Second), Inflight: cfg.inflight, Batch: cfg.batch,
+	})
+	if err != nil {
+		return minimalRun{}, err
+	}
+	cpu := selfCPU() + cpuOf(pids) - before
+	m := minimalRun{PerSec: saga.PerSec, Batch: saga.Batch}
 	if saga.Ops > 0 {
-		lim.MinimalSagaCPUms = ms(cpu) / float64(saga.Ops)
+		m.CPUms = ms(cpu) / float64(saga.Ops)
 	}
 	if len(saga.Latency) > 0 {
 		lat := append([]time.Duration(nil), saga.Latency...)
 		slices.Sort(lat)
-		lim.MinimalSagaP99ms = ms(lat[(len(lat)*99)/100])
+		m.P99ms = ms(lat[(len(lat)*99)/100])
 	}
-	return lim, nil
+	return m, nil
+}
+
+// median is the median of f over xs (the mean of the middle two of an
+// even number), 0 for none.
+func median[T any](xs []T, f func(T) float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	vs := make([]float64, len(xs))
+	for i, x := range xs {
+		vs[i] = f(x)
+	}
+	slices.Sort(vs)
+	mid := len(vs) / 2
+	if len(vs)%2 == 0 {
+		return (vs[mid-1] + vs[mid]) / 2
+	}
+	return vs[mid]
+}
+
+// mergeResults adds the load window b to the windows of a: counts add up,
+// latencies join one histogram, and the rate is over all the windows.
+func mergeResults(a, b loadgen.Result) loadgen.Result {
+	if a.Latency == nil {
+		return b
+	}
+	a.Placed += b.Placed
+	a.Completed += b.Completed
+	a.Lost += b.Lost
+	a.Unexpected += b.Unexpected
+	for k, v := range b.Outcomes {
+		a.Outcomes[k] += v
+	}
+	a.Window += b.Window
+	a.CompletedInWindow += b.CompletedInWindow
+	if a.Window > 0 {
+		a.Rate = float64(a.CompletedInWindow) / a.Window.Seconds()
+	}
+	a.Latency.Merge(b.Latency)
+	return a
 }
 
 // benchChild is choreo up running as a child process for the run.

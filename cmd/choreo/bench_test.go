@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/choreo-dev/choreo/cmd/choreo/internal/loadgen"
 	"github.com/choreo-dev/choreo/events/natstest"
 	"github.com/choreo-dev/choreo/events/sqltest"
 )
@@ -28,8 +31,14 @@ func TestBenchEmbeddedJSON(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			args := []string{"bench", "--embedded", "--choreo-bin", bin, "--duration", "1s", "--warmup", "300ms",
 				"--inflight", "8", "--mix", "happy=70,out_of_stock=10,declined=10,cancel=10", "--json"}
+			// SQLite alternates two rounds of the minimal saga and the
+			// load; PostgreSQL runs the default single round.
+			rounds := 2
 			if engine == "postgres" {
 				args = append(args, "--db", sqltest.RequirePostgres(t))
+				rounds = 1
+			} else {
+				args = append(args, "--rounds", "2")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -73,6 +82,17 @@ func TestBenchEmbeddedJSON(t *testing.T) {
 				if v, ok := rep.Ratios[k].(float64); !ok || v <= 0 {
 					t.Errorf("ratio %s: got %v, want a positive number", k, rep.Ratios[k])
 				}
+			}
+			if len(rep.Rounds) != rounds {
+				t.Fatalf("rounds: got %d, want %d: %+v", len(rep.Rounds), rounds, rep.Rounds)
+			}
+			for i, r := range rep.Rounds {
+				if r.MinimalSagaPerSec <= 0 || r.PerSec <= 0 || r.ToMinimalSaga <= 0 || r.SystemMsPerSaga <= 0 || r.CPUToMinimalSaga <= 0 {
+					t.Errorf("round %d: got %+v, want every figure measured", i+1, r)
+				}
+			}
+			if got, want := rep.Ratios["to_minimal_saga"], median(rep.Rounds, func(r benchRound) float64 { return r.ToMinimalSaga }); got != want {
+				t.Errorf("ratio to_minimal_saga: got %v, want the rounds' median %v", got, want)
 			}
 			outcomes := strings.Join(mapKeys(rep.Outcomes), " ")
 			for _, want := range []string{"CONFIRMED", "CANCELLED/out_of_stock", "CANCELLED/payment_declined"} {
@@ -169,10 +189,55 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "--embedded", "--pid", "1"},
 		{"bench", "--nats-pid", "1"},
 		{"bench", "--consumer-batch", "0"},
+		{"bench", "--rounds", "0"},
+		{"bench", "--rounds", "2", "--no-ceiling"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), args, &stdout, &stderr, func(string) string { return "" }); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (usage); stderr: %s", args, code, stderr.String())
 		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	id := func(v float64) float64 { return v }
+	for _, tt := range []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{0.4}, 0.4},
+		{[]float64{0.5, 0.1, 0.3}, 0.3},
+		{[]float64{0.4, 0.1, 0.3, 0.2}, 0.25},
+	} {
+		if got := median(tt.in, id); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// Rounds' windows add up: counts, outcomes, latencies, and a rate over
+// every window, not the mean of the rounds' rates.
+func TestMergeResults(t *testing.T) {
+	window := func(completed int, secs float64, outcome string, latUs ...int64) loadgen.Result {
+		h := hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
+		for _, v := range latUs {
+			_ = h.RecordValue(v)
+		}
+		return loadgen.Result{Placed: completed, Completed: completed, CompletedInWindow: completed,
+			Window: time.Duration(secs * float64(time.Second)), Rate: float64(completed) / secs,
+			Outcomes: map[string]int{outcome: completed}, Latency: h}
+	}
+	var all loadgen.Result
+	all = mergeResults(all, window(300, 1, "CONFIRMED", 1000, 2000))
+	all = mergeResults(all, window(100, 3, "CANCELLED/out_of_stock", 9000))
+	if all.Placed != 400 || all.Completed != 400 || all.CompletedInWindow != 400 || all.Window != 4*time.Second || all.Rate != 100 {
+		t.Errorf("counts: got %+v, want 400 sagas over 4s, 100 sagas/s", all)
+	}
+	if len(all.Outcomes) != 2 || all.Outcomes["CONFIRMED"] != 300 || all.Outcomes["CANCELLED/out_of_stock"] != 100 {
+		t.Errorf("outcomes: got %v, want both windows'", all.Outcomes)
+	}
+	if all.Latency.TotalCount() != 3 || all.Latency.Max() < 8990 {
+		t.Errorf("latency: %d values, max %d; want the three of both windows", all.Latency.TotalCount(), all.Latency.Max())
 	}
 }
