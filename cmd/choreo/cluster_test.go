@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -116,14 +117,20 @@ func TestSagasOnAJetStreamCluster(t *testing.T) {
 
 	// The node leading INVENTORY goes away (its leaderships move to the
 	// others) while orders keep coming.
-	s, err := opJS.Stream(ctx, catalog.StreamInventory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := cluster.Node(s.CachedInfo().Cluster.Leader)
-	if down == nil {
-		t.Fatalf("INVENTORY's leader %q is no running node", s.CachedInfo().Cluster.Leader)
-	}
+	var down *natstest.Server
+	waitFor(t, ctx, "INVENTORY's leader", func() (bool, string) {
+		info, err := streamInfo(ctx, opJS, catalog.StreamInventory)
+		switch {
+		case err != nil:
+			return false, "stream info: " + err.Error()
+		case info.Cluster == nil || info.Cluster.Leader == "":
+			return false, "no leader"
+		}
+		if down = cluster.Node(info.Cluster.Leader); down == nil {
+			return false, fmt.Sprintf("its leader %q is no running node", info.Cluster.Leader)
+		}
+		return true, ""
+	})
 	down.Shutdown()
 	place(plan[12:24])
 	down.Restart(t)
@@ -133,11 +140,11 @@ func TestSagasOnAJetStreamCluster(t *testing.T) {
 	checkInvariants(t, ctx, c, js, plan, received)
 	for _, spec := range catalog.StreamSpecs(catalog.DefaultRetention) {
 		waitFor(t, ctx, spec.Name+" on three current replicas", func() (bool, string) {
-			st, err := opJS.Stream(ctx, spec.Name)
+			info, err := streamInfo(ctx, opJS, spec.Name)
 			if err != nil {
 				return false, err.Error()
 			}
-			return replicatedOnAll(st.CachedInfo(), 3)
+			return replicatedOnAll(info, 3)
 		})
 	}
 }
@@ -165,16 +172,16 @@ func stepDownStreamLeader(t *testing.T, ctx context.Context, op *nats.Conn, js j
 	// leader is the stream's leader, or "" and why there is none known:
 	// a wait that gives up says which.
 	leader := func() (string, string) {
-		s, err := js.Stream(ctx, stream)
+		info, err := streamInfo(ctx, js, stream)
 		switch {
 		case err != nil:
 			return "", "stream info: " + err.Error()
-		case s.CachedInfo().Cluster == nil:
+		case info.Cluster == nil:
 			return "", "stream info without cluster info"
-		case s.CachedInfo().Cluster.Leader == "":
-			return "", fmt.Sprintf("no leader; replicas %s", replicaStates(s.CachedInfo().Cluster))
+		case info.Cluster.Leader == "":
+			return "", fmt.Sprintf("no leader; replicas %s", replicaStates(info.Cluster))
 		}
-		return s.CachedInfo().Cluster.Leader, ""
+		return info.Cluster.Leader, ""
 	}
 	var before string
 	waitFor(t, ctx, stream+" leader stepping down", func() (bool, string) {
@@ -182,7 +189,9 @@ func stepDownStreamLeader(t *testing.T, ctx context.Context, op *nats.Conn, js j
 		if before, why = leader(); before == "" {
 			return false, why
 		}
-		msg, err := op.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
+		rctx, cancel := context.WithTimeout(ctx, clusterRequestTimeout)
+		defer cancel()
+		msg, err := op.RequestWithContext(rctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -204,6 +213,24 @@ func stepDownStreamLeader(t *testing.T, ctx context.Context, op *nats.Conn, js j
 		}
 		return now != before, "leader " + now
 	})
+}
+
+// clusterRequestTimeout bounds one JetStream API request made while waiting
+// on the cluster. A request that reaches a stream without a leader gets no
+// answer at all: bounded only by the test's deadline, one such request
+// waited out the whole test (CI, "stream info: context deadline exceeded")
+// instead of asking again once a leader was elected.
+const clusterRequestTimeout = 5 * time.Second
+
+// streamInfo asks for a stream's info once, for at most clusterRequestTimeout.
+func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*jetstream.StreamInfo, error) {
+	rctx, cancel := context.WithTimeout(ctx, clusterRequestTimeout)
+	defer cancel()
+	s, err := js.Stream(rctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	return s.CachedInfo(), nil
 }
 
 // replicaStates says of each replica of a stream whether it is current,

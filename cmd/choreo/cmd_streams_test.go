@@ -43,11 +43,11 @@ func waitReplicas(t *testing.T, ctx context.Context, js jetstream.JetStream, n i
 	t.Helper()
 	for _, s := range catalog.Streams {
 		waitFor(t, ctx, s.Name+" on current replicas", func() (bool, string) {
-			st, err := js.Stream(ctx, s.Name)
+			info, err := streamInfo(ctx, js, s.Name)
 			if err != nil {
 				return false, err.Error()
 			}
-			return replicatedOnAll(st.CachedInfo(), n)
+			return replicatedOnAll(info, n)
 		})
 	}
 }

@@ -120,7 +120,12 @@ func TestClusterSurvivesANodeRestart(t *testing.T) {
 	natstest.PublishUntilAcked(t, ctx, js, "s.3", nil, "s.3")
 	deadline := time.Now().Add(time.Minute)
 	for {
-		info, err := s.Info(ctx)
+		// Each request for at most a few seconds: one that reaches the
+		// stream between two leaders gets no answer, and with ctx alone
+		// would wait out the test's minute instead of asking again.
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := s.Info(rctx)
+		rcancel()
 		if err == nil && info.State.Msgs == 3 && len(info.Cluster.Replicas) == 2 && info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
 			break
 		}
