@@ -96,7 +96,7 @@ func parseBench(args []string, stderr io.Writer, getenv func(string) string) (be
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "load before the window, not counted")
 	mix := fs.String("mix", "happy=100", "saga paths by weight: happy, out_of_stock, declined, cancel")
 	noCeiling := fs.Bool("no-ceiling", false, "skip measuring the machine's limits")
-	fs.IntVar(&c.rounds, "rounds", 1, "run the minimal saga and the load this many times, alternating, and take the medians of their ratios: on a noisy machine two windows a minute apart can differ by a third")
+	fs.IntVar(&c.rounds, "rounds", 1, "run the minimal saga and the load this many times, alternating, and take the medians of their ratios: on a noisy machine two runs a minute apart can differ by a quarter")
 	fs.IntVar(&c.pid, "pid", 0, "without --embedded: the process id of the choreo you started, to measure its CPU and memory")
 	fs.IntVar(&c.natsPID, "nats-pid", 0, "with --pid: the process id of the NATS server the system uses, when it runs on its own; its CPU counts in CPU per saga (as the embedded server's does) and its memory is shown apart")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar")
