@@ -332,7 +332,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 			c.stopIters()
 			return nil, fmt.Errorf("consumer %s/%s: create: %w", src.Stream, src.Durable, err)
 		}
-		iter, err := cons.Messages(jetstream.PullMaxMessages(pull))
+		iter, err := cons.Messages(jetstream.PullMaxMessages(pull), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			c.stopIters()
 			return nil, fmt.Errorf("consumer %s/%s: subscribe: %w", src.Stream, src.Durable, err)
@@ -342,6 +342,14 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 	go c.run()
 	return c, nil
 }
+
+// pullExpiry is how long one pull request of a consumer's iterator lasts
+// before the client asks again (nats.go's default is 30s). A consumer that
+// held back while its After calls were busy was seen, on a loaded machine,
+// to get nothing more until its pull request expired: 22 of 200 messages
+// waited over 20s. A shorter request bounds such a stall, for one more
+// request every few seconds per idle consumer.
+const pullExpiry = 5 * time.Second
 
 func (c *Consumer) stopIters() {
 	for _, it := range c.iters {

@@ -741,7 +741,13 @@ func TestSlowAfterCallsHoldBackNewMessages(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	release()
-	waitFor(t, "every message settled", func() bool { return settled.Load() == n })
+	deadline := time.Now().Add(waitTimeout)
+	for settled.Load() != n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := settled.Load(); got != n {
+		t.Fatalf("settled %d messages (took %d deliveries, handled %d) after %s, want %d", got, taken.Load(), len(handled.list()), waitTimeout, n)
+	}
 	if got := len(handled.list()); got != n {
 		t.Errorf("handled %d messages, want %d", got, n)
 	}
