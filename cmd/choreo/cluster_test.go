@@ -119,15 +119,12 @@ func TestSagasOnAJetStreamCluster(t *testing.T) {
 	// others) while orders keep coming.
 	var down *natstest.Server
 	waitFor(t, ctx, "INVENTORY's leader", func() (bool, string) {
-		info, err := streamInfo(ctx, opJS, catalog.StreamInventory)
-		switch {
-		case err != nil:
-			return false, "stream info: " + err.Error()
-		case info.Cluster == nil || info.Cluster.Leader == "":
-			return false, "no leader"
+		leader, why := streamLeader(ctx, opJS, catalog.StreamInventory)
+		if leader == "" {
+			return false, why
 		}
-		if down = cluster.Node(info.Cluster.Leader); down == nil {
-			return false, fmt.Sprintf("its leader %q is no running node", info.Cluster.Leader)
+		if down = cluster.Node(leader); down == nil {
+			return false, fmt.Sprintf("its leader %q is no running node", leader)
 		}
 		return true, ""
 	})
@@ -169,20 +166,7 @@ func replicatedOnAll(info *jetstream.StreamInfo, n int) (bool, string) {
 // same), and waits until another node leads it.
 func stepDownStreamLeader(t *testing.T, ctx context.Context, op *nats.Conn, js jetstream.JetStream, stream string) {
 	t.Helper()
-	// leader is the stream's leader, or "" and why there is none known:
-	// a wait that gives up says which.
-	leader := func() (string, string) {
-		info, err := streamInfo(ctx, js, stream)
-		switch {
-		case err != nil:
-			return "", "stream info: " + err.Error()
-		case info.Cluster == nil:
-			return "", "stream info without cluster info"
-		case info.Cluster.Leader == "":
-			return "", fmt.Sprintf("no leader; replicas %s", replicaStates(info.Cluster))
-		}
-		return info.Cluster.Leader, ""
-	}
+	leader := func() (string, string) { return streamLeader(ctx, js, stream) }
 	var before string
 	waitFor(t, ctx, stream+" leader stepping down", func() (bool, string) {
 		var why string
@@ -231,6 +215,21 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*je
 		return nil, err
 	}
 	return s.CachedInfo(), nil
+}
+
+// streamLeader is the stream's leader, or "" and why there is none known:
+// a wait that gives up says which.
+func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) (leader, why string) {
+	info, err := streamInfo(ctx, js, stream)
+	switch {
+	case err != nil:
+		return "", "stream info: " + err.Error()
+	case info.Cluster == nil:
+		return "", "stream info without cluster info"
+	case info.Cluster.Leader == "":
+		return "", fmt.Sprintf("no leader; replicas %s", replicaStates(info.Cluster))
+	}
+	return info.Cluster.Leader, ""
 }
 
 // replicaStates says of each replica of a stream whether it is current,
