@@ -125,6 +125,12 @@ func TestDecodeRejects(t *testing.T) {
 		{"DataBase64NotBase64", base(func(m map[string]any) { delete(m, "data"); m["data_base64"] = "{}" }), []string{"data_base64 is not base64"}},
 		{"DataBase64NotJSON", base(func(m map[string]any) { delete(m, "data"); m["data_base64"] = "aGVsbG8=" }), []string{"data_base64 is not JSON"}},
 		{"SeveralProblemsAtOnce", base(func(m map[string]any) { delete(m, "id"); delete(m, "type") }), []string{"id is missing", "type is missing"}},
+		// Two values for one attribute: which one a consumer sees must not
+		// depend on its JSON library, so neither is taken.
+		{"DuplicateAttribute", []byte(`{"specversion":"1.0","id":"e-1","id":"e-2","source":"s","type":"t","data":{}}`), []string{"malformed cloudevent", "duplicate"}},
+		// CloudEvents attribute names are lower-case; "ID" is another
+		// (extension) attribute, not the id.
+		{"AttributeNameInAnotherCase", []byte(`{"specversion":"1.0","ID":"e-1","source":"s","type":"t","data":{}}`), []string{"id is missing"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,6 +180,8 @@ func TestDecodeData(t *testing.T) {
 		name, input, want string
 	}{
 		{"UnknownField", `{"order_id":"o-1","quantity":2,"qty":3}`, `unknown field "qty"`},
+		{"FieldNameInAnotherCase", `{"Order_ID":"o-1"}`, `unknown field "Order_ID"`},
+		{"DuplicateField", `{"order_id":"o-1","quantity":2,"quantity":3}`, "duplicate"},
 		{"TrailingValue", `{"order_id":"o-1"} {"order_id":"o-2"}`, "trailing content"},
 		{"TrailingGarbage", `{"order_id":"o-1"} garbage`, "trailing content"},
 		{"TrailingCloseBrace", `{"order_id":"o-1"}}`, "trailing content"},

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/nats-io/nats.go"
 
 	"github.com/choreo-dev/choreo/events"
@@ -83,7 +84,7 @@ func decodeEvent[T any](header nats.Header, body []byte, stored time.Time, wantT
 	}
 	serr := schemaCheck(reflect.TypeFor[T](), env.Data)
 	var v T
-	if err := json.Unmarshal(env.Data, &v); err != nil {
+	if err := jsonv2.Unmarshal(env.Data, &v); err != nil {
 		return env, zero, withSchemaProblems(events.Permanent(fmt.Errorf("malformed %s data: %w", env.Type, err)), serr)
 	}
 	var verr error
