@@ -21,6 +21,8 @@ import (
 	"slices"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/catalog"
 	"github.com/choreo-dev/choreo/events/consumer"
@@ -241,10 +243,10 @@ func scanReservation(row scanner) (*inventory.Reservation, error) {
 		&lines, &shortages, &created, &updated); err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal([]byte(lines), &r.Lines); err != nil {
+	if err := jsonv2.Unmarshal([]byte(lines), &r.Lines); err != nil {
 		return nil, fmt.Errorf("reservation %s: corrupt lines: %w", r.OrderID, err)
 	}
-	if err := json.Unmarshal([]byte(shortages), &r.Shortages); err != nil {
+	if err := jsonv2.Unmarshal([]byte(shortages), &r.Shortages); err != nil {
 		return nil, fmt.Errorf("reservation %s: corrupt shortages: %w", r.OrderID, err)
 	}
 	// The columns hold [] for none; the domain's value for none is nil.

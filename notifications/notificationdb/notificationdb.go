@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/inbox"
@@ -78,7 +80,7 @@ func scan(row scanner) (*notifications.Notification, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal([]byte(items), &n.Items); err != nil {
+	if err := jsonv2.Unmarshal([]byte(items), &n.Items); err != nil {
 		return nil, fmt.Errorf("notification %s: corrupt items: %w", n.ID, err)
 	}
 	n.State = notifications.State(state)

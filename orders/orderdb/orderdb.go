@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/choreo-dev/choreo/events"
 	"github.com/choreo-dev/choreo/events/aggregate"
 	"github.com/choreo-dev/choreo/events/idempotency"
@@ -104,7 +106,7 @@ func scanOrder(row interface{ Scan(dest ...any) error }) (*orders.Order, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+	if err := jsonv2.Unmarshal([]byte(items), &o.Items); err != nil {
 		return nil, fmt.Errorf("order %s: corrupt items: %w", o.ID, err)
 	}
 	o.Status = orders.Status(status)
