@@ -187,7 +187,7 @@ func decodeStructured(b []byte, stored time.Time) (Envelope, error) {
 		var probe struct {
 			DataBase64 *string `json:"data_base64"`
 		}
-		if err := json.Unmarshal(b, &probe); err != nil {
+		if err := jsonv2.Unmarshal(b, &probe); err != nil {
 			return Envelope{}, Permanent(fmt.Errorf("malformed cloudevent: %w", err))
 		}
 		if probe.DataBase64 != nil {
@@ -234,7 +234,11 @@ func LooksLikeCloudEvent(b []byte) bool {
 	var probe struct {
 		SpecVersion *string `json:"specversion"`
 	}
-	if err := jsonv2.Unmarshal(b, &probe); err != nil {
+	// Lenient on purpose: a CloudEvent with a duplicate attribute is still
+	// one, and decoding it as such says what is wrong with it, where
+	// decoding it as a bare command would only list its attributes as
+	// unknown fields.
+	if err := jsonv2.Unmarshal(b, &probe, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)); err != nil {
 		return false
 	}
 	return probe.SpecVersion != nil
@@ -263,6 +267,10 @@ func dataError(data []byte, err error) error {
 			return fmt.Errorf("unknown field %q in %s", field, at)
 		}
 		return fmt.Errorf("unknown field %q", field)
+	}
+	var syntax *jsontext.SyntacticError
+	if !errors.As(err, &syntax) {
+		return err
 	}
 	dec := jsontext.NewDecoder(bytes.NewReader(data))
 	if _, verr := dec.ReadValue(); verr == nil {

@@ -187,6 +187,7 @@ func TestDecodeData(t *testing.T) {
 		{"TrailingCloseBrace", `{"order_id":"o-1"}}`, "trailing content"},
 		{"TrailingCloseBracket", `{"order_id":"o-1"}]`, "trailing content"},
 		{"WrongType", `{"quantity":"two"}`, "malformed data"},
+		{"WrongTypeBeforeTrailingContent", `{"quantity":"two"} x`, "cannot unmarshal"},
 		{"Truncated", `{"order_id":`, "malformed data"},
 		{"Empty", ``, "malformed data"},
 	}
@@ -218,6 +219,9 @@ func TestLooksLikeCloudEvent(t *testing.T) {
 		{`{"specversion":null}`, false},
 		{`not json`, false},
 		{`[]`, false},
+		// Still a CloudEvent, whose decoding then says what is wrong with
+		// it, not a bare command with unknown fields.
+		{`{"specversion":"1.0","id":"e-1","id":"e-2","data":{}}`, true},
 	}
 	for _, tt := range tests {
 		if got := events.LooksLikeCloudEvent([]byte(tt.in)); got != tt.want {
