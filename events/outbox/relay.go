@@ -500,10 +500,14 @@ func (r *Relay) drain(ctx context.Context, from int64) (int, error) {
 // batches were still on their way. Waiting for those acks first would add
 // their round trip to the latency of every event committed meanwhile, at
 // every hop of a saga. Only on SQLite, whose rows commit in id order, so
-// that none can appear below the rows already loaded; and for at most the
-// delete delay, after which the drain ends and the acked rows are deleted.
+// that none can appear below the rows already loaded; and no new round
+// once the delete delay has passed or maxAcked rows wait to be deleted,
+// so that the drain ends and Run deletes them.
 func (r *Relay) moreWhileUnsettled(ctx context.Context, unsettled *atomic.Int64, idle <-chan struct{}, started time.Time) bool {
 	if r.ob.db.Dialect.Engine != sqldb.SQLite || unsettled.Load() == 0 || time.Since(started) >= r.deleteDelay {
+		return false
+	}
+	if n, _ := r.waiting(); n >= maxAcked {
 		return false
 	}
 	select {
