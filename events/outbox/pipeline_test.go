@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,13 +99,7 @@ func TestDrainGoesOnWithRowsCommittedWhileAcksArePending(t *testing.T) {
 	}
 	ob := New(db)
 	js := &heldAcks{published: make(chan string, 10), release: make(chan struct{})}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(js.release)
-		}
-	}
+	release := sync.OnceFunc(func() { close(js.release) })
 	defer release()
 	r, err := NewRelay(ob, js, WithDeleteDelay(time.Hour))
 	if err != nil {
